@@ -1,0 +1,3 @@
+"""ihub: an open-source integration hub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ihub.cli import main
+
+main()

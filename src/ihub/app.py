@@ -1,0 +1,177 @@
+"""create_app(): routers, middleware, error handlers, start-up and shut-down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ihub import __version__
+from ihub.common.body import add_body_schemas
+from ihub.common.context import AppContext
+from ihub.common.crypto import SecretBox
+from ihub.common.errors import ApiError, envelope, status_slug
+from ihub.common.limits import BodySizeLimit
+from ihub.config import Settings, get_settings
+from ihub.db.engine import create_engine, create_sessionmaker
+from ihub.provisioning.routes import router as provisioning_router
+from ihub.tenancy.routes import router as tenancy_router
+
+log = logging.getLogger("ihub")
+
+ROUTERS = [provisioning_router, tenancy_router]
+
+
+def _optional_routers() -> list[Any]:
+    """Routers of domains that are built on top of the core, imported by name to keep app.py stable."""
+    import importlib
+
+    routers = []
+    for module in (
+        "ihub.templates.routes",
+        "ihub.projects.routes",
+        "ihub.flows.routes",
+        "ihub.runs.routes",
+        "ihub.incoming.routes",
+        "ihub.console.routes",
+    ):
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+            continue
+        routers.append(loaded.router)
+    return routers
+
+
+def is_oauth_path(path: str) -> bool:
+    """`/incoming/...` and `/{env}/incoming/...` speak RFC 6749/6750 errors, not the /api/v1 envelope."""
+    parts = path.strip("/").split("/")
+    return "incoming" in parts[:2]
+
+
+def error_response(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    if is_oauth_path(request.url.path):
+        body: dict[str, Any] = {"error": code, "error_description": message}
+        headers = {"Cache-Control": "no-store", **(headers or {})}
+    else:
+        body = envelope(status, code, message)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        response = error_response(request, error.status, error.code, error.message, error.headers)
+        fields = getattr(error, "fields", None)
+        if fields and not is_oauth_path(request.url.path):
+            body = envelope(error.status, error.code, error.message)
+            body["metadata"]["errors"] = fields
+            response = JSONResponse(body, status_code=error.status, headers=error.headers)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        messages = {
+            404: f"no route {request.method} {request.url.path}",
+            405: f"method {request.method} not allowed here",
+        }
+        message = messages.get(error.status_code, str(error.detail))
+        return error_response(
+            request, error.status_code, status_slug(error.status_code), message, dict(error.headers or {})
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        fields = []
+        for item in error.errors():
+            loc = [str(p) for p in item.get("loc", ())]
+            fields.append({"field": ".".join(loc[1:] or loc), "message": item.get("msg", "invalid")})
+        text = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
+        api_error = ApiError(400, text, "validation_error")
+        api_error.fields = fields  # type: ignore[attr-defined]
+        return await _api_error(request, api_error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        # Logged in full for the operator; the client learns nothing about the internals.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "internal error; the server log has the details")
+
+
+def build_context(settings: Settings) -> AppContext:
+    master = settings.resolved_secret_key()
+    engine = create_engine(settings.resolved_database_url)
+    return AppContext(
+        settings=settings, engine=engine, sessions=create_sessionmaker(engine), box=SecretBox(master), master_key=master
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    context = build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hooks = app.state.lifecycle
+        for start, _ in hooks:
+            await start(app)
+        try:
+            yield
+        finally:
+            for _, stop in reversed(hooks):
+                await stop(app)
+            await context.engine.dispose()
+
+    app = FastAPI(
+        title="ihub",
+        version=__version__,
+        description="Integration hub: provisioning API (/api/v1) and signed-JWT flow triggers (/{env}/incoming).",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.state.run_worker = run_worker
+    # (start, stop) coroutines taking the app; domains (executors) append to it.
+    app.state.lifecycle = []
+    install_error_handlers(app)
+    for router in ROUTERS + _optional_routers():
+        app.include_router(router)
+    _install_lifecycle_hooks(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            add_body_schemas(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _install_lifecycle_hooks(app: FastAPI) -> None:
+    """Domains that run in the background (executors) expose `install(app)`; call those present."""
+    import importlib
+
+    for module in ("ihub.executors.lifecycle",):
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+            continue
+        loaded.install(app)

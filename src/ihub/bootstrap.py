@@ -1,0 +1,39 @@
+"""First start: schema, root organization, first Owner and that Owner's secret key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ihub.common.crypto import SecretBox
+from ihub.provisioning.service import generate_key
+from ihub.tenancy.models import User
+from ihub.tenancy.permissions import Role
+from ihub.tenancy.service import ensure_root
+
+DEFAULT_OWNER_EMAIL = "owner@ihub.local"
+
+
+@dataclass(frozen=True)
+class FirstOwner:
+    org_id: int
+    user_id: int
+    email: str
+    secret: str
+
+
+async def initialize(
+    session: AsyncSession, box: SecretBox, *, owner_email: str = DEFAULT_OWNER_EMAIL, owner_name: str = "Owner"
+) -> FirstOwner | None:
+    """Create the root org and first Owner on an empty hub; None when the hub already has users."""
+    root, _ = await ensure_root(session)
+    if await session.scalar(select(func.count()).select_from(User)):
+        await session.commit()
+        return None
+    owner = User(org_id=root.id, name=owner_name, email=owner_email.lower(), role=Role.OWNER.value)
+    session.add(owner)
+    await session.flush()
+    issued = await generate_key(session, box, owner.id)
+    return FirstOwner(org_id=root.id, user_id=owner.id, email=owner.email, secret=issued.secret)

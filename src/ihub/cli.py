@@ -1,0 +1,212 @@
+"""The `ihub` command: init, serve, migrate, and operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from ihub.config import Settings, get_settings
+
+app = typer.Typer(help="ihub: an integration hub.", no_args_is_help=True, add_completion=False)
+user_app = typer.Typer(help="Manage users from the server's shell.", no_args_is_help=True)
+key_app = typer.Typer(help="Manage API secret keys from the server's shell.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(key_app, name="key")
+console = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def migrate_database(settings: Settings) -> None:
+    from ihub.db.engine import is_sqlite
+    from ihub.db.migrate import upgrade
+
+    if is_sqlite(settings.resolved_database_url):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+
+
+async def _initialize(settings: Settings, owner_email: str):  # noqa: ANN202
+    from ihub.bootstrap import initialize
+    from ihub.common.crypto import SecretBox
+    from ihub.db.engine import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            first = await initialize(session, SecretBox(settings.resolved_secret_key()), owner_email=owner_email)
+            await session.commit()
+            return first
+    finally:
+        await engine.dispose()
+
+
+def _print_first_owner(first, as_json: bool) -> None:  # noqa: ANN001
+    if as_json:
+        print(
+            json.dumps(
+                {"orgId": str(first.org_id), "userId": str(first.user_id), "email": first.email, "secret": first.secret}
+            )
+        )
+        return
+    console.print(
+        Panel.fit(
+            f"[bold]Root organization:[/] {first.org_id}\n"
+            f"[bold]Owner userId:[/]      {first.user_id}  ({first.email})\n"
+            f"[bold]Owner secret key:[/]  {first.secret}\n\n"
+            "This secret is shown once. Store it now; `ihub key generate --user ID` makes a new one.",
+            title="ihub initialized",
+            border_style="green",
+        )
+    )
+
+
+@app.command()
+def init(
+    as_json: JsonFlag = False,
+    owner_email: Annotated[str, typer.Option(help="Email of the first Owner.")] = "owner@ihub.local",
+) -> None:
+    """Create the schema, the root organization (id "1") and the first Owner with a secret key."""
+    settings = get_settings()
+    migrate_database(settings)
+    first = asyncio.run(_initialize(settings, owner_email))
+    if first is None:
+        message = "already initialized: the hub has users. Use `ihub key generate --user ID` for a new secret."
+        if as_json:
+            print(json.dumps({"initialized": False, "message": message}))
+        else:
+            console.print(message)
+        raise typer.Exit(3)
+    _print_first_owner(first, as_json)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default IHUB_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default IHUB_PORT or 8080).")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the API only; run no flows here.")] = False,
+) -> None:
+    """Migrate, initialize on first start, and serve the API (with the local executor unless --no-worker)."""
+    import uvicorn
+
+    from ihub.app import create_app
+    from ihub.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    migrate_database(settings)
+    first = asyncio.run(_initialize(settings, "owner@ihub.local"))
+    if first is not None:
+        _print_first_owner(first, as_json=False)
+        print(f"IHUB_OWNER_USER_ID={first.user_id}\nIHUB_OWNER_SECRET={first.secret}", flush=True)
+    uvicorn.run(
+        create_app(settings, run_worker=not no_worker),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    migrate_database(get_settings())
+    console.print("schema is up to date")
+
+
+async def _with_session(work):  # noqa: ANN001, ANN202
+    from ihub.common.crypto import SecretBox
+    from ihub.db.engine import create_engine, create_sessionmaker
+
+    settings = get_settings()
+    engine = create_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await work(session, SecretBox(settings.resolved_secret_key()))
+    finally:
+        await engine.dispose()
+
+
+@key_app.command("generate")
+def key_generate(user: Annotated[str, typer.Option("--user", help="User id.")], as_json: JsonFlag = False) -> None:
+    """Generate a new secret key for a user (the old one stops working). Shown once."""
+    from ihub.common.ids import parse_id
+    from ihub.provisioning.service import generate_key
+    from ihub.tenancy.models import User
+
+    user_id = parse_id(user)
+
+    async def work(session, box):  # noqa: ANN001, ANN202
+        if await session.get(User, user_id) is None:
+            return None
+        return await generate_key(session, box, user_id)
+
+    issued = asyncio.run(_with_session(work))
+    if issued is None:
+        console.print(f"no user {user_id}")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps({"userId": str(issued.user_id), "secret": issued.secret}))
+    else:
+        console.print(f"userId {issued.user_id}\nsecret {issued.secret}\n(shown once)")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonFlag = False) -> None:
+    """List every user."""
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from ihub.tenancy.models import User
+
+    async def work(session, _box):  # noqa: ANN001, ANN202
+        return (await session.scalars(select(User).order_by(User.id))).all()
+
+    users = asyncio.run(_with_session(work))
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"id": str(u.id), "orgId": str(u.org_id), "name": u.name, "email": u.email, "role": u.role}
+                    for u in users
+                ]
+            )
+        )
+        return
+    table = Table("id", "org", "name", "email", "role")
+    for u in users:
+        table.add_row(str(u.id), str(u.org_id), u.name, u.email, u.role)
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def register(sub: typer.Typer, name: str) -> None:
+    """Other domains add their command groups (template, runs, trigger) here."""
+    app.add_typer(sub, name=name)
+
+
+def _load_domain_commands() -> None:
+    import importlib
+
+    for module in ("ihub.templates.cli", "ihub.runs.cli", "ihub.incoming.cli", "ihub.executors.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+_load_domain_commands()

@@ -1,0 +1,41 @@
+"""What every request needs from the running app: settings, the database and the secret box."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ihub.common.crypto import SecretBox
+from ihub.config import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    box: SecretBox
+    master_key: str = field(repr=False)
+    # Filled by other domains at start-up (executor, key caches, ...).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.context
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.context.sessions() as session:
+        yield session
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

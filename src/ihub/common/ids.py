@@ -1,0 +1,42 @@
+"""Public ids are decimal strings; clients may send numbers or strings."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+from ihub.common.errors import ApiError
+
+MAX_ID = 2**63 - 1
+
+
+def parse_id(value: Any) -> int:
+    """Accept `7`, `"7"`; reject booleans, floats, signs and anything non-decimal."""
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal id")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError('must be a decimal id such as "1"')
+    if not 1 <= number <= MAX_ID:
+        raise ValueError("must be a positive decimal id")
+    return number
+
+
+def path_id(value: str, kind: str) -> int:
+    """Ids from the URL path: a malformed one names nothing, so it is a 404 like an unknown one."""
+    try:
+        return parse_id(value)
+    except ValueError:
+        raise ApiError(404, f"{kind} {value!r} not found", "not_found") from None
+
+
+IdIn = Annotated[
+    int,
+    BeforeValidator(parse_id),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["1"]}),
+]
+IdOut = Annotated[int, PlainSerializer(str, return_type=str), WithJsonSchema({"type": "string", "examples": ["1"]})]

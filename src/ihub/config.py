@@ -1,0 +1,68 @@
+"""Settings, read from `IHUB_*` environment variables (and `.env`), validated at start."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IHUB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("ihub-data"), description="Where the SQLite file and generated key live.")
+    database_url: str = Field(default="", description="sqlite:///path or postgresql://...; empty = SQLite in data_dir.")
+    public_url: str = Field(default="http://127.0.0.1:8080", description="Externally visible base URL.")
+    secret_key: str = Field(default="", repr=False, description="Master key; generated into data_dir when unset.")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    api_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    token_failures_per_user: int = Field(default=10, ge=1, description="Failed /token attempts per userId per window.")
+    token_failures_per_client: int = Field(
+        default=30, ge=1, description="Failed /token attempts per address per window."
+    )
+    token_failure_window_seconds: int = Field(default=300, ge=1)
+
+    incoming_envs: list[str] = Field(default_factory=lambda: ["prod", "test"])
+    incoming_token_ttl_seconds: int = Field(default=3599, ge=60, le=86400)
+    incoming_max_assertion_bytes: int = 8 * 1024
+
+    executor: str = Field(default="local", description="local | procrastinate")
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    run_retention_days: int = Field(default=30, ge=1)
+    redis_url: str = ""
+    log_level: str = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ihub.db').resolve()}"
+
+    def resolved_secret_key(self) -> str:
+        """The master key: from the environment, else from data_dir, else freshly generated there (mode 0600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

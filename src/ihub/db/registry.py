@@ -1,0 +1,13 @@
+"""Imports every domain's tables so that `Base.metadata` is complete (Alembic, tests)."""
+
+from ihub.db.base import Base
+from ihub.flows import models as _flows  # noqa: F401
+from ihub.incoming import models as _incoming  # noqa: F401
+from ihub.projects import models as _projects  # noqa: F401
+from ihub.provisioning import models as _provisioning  # noqa: F401
+from ihub.ratelimit import models as _ratelimit  # noqa: F401
+from ihub.runs import models as _runs  # noqa: F401
+from ihub.templates import models as _templates  # noqa: F401
+from ihub.tenancy import models as _tenancy  # noqa: F401
+
+metadata = Base.metadata

@@ -1,0 +1,42 @@
+"""Projects made from a template, and the connections that fill the template's slots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ihub.db.base import Base, CreatedAtMixin, UTCDateTime, utcnow
+
+
+class Project(CreatedAtMixin, Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    # NO ACTION: a template in use cannot be deleted, yet a whole org subtree can go in one statement.
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Connection(CreatedAtMixin, Base):
+    """A template slot filled in for one project. Secret fields are sealed; the rest is plain config."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("project_id", "slot_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    slot_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(50))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_sealed: Mapped[str | None] = mapped_column(Text)
+    secret_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    configured: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,231 @@
+"""Organizations and users: the tree, the subtree rule and the all-or-nothing bulk create."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
+from ihub.tenancy.models import Organization, User
+from ihub.tenancy.permissions import (
+    Principal,
+    Role,
+    require_owner,
+    require_user_manager,
+)
+from ihub.tenancy.schemas import OrgCreate, OrgUpdate, UserCreate, UserUpdate
+
+ROOT_ORG_ID = 1
+
+
+# -- organizations -------------------------------------------------------------------------------
+
+
+async def get_org(session: AsyncSession, org_id: int) -> Organization | None:
+    return await session.get(Organization, org_id)
+
+
+async def visible_org(session: AsyncSession, principal: Principal, org_id: int) -> Organization:
+    org = await session.get(Organization, org_id)
+    if org is None or not principal.sees(org.path):
+        raise not_found("organization", org_id)
+    return org
+
+
+async def ancestor_ids(session: AsyncSession, org_id: int) -> list[int]:
+    """The org itself and every ancestor, nearest first."""
+    org = await session.get(Organization, org_id)
+    if org is None:
+        return []
+    return [int(part) for part in reversed(org.path.strip("/").split("/"))]
+
+
+async def list_orgs(session: AsyncSession, principal: Principal) -> Sequence[Organization]:
+    result = await session.scalars(
+        select(Organization).where(Organization.path.startswith(principal.org_path)).order_by(Organization.id)
+    )
+    return result.all()
+
+
+async def _name_taken(session: AsyncSession, parent_id: int | None, name: str, except_id: int | None = None) -> bool:
+    query = select(Organization.id).where(Organization.parent_id == parent_id, Organization.name == name)
+    if except_id is not None:
+        query = query.where(Organization.id != except_id)
+    return (await session.scalar(query.limit(1))) is not None
+
+
+async def create_org(session: AsyncSession, principal: Principal, data: OrgCreate) -> Organization:
+    require_owner(principal, "create organizations")
+    parent = await visible_org(session, principal, data.parent_id or principal.org_id)
+    if await _name_taken(session, parent.id, data.name):
+        raise conflict(f"organization {parent.id} already has a sub-organization named {data.name!r}")
+    org = Organization(name=data.name, parent_id=parent.id, path="")
+    session.add(org)
+    await session.flush()
+    org.path = f"{parent.path}{org.id}/"
+    await _commit_or_conflict(session, f"an organization named {data.name!r} already exists there")
+    return org
+
+
+async def update_org(session: AsyncSession, principal: Principal, org_id: int, data: OrgUpdate) -> Organization:
+    org = await visible_org(session, principal, org_id)
+    require_owner(principal, "change organizations")
+    name = data.name if data.name is not None else org.name
+    parent_id = org.parent_id
+    if data.parent_id is not None and data.parent_id != org.parent_id:
+        if org.parent_id is None:
+            raise bad_request("the root organization cannot be moved")
+        new_parent = await visible_org(session, principal, data.parent_id)
+        if new_parent.path.startswith(org.path):
+            raise bad_request(f"moving organization {org.id} under {new_parent.id} would create a cycle", "cycle")
+        old_prefix, new_prefix = org.path, f"{new_parent.path}{org.id}/"
+        await session.execute(
+            update(Organization)
+            .where(Organization.path.startswith(old_prefix))
+            .values(path=new_prefix + func.substr(Organization.path, len(old_prefix) + 1))
+            .execution_options(synchronize_session=False)
+        )
+        parent_id = new_parent.id
+        org.path = new_prefix
+    if await _name_taken(session, parent_id, name, except_id=org.id):
+        raise conflict(f"organization {parent_id} already has a sub-organization named {name!r}")
+    org.name, org.parent_id = name, parent_id
+    await _commit_or_conflict(session, f"an organization named {name!r} already exists there")
+    await session.refresh(org)
+    return org
+
+
+async def delete_org(session: AsyncSession, principal: Principal, org_id: int, cascade: bool) -> Organization:
+    org = await visible_org(session, principal, org_id)
+    require_owner(principal, "delete organizations")
+    if org.parent_id is None:
+        raise forbidden("the root organization cannot be deleted")
+    if org.id == principal.org_id:
+        raise forbidden("you cannot delete your own organization")
+    if not cascade:
+        from ihub.projects.service import count_projects_in_org
+
+        contents = {
+            "sub-organizations": await session.scalar(
+                select(func.count()).select_from(Organization).where(Organization.parent_id == org.id)
+            ),
+            "users": await session.scalar(select(func.count()).select_from(User).where(User.org_id == org.id)),
+            "projects": await count_projects_in_org(session, org.id),
+        }
+        held = [f"{count} {what}" for what, count in contents.items() if count]
+        if held:
+            raise conflict(
+                f"organization {org.id} still has {', '.join(held)}; delete them first or pass ?cascade=true",
+                "not_empty",
+            )
+    # One statement for the whole subtree: foreign keys cascade to users, templates, projects and
+    # everything below them, and the parent links are checked once the statement is done.
+    await session.execute(
+        delete(Organization).where(Organization.path.startswith(org.path)).execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return org
+
+
+async def ensure_root(session: AsyncSession, name: str = "Root") -> tuple[Organization, bool]:
+    root = await session.get(Organization, ROOT_ORG_ID)
+    if root is not None:
+        return root, False
+    root = Organization(id=ROOT_ORG_ID, name=name, parent_id=None, path=f"/{ROOT_ORG_ID}/")
+    session.add(root)
+    await session.flush()
+    return root, True
+
+
+async def _commit_or_conflict(session: AsyncSession, message: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict(message) from None
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+async def visible_user(session: AsyncSession, principal: Principal, user_id: int) -> User:
+    row = (
+        await session.execute(
+            select(User, Organization.path).join(Organization, Organization.id == User.org_id).where(User.id == user_id)
+        )
+    ).first()
+    if row is None or not principal.sees(row.path):
+        raise not_found("user", user_id)
+    return row.User
+
+
+async def list_users(session: AsyncSession, principal: Principal, org_id: int) -> Sequence[User]:
+    org = await visible_org(session, principal, org_id)
+    return (await session.scalars(select(User).where(User.org_id == org.id).order_by(User.id))).all()
+
+
+async def _emails_taken(session: AsyncSession, emails: list[str]) -> set[str]:
+    if not emails:
+        return set()
+    return set((await session.scalars(select(User.email).where(User.email.in_(emails)))).all())
+
+
+async def create_users(
+    session: AsyncSession, principal: Principal, org_id: int, entries: list[UserCreate]
+) -> list[User]:
+    """All or nothing: the first bad entry (by index) refuses the whole request."""
+    org = await visible_org(session, principal, org_id)
+    if not entries:
+        raise bad_request("send at least one user")
+    for index, entry in enumerate(entries):
+        try:
+            require_user_manager(principal, entry.role, "create")
+        except ApiError as error:
+            error.message = f"users[{index}].role: {error.message}"
+            raise
+    emails = [entry.email.lower() for entry in entries]
+    for index, email in enumerate(emails):
+        if email in emails[:index]:
+            raise bad_request(f"users[{index}].email: {email} appears twice in this request", "duplicate_email")
+    taken = await _emails_taken(session, emails)
+    for index, email in enumerate(emails):
+        if email in taken:
+            raise conflict(f"users[{index}].email: a user with email {email} already exists", "email_taken")
+    users = [
+        User(org_id=org.id, name=e.name, email=email, role=e.role.value)
+        for e, email in zip(entries, emails, strict=True)
+    ]
+    session.add_all(users)
+    await _commit_or_conflict(session, "a user with one of these emails already exists")
+    return users
+
+
+async def update_user(session: AsyncSession, principal: Principal, user_id: int, data: UserUpdate) -> User:
+    user = await visible_user(session, principal, user_id)
+    require_user_manager(principal, Role(user.role), "change")
+    if data.role is not None:
+        if user.id == principal.user_id and data.role.value != user.role:
+            raise forbidden("you cannot change your own role")
+        require_user_manager(principal, data.role, "make a user")
+        user.role = data.role.value
+    if data.email is not None and data.email.lower() != user.email:
+        if await _emails_taken(session, [data.email.lower()]):
+            raise conflict(f"a user with email {data.email.lower()} already exists", "email_taken")
+        user.email = data.email.lower()
+    if data.name is not None:
+        user.name = data.name
+    await _commit_or_conflict(session, "a user with that email already exists")
+    return user
+
+
+async def delete_user(session: AsyncSession, principal: Principal, user_id: int) -> User:
+    user = await visible_user(session, principal, user_id)
+    require_user_manager(principal, Role(user.role), "delete")
+    if user.id == principal.user_id:
+        raise forbidden("you cannot delete yourself")
+    await session.delete(user)
+    await session.commit()
+    return user
