@@ -8,7 +8,8 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from ihub.common.errors import ApiError
 
-MAX_ID = 2**63 - 1
+# Every id column is a 32-bit INTEGER; PostgreSQL fails a query comparing one with a larger number.
+MAX_ID = 2**31 - 1
 
 
 def parse_id(value: Any) -> int:
@@ -22,7 +23,7 @@ def parse_id(value: Any) -> int:
     else:
         raise ValueError('must be a decimal id such as "1"')
     if not 1 <= number <= MAX_ID:
-        raise ValueError("must be a positive decimal id")
+        raise ValueError(f"must be a decimal id from 1 to {MAX_ID}")
     return number
 
 

@@ -1,0 +1,316 @@
+"""POST /api/v1/token: the exchange, its response, and every way it must refuse."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import urllib.parse
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from ihub.provisioning.models import ApiToken
+
+pytestmark = pytest.mark.anyio
+
+
+def sign(secret: str, nonce: str) -> str:
+    return hashlib.sha256((secret + nonce).encode()).hexdigest()
+
+
+def credentials(user_id: str | int, secret: str, nonce: str | None = None) -> dict[str, object]:
+    nonce = str(uuid.uuid1()) if nonce is None else nonce
+    return {"userId": user_id, "nonce": nonce, "hash": sign(secret, nonce)}
+
+
+async def orgs_with(client: httpx.AsyncClient, token: str, scheme: str = "") -> httpx.Response:
+    return await client.get("/api/v1/org", headers={"Authorization": f"{scheme}{token}"})
+
+
+# -- the happy paths -----------------------------------------------------------------------------
+
+
+async def test_json_body_returns_both_lists_and_no_store(client, owner):
+    before = datetime.now(UTC)
+    response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"tokens", "token"}
+    assert body["tokens"] == body["token"]
+    [entry] = body["tokens"]
+    assert set(entry) == {"token", "expires", "expiresIn", "userId"}
+    assert entry["userId"] == owner.user_id
+    assert entry["expiresIn"] == 3600
+    expires = datetime.fromisoformat(entry["expires"])
+    assert expires.tzinfo is not None
+    assert before + timedelta(seconds=3590) < expires < before + timedelta(seconds=3610)
+    assert (await orgs_with(client, entry["token"])).status_code == 200
+
+
+async def test_form_body(client, owner):
+    response = await client.post("/api/v1/token", data=credentials(owner.user_id, owner.secret))
+    assert response.status_code == 200, response.text
+    assert (await orgs_with(client, response.json()["tokens"][0]["token"])).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["id", "userId"])
+async def test_id_is_accepted_instead_of_user_id_and_numbers_too(client, owner, field):
+    body = credentials(int(owner.user_id), owner.secret)
+    body[field] = body.pop("userId")
+    response = await client.post("/api/v1/token", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["tokens"][0]["userId"] == owner.user_id
+
+
+async def test_upper_case_hex_hash(client, owner):
+    body = credentials(owner.user_id, owner.secret)
+    body["hash"] = str(body["hash"]).upper()
+    assert (await client.post("/api/v1/token", json=body)).status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["", "Bearer ", "bearer "])
+async def test_authorization_bare_or_bearer(client, owner_token, scheme):
+    response = await orgs_with(client, owner_token, scheme)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_token_ttl_seconds": 120}])
+async def test_ttl_is_configurable(client, owner):
+    response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+    assert response.json()["tokens"][0]["expiresIn"] == 120
+
+
+# -- tokens that must not work -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Bearer", "Bearer ", "garbage", "Bearer garbage", "Basic dXNlcjpwYXNz", "x" * 5000],
+)
+async def test_missing_or_garbage_token(client, owner, header):
+    headers = {} if header is None else {"Authorization": header}
+    response = await client.get("/api/v1/org", headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.json()["metadata"]["status"] == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_expired_token_is_refused(client, app, owner_token):
+    assert (await orgs_with(client, owner_token)).status_code == 200
+    async with app.state.context.sessions() as session:
+        await session.execute(update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await session.commit()
+    response = await orgs_with(client, owner_token)
+    assert response.status_code == 401
+    assert "expired" in response.json()["metadata"]["message"]
+
+
+async def test_token_stops_working_when_user_is_deleted(client, api):
+    user = await api.add_user("1", "Admin")
+    token = (await client.post("/api/v1/token", json=credentials(user.user_id, user.secret))).json()["token"][0]
+    assert (await orgs_with(client, token["token"])).status_code == 200
+    assert (await client.delete(f"/api/v1/user/{user.user_id}", headers=api.auth)).status_code == 200
+    assert (await orgs_with(client, token["token"])).status_code == 401
+    # And the secret cannot buy a new one.
+    again = await client.post("/api/v1/token", json=credentials(user.user_id, user.secret))
+    assert again.status_code == 401
+
+
+async def test_regenerated_key_revokes_old_tokens_and_secret(client, api):
+    user = await api.add_user("1", "Owner")
+    old_token = (await client.post("/api/v1/token", json=credentials(user.user_id, user.secret))).json()["tokens"][0]
+    new_secret = await api.new_key(user.user_id)
+    assert new_secret != user.secret
+    assert (await orgs_with(client, old_token["token"])).status_code == 401
+    refused = await client.post("/api/v1/token", json=credentials(user.user_id, user.secret))
+    assert refused.status_code == 401
+    accepted = await client.post("/api/v1/token", json=credentials(user.user_id, new_secret))
+    assert accepted.status_code == 200
+    assert (await orgs_with(client, accepted.json()["tokens"][0]["token"])).status_code == 200
+
+
+# -- refused exchanges ---------------------------------------------------------------------------
+
+
+async def test_nonce_is_accepted_once(client, owner):
+    nonce = str(uuid.uuid1())
+    first = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+    assert first.status_code == 200
+    again = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+    assert again.status_code == 401
+    assert again.json()["metadata"]["code"] == "nonce_reused"
+    assert "nonce already used" in again.json()["metadata"]["message"]
+    # Also when the reused nonce arrives form-encoded, with the hash in upper case.
+    body = credentials(owner.user_id, owner.secret, nonce)
+    body["hash"] = str(body["hash"]).upper()
+    assert (await client.post("/api/v1/token", data=body)).status_code == 401
+    fresh = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+    assert fresh.status_code == 200
+
+
+async def test_nonce_is_per_key(client, api):
+    """Another user may pick the same nonce; a regenerated key starts a fresh nonce history."""
+    user = await api.add_user("1", "Member")
+    nonce = "shared-nonce-0001"
+    assert (await client.post("/api/v1/token", json=credentials(user.user_id, user.secret, nonce))).status_code == 200
+    other = await api.add_user("1", "Member")
+    assert (await client.post("/api/v1/token", json=credentials(other.user_id, other.secret, nonce))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    [
+        "short12",  # 7 characters
+        "x" * 129,
+        "has space-1234",
+        "slash/in/nonce",
+        "plus+sign+nonce",
+        "percent%20nonce",
+        "ünïcödé-nonce",
+        "nul\x00byte-nonce",
+        "newline\nnonce",
+        "trailing-newline\n",
+        "",
+    ],
+)
+async def test_bad_nonce_is_400(client, owner, nonce):
+    response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+    assert response.status_code == 400, response.text
+    metadata = response.json()["metadata"]
+    assert metadata["code"] == "validation_error"
+    assert [error["field"] for error in metadata["errors"]] == ["nonce"]
+
+
+@pytest.mark.parametrize("nonce", ["12345678", "x" * 128, "Az09._~:-", str(uuid.uuid1()), str(uuid.uuid4())])
+async def test_nonce_alphabet_edges_are_accepted(client, owner, nonce):
+    response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hash", "abc"),
+        ("hash", "g" * 64),
+        ("hash", None),
+        ("userId", "abc"),
+        ("userId", -1),
+        ("userId", True),
+        ("userId", 1.5),
+        ("userId", str(2**31)),  # beyond any id column: refused, never a database error
+        ("userId", 2**70),
+        ("nonce", None),
+    ],
+)
+async def test_malformed_fields_are_400(client, owner, field, value):
+    body = credentials(owner.user_id, owner.secret)
+    if value is None:
+        del body[field]
+    else:
+        body[field] = value
+    response = await client.post("/api/v1/token", json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["metadata"]["message"]
+
+
+async def test_wrong_hash_and_unknown_user_look_the_same(client, owner):
+    nonce = str(uuid.uuid1())
+    wrong_hash = await client.post(
+        "/api/v1/token", json={"userId": owner.user_id, "nonce": nonce, "hash": sign("not-the-secret", nonce)}
+    )
+    unknown = await client.post("/api/v1/token", json=credentials("987654", owner.secret, nonce))
+    largest = await client.post("/api/v1/token", json=credentials(str(2**31 - 1), owner.secret, nonce))
+    assert wrong_hash.status_code == unknown.status_code == largest.status_code == 401
+    assert wrong_hash.content == unknown.content == largest.content
+    assert wrong_hash.headers.get("www-authenticate") == unknown.headers.get("www-authenticate")
+
+
+async def test_user_without_a_key_looks_unknown(client, api):
+    user = await api.add_user("1", "Member", with_key=False)
+    response = await client.post("/api/v1/token", json=credentials(user.user_id, "guess"))
+    unknown = await client.post("/api/v1/token", json=credentials("987654", "guess"))
+    assert response.status_code == 401
+    assert response.content == unknown.content
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+LIMITS = {"token_failures_per_user": 3, "token_failures_per_client": 5, "token_failure_window_seconds": 300}
+
+
+def client_at(app, address: str) -> httpx.AsyncClient:  # noqa: ANN001
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 4000)), base_url="http://test")
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_failures_per_user_are_limited(app, owner):
+    async with client_at(app, "10.0.0.1") as first, client_at(app, "10.0.0.2") as second:
+        for _ in range(3):
+            response = await first.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
+            assert response.status_code == 401
+        limited = await second.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
+        assert limited.status_code == 429, limited.text
+        assert limited.json()["metadata"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 300
+        # Correct credentials, from any address, are refused too while the user is limited ...
+        refused = await second.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+        assert refused.status_code == 429
+        # ... but other users are not affected (this address has failed once only).
+        other = await second.post("/api/v1/token", json=credentials("424242", "wrong"))
+        assert other.status_code == 401
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_failures_per_client_address_are_limited(app, owner):
+    async with client_at(app, "10.0.0.3") as noisy, client_at(app, "10.0.0.4") as quiet:
+        # Five different (unknown) users, so only the per-address limit can trip.
+        for user_id in range(1000, 1005):
+            assert (await noisy.post("/api/v1/token", json=credentials(user_id, "x"))).status_code == 401
+        limited = await noisy.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (await quiet.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))).status_code == 200
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_successes_and_bad_requests_do_not_count(app, owner):
+    async with client_at(app, "10.0.0.5") as http:
+        for _ in range(6):
+            assert (await http.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))).status_code == 200
+            assert (await http.post("/api/v1/token", json={"userId": owner.user_id})).status_code == 400
+
+
+@pytest.mark.parametrize("settings_overrides", [LIMITS])
+async def test_reused_nonces_count_as_failures(app, owner):
+    async with client_at(app, "10.0.0.6") as http:
+        nonce = str(uuid.uuid1())
+        first = await http.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+        assert first.status_code == 200
+        for _ in range(3):
+            replay = await http.post("/api/v1/token", json=credentials(owner.user_id, owner.secret, nonce))
+            assert replay.status_code == 401
+        assert (await http.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))).status_code == 429
+
+
+# -- secrets stay out of logs --------------------------------------------------------------------
+
+
+async def test_secrets_and_tokens_never_reach_the_log(client, api, caplog):
+    # DEBUG everywhere: SQLAlchemy then logs every statement with its parameters.
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")
+    user = await api.add_user("1", "Owner")
+    nonce = str(uuid.uuid1())
+    issued = await client.post("/api/v1/token", json=credentials(user.user_id, user.secret, nonce))
+    token = issued.json()["tokens"][0]["token"]
+    await client.post("/api/v1/token", json=credentials(user.user_id, user.secret, nonce))  # a refused replay
+    new_secret = await api.new_key(user.user_id)
+    await client.post("/api/v1/token", data=credentials(user.user_id, new_secret))
+    text = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    assert "api_keys" in text, "expected SQL statements in the captured log; is DEBUG capture working?"
+    for secret in (user.secret, new_secret, token, urllib.parse.quote(user.secret)):
+        assert secret not in text
