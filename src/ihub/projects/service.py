@@ -1,12 +1,434 @@
-"""Projects and their connections."""
+"""Projects and their connections.
+
+A project is made from a template visible from its org (the org's own or an ancestor's). It gets one
+connection per template slot and one flow row per template flow key; template updates are followed
+by `sync_template_projects`. Connection secrets are sealed with AES-GCM (bound to the connection's
+id) and leave this module only through `connection_runtime`, for the flow engine.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ihub.projects.models import Project
+from ihub.common.crypto import SecretBox
+from ihub.common.errors import ApiError, bad_request, conflict, not_found
+from ihub.db.base import utcnow
+from ihub.flows.models import Flow
+from ihub.projects import connection_types
+from ihub.projects.models import Connection, Project
+from ihub.projects.schemas import (
+    ConnectionOut,
+    FlowOut,
+    ProjectCreate,
+    ProjectOut,
+    ProjectUpdate,
+    TemplateConnectionOut,
+)
+from ihub.templates import service as templates
+from ihub.templates.models import Template
+from ihub.tenancy.models import Organization
+from ihub.tenancy.permissions import Principal
+from ihub.tenancy.service import visible_org
 
 
 async def count_projects_in_org(session: AsyncSession, org_id: int) -> int:
     return await session.scalar(select(func.count()).select_from(Project).where(Project.org_id == org_id)) or 0
+
+
+async def count_projects_using_template(session: AsyncSession, template_id: int) -> int:
+    query = select(func.count()).select_from(Project).where(Project.template_id == template_id)
+    return await session.scalar(query) or 0
+
+
+def seal_context(connection: Connection) -> str:
+    return f"connection:{connection.id}"
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+async def visible_project(session: AsyncSession, principal: Principal, project_id: int) -> Project:
+    row = (
+        await session.execute(
+            select(Project, Organization.path)
+            .join(Organization, Organization.id == Project.org_id)
+            .where(Project.id == project_id)
+        )
+    ).first()
+    if row is None or not principal.sees(row.path):
+        raise not_found("project", project_id)
+    return row.Project
+
+
+async def list_projects(session: AsyncSession, principal: Principal, org_id: int) -> Sequence[Project]:
+    org = await visible_org(session, principal, org_id)
+    return (await session.scalars(select(Project).where(Project.org_id == org.id).order_by(Project.id))).all()
+
+
+def _slot_map(template: Template | None) -> dict[str, dict[str, Any]]:
+    return {slot["id"]: slot for slot in templates.slots_of(template)} if template else {}
+
+
+def _missing(connection: Connection, slot: dict[str, Any] | None) -> list[str]:
+    # Presence is all that matters here, so secrets are not decrypted: their names are enough.
+    present = dict.fromkeys(connection.secret_fields or [], True)
+    extra = tuple(slot.get("fields") or ()) if slot else ()
+    return connection_types.missing_required(connection.type, connection.config or {}, present, extra)
+
+
+def _connection_out(connection: Connection | None, slot: dict[str, Any]) -> ConnectionOut:
+    if connection is None or connection.type != slot["type"]:
+        missing = connection_types.missing_required(slot["type"], {}, {}, tuple(slot.get("fields") or ()))
+        return ConnectionOut(
+            id=slot["id"],
+            type=slot["type"],
+            name=slot["name"],
+            configured=False,
+            config={},
+            secrets_set=[],
+            missing=missing,
+        )
+    missing = _missing(connection, slot)
+    return ConnectionOut(
+        id=slot["id"],
+        type=connection.type,
+        name=slot["name"],
+        configured=not missing,
+        config=dict(connection.config or {}),
+        secrets_set=sorted(connection.secret_fields or []),
+        missing=missing,
+    )
+
+
+async def project_views(session: AsyncSession, projects: Sequence[Project]) -> list[ProjectOut]:
+    """The API shape of each project: its template's slots, its connections (no secrets) and flows."""
+    if not projects:
+        return []
+    ids = [p.id for p in projects]
+    template_rows = (
+        await session.scalars(select(Template).where(Template.id.in_({p.template_id for p in projects})))
+    ).all()
+    by_template = {t.id: t for t in template_rows}
+    connections: dict[int, dict[str, Connection]] = {}
+    for row in (await session.scalars(select(Connection).where(Connection.project_id.in_(ids)))).all():
+        connections.setdefault(row.project_id, {})[row.slot_id] = row
+    flows: dict[int, list[Flow]] = {}
+    flow_rows = await session.scalars(
+        select(Flow).where(Flow.project_id.in_(ids), Flow.active.is_(True)).order_by(Flow.id)
+    )
+    for flow in flow_rows.all():
+        flows.setdefault(flow.project_id, []).append(flow)
+    views = []
+    for project in projects:
+        template = by_template.get(project.template_id)
+        slots = templates.slots_of(template) if template else []
+        specs = {spec["key"]: spec for spec in templates.flows_of(template)} if template else {}
+        own = connections.get(project.id, {})
+        flow_views = []
+        for flow in flows.get(project.id, []):
+            spec = specs.get(flow.key)
+            if spec is None:
+                continue
+            flow_views.append(
+                FlowOut(
+                    id=flow.id,
+                    key=flow.key,
+                    name=spec.get("name", flow.key),
+                    trigger=spec.get("trigger") or {},
+                    mode=spec.get("mode", "async"),
+                )
+            )
+        views.append(
+            ProjectOut(
+                id=project.id,
+                name=project.name,
+                description=project.description or "",
+                org_id=project.org_id,
+                template_id=project.template_id,
+                template_version=template.version if template else 0,
+                settings=dict(project.settings or {}),
+                template_connections=[
+                    TemplateConnectionOut(
+                        id=s["id"], type=s["type"], name=s["name"], fields=list(s.get("fields") or [])
+                    )
+                    for s in slots
+                ],
+                connections=[_connection_out(own.get(s["id"]), s) for s in slots],
+                flows=flow_views,
+                created_at=project.created_at,
+                updated_at=project.updated_at,
+            )
+        )
+    return views
+
+
+# -- changes -------------------------------------------------------------------------------------
+
+
+async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: int | None = None) -> bool:
+    query = select(Project.id).where(Project.org_id == org_id, Project.name == name)
+    if except_id is not None:
+        query = query.where(Project.id != except_id)
+    return (await session.scalar(query.limit(1))) is not None
+
+
+async def _commit(session: AsyncSession, name: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict(f"a project named {name!r} already exists in this organization", "name_taken") from None
+
+
+async def create_project(session: AsyncSession, principal: Principal, org_id: int, data: ProjectCreate) -> Project:
+    """Any role may create projects in its subtree."""
+    org = await visible_org(session, principal, org_id)
+    template = await templates.get_template(session, data.template_id)
+    if template is None:
+        raise not_found("template", data.template_id)
+    if not await templates.available_in_org(session, template, org.id):
+        # Whether the caller may know of it or not, it is not usable here: say so without details.
+        readable = True
+        try:
+            await templates.readable_template(session, principal, template.id)
+        except ApiError:
+            readable = False
+        if not readable:
+            raise not_found("template", data.template_id)
+        raise bad_request(
+            f"templateId: template {template.id} belongs to organization {template.org_id}, which is not "
+            f"organization {org.id} or one of its ancestors",
+            "template_not_available",
+        )
+    if await _name_taken(session, org.id, data.name):
+        raise conflict(f"organization {org.id} already has a project named {data.name!r}", "name_taken")
+    project = Project(
+        org_id=org.id,
+        template_id=template.id,
+        name=data.name,
+        description=data.description,
+        settings=data.settings or {},
+    )
+    session.add(project)
+    await session.flush()
+    await _sync_project(session, project, template)
+    await _commit(session, data.name)
+    await session.refresh(project)
+    return project
+
+
+def _parse_connection_entries(
+    entries: list[Any], slots: dict[str, dict[str, Any]], project_id: int
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """[(slot, config changes, secret changes)] for each entry; 400 naming the entry's index on the first error.
+
+    An entry is `{"id": slot, "details": {"type": ..., fields}}` (the seed's sample client) or
+    `{"id": slot, "type": ..., fields}`; both forms may be mixed, `details` winning.
+    """
+    parsed = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"connections[{index}]"
+        if not isinstance(entry, dict):
+            raise bad_request(f"{where}: must be an object {{id, details: {{type, ...fields}}}}", "invalid_connection")
+        slot_id = entry.get("id")
+        if isinstance(slot_id, int) and not isinstance(slot_id, bool):
+            slot_id = str(slot_id)
+        if not isinstance(slot_id, str) or not slot_id:
+            raise bad_request(
+                f"{where}.id: required, the id of one of the template's connections", "invalid_connection"
+            )
+        slot = slots.get(slot_id)
+        if slot is None:
+            known = ", ".join(repr(s) for s in slots) or "none"
+            raise bad_request(
+                f"{where}.id: project {project_id} has no connection {slot_id!r} (its template's connections: {known})",
+                "unknown_connection",
+            )
+        if slot_id in seen:
+            raise bad_request(f"{where}.id: connection {slot_id!r} appears twice in this request", "invalid_connection")
+        seen.add(slot_id)
+        details = entry.get("details")
+        if details is not None and not isinstance(details, dict):
+            raise bad_request(f"{where}.details: must be an object {{type, ...fields}}", "invalid_connection")
+        config: dict[str, Any] = {}
+        secrets: dict[str, Any] = {}
+        sources = [(where, {k: v for k, v in entry.items() if k not in ("id", "details")})]
+        if details is not None:
+            sources.append((f"{where}.details", details))
+        for path, values in sources:
+            values = dict(values)
+            kind = values.pop("type", None)
+            if kind is not None and kind != slot["type"]:
+                raise bad_request(
+                    f"{path}.type: connection {slot_id!r} has type {slot['type']!r} in the template, not {kind!r}",
+                    "connection_type_mismatch",
+                )
+            values.pop("name", None)  # the slot's name comes from the template; echoing it back is harmless
+            more_config, more_secrets = connection_types.validate_fields(slot["type"], values, path)
+            config.update(more_config)
+            secrets.update(more_secrets)
+        parsed.append((slot, config, secrets))
+    return parsed
+
+
+def _merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def _open_secrets(box: SecretBox, connection: Connection) -> dict[str, Any]:
+    if not connection.secrets_sealed:
+        return {}
+    return json.loads(box.open(connection.secrets_sealed, seal_context(connection)))
+
+
+def _store_secrets(box: SecretBox, connection: Connection, secrets: dict[str, Any]) -> None:
+    connection.secrets_sealed = box.seal(json.dumps(secrets), seal_context(connection)) if secrets else None
+    connection.secret_fields = sorted(secrets)
+
+
+async def _connection_rows(session: AsyncSession, project_id: int) -> dict[str, Connection]:
+    rows = await session.scalars(select(Connection).where(Connection.project_id == project_id))
+    return {row.slot_id: row for row in rows.all()}
+
+
+async def update_project(
+    session: AsyncSession, box: SecretBox, principal: Principal, project_id: int, data: ProjectUpdate
+) -> Project:
+    """Rename, describe, set settings, fill in connections: all checked before anything is written."""
+    project = await visible_project(session, principal, project_id)
+    template = await templates.get_template(session, project.template_id)
+    parsed = _parse_connection_entries(data.connections or [], _slot_map(template), project.id)
+    if data.name is not None and data.name != project.name:
+        if await _name_taken(session, project.org_id, data.name, except_id=project.id):
+            raise conflict(f"organization {project.org_id} already has a project named {data.name!r}", "name_taken")
+        project.name = data.name
+    if data.description is not None:
+        project.description = data.description
+    if data.settings is not None:
+        project.settings = data.settings
+    if parsed:
+        rows = await _connection_rows(session, project.id)
+        for slot, config, secrets in parsed:
+            connection = rows.get(slot["id"])
+            if connection is None:
+                connection = Connection(project_id=project.id, slot_id=slot["id"], type=slot["type"], config={})
+                session.add(connection)
+                await session.flush()  # its id is part of the sealing context
+            connection.config = _merge(connection.config or {}, config)
+            if secrets:
+                _store_secrets(box, connection, _merge(_open_secrets(box, connection), secrets))
+            connection.configured = not _missing(connection, slot)
+    # Touch the row so updated_at moves even when only connections changed.
+    project.updated_at = utcnow()
+    await session.flush()
+    await _commit(session, project.name)
+    await session.refresh(project)
+    return project
+
+
+async def delete_project(session: AsyncSession, principal: Principal, project_id: int) -> ProjectOut:
+    """Delete a project with its connections and flows; returns how it looked."""
+    project = await visible_project(session, principal, project_id)
+    (view,) = await project_views(session, [project])
+    # The database cascades to connections, flows and their runs.
+    await session.execute(delete(Project).where(Project.id == project.id))
+    await session.commit()
+    return view
+
+
+# -- following the template ----------------------------------------------------------------------
+
+
+async def _sync_project(session: AsyncSession, project: Project, template: Template) -> None:
+    """Flow rows for the template's flow keys (inactive for keys it dropped) and a connection per slot."""
+    await sync_project_flows(session, project.id, templates.flow_keys(template))
+    rows = await _connection_rows(session, project.id)
+    for slot in templates.slots_of(template):
+        connection = rows.get(slot["id"])
+        if connection is None:
+            session.add(
+                Connection(project_id=project.id, slot_id=slot["id"], type=slot["type"], config={}, configured=False)
+            )
+            continue
+        if connection.type != slot["type"]:
+            # A different type means different fields: the old values mean nothing for it.
+            connection.type = slot["type"]
+            connection.config = {}
+            connection.secrets_sealed = None
+            connection.secret_fields = []
+        connection.configured = not _missing(connection, slot)
+    await session.flush()
+
+
+async def sync_project_flows(session: AsyncSession, project_id: int, keys: Sequence[str]) -> None:
+    """Add flow rows for new keys, deactivate rows of removed keys, reactivate re-added ones.
+    Rows are never deleted: run history points at them."""
+    rows = {flow.key: flow for flow in (await session.scalars(select(Flow).where(Flow.project_id == project_id)))}
+    wanted = set(keys)
+    for key in keys:
+        row = rows.get(key)
+        if row is None:
+            session.add(Flow(project_id=project_id, key=key, active=True))
+        elif not row.active:
+            row.active = True
+    for key, row in rows.items():
+        if key not in wanted and row.active:
+            row.active = False
+    await session.flush()
+
+
+async def sync_template_projects(session: AsyncSession, template: Template) -> None:
+    """Called by the template service after a template changed (in its transaction)."""
+    projects = (await session.scalars(select(Project).where(Project.template_id == template.id))).all()
+    for project in projects:
+        await _sync_project(session, project, template)
+
+
+# -- for the flow engine -------------------------------------------------------------------------
+
+
+async def connection_runtime(session: AsyncSession, box: SecretBox, project_id: int, slot_id: str) -> dict[str, Any]:
+    """`{"type": "http", "sourceType", "config", "secrets"}` of a project's connection, decrypted and
+    expanded to plain `http`; ApiError 400 when the connection is unknown or not configured."""
+    project = await session.get(Project, project_id)
+    connection = await session.scalar(
+        select(Connection).where(Connection.project_id == project_id, Connection.slot_id == slot_id)
+    )
+    template = await templates.get_template(session, project.template_id) if project else None
+    slot = _slot_map(template).get(slot_id)
+    if project is None or connection is None or slot is None or connection.type != slot["type"]:
+        raise ApiError(400, f"project {project_id} has no connection {slot_id!r}", "unknown_connection")
+    missing = _missing(connection, slot)
+    if missing:
+        raise ApiError(
+            400,
+            f"connection {slot_id!r} of project {project_id} is not configured: missing {', '.join(missing)}",
+            "connection_not_configured",
+        )
+    try:
+        secrets = _open_secrets(box, connection)
+    except ValueError as error:
+        raise ApiError(
+            400, f"connection {slot_id!r} of project {project_id}: {error}", "connection_unreadable"
+        ) from None
+    config, secrets = connection_types.expand(connection.type, connection.config or {}, secrets)
+    return {"type": "http", "sourceType": connection.type, "config": config, "secrets": secrets}
+
+
+async def project_settings(session: AsyncSession, project_id: int) -> dict[str, Any]:
+    """The project's settings (`config` in flow expressions); {} for an unknown project."""
+    project = await session.get(Project, project_id)
+    return dict(project.settings or {}) if project else {}

@@ -1,0 +1,323 @@
+"""Connection types as data: the fields each type takes, which are secret, which are required.
+
+Every type ends up as the one type the flow engine speaks, `http`: a preset (`jira`, `servicenow`,
+`slack`) is a list of documented fields plus a mapping onto `http` fields (`expand`), never a code
+path of its own. docs/connections.md describes the same registry for people.
+
+Values are strings unless a field says otherwise. A field's `default` may name other fields in braces
+(`{instanceUrl}/oauth_token.do`); it is filled in from the connection's values when expanded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ihub.common.errors import ApiError
+
+# Longest value accepted for one field; keeps a connection row (and its sealed secrets) small.
+MAX_VALUE_LENGTH = 8192
+MAX_HEADERS = 50
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    description: str
+    secret: bool = False
+    required: bool = False
+    default: Any = None
+    # "string", "url" (http:// or https://), "email", "enum" (one of `choices`), "headers" (object of strings)
+    kind: str = "string"
+    choices: tuple[str, ...] = ()
+    # For an enum: the fields each choice makes required (authType basic → username, password).
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectionType:
+    name: str
+    description: str
+    fields: tuple[Field, ...]
+    # Groups of which at least one field must be set (slack: webhookUrl or botToken).
+    one_of: tuple[tuple[str, ...], ...] = ()
+    # Maps (config, secrets) with defaults applied onto `http` (config, secrets); None for `http` itself.
+    to_http: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+AUTH_TYPES = ("none", "basic", "bearer", "api_key", "oauth2_client_credentials")
+
+HTTP = ConnectionType(
+    name="http",
+    description="Any HTTP API: a base URL and one authentication scheme.",
+    fields=(
+        Field(
+            "baseUrl",
+            "Base URL that step paths are joined to, e.g. https://api.example.com/v2",
+            required=True,
+            kind="url",
+        ),
+        Field(
+            "authType",
+            "How requests authenticate.",
+            default="none",
+            kind="enum",
+            choices=AUTH_TYPES,
+            requires={
+                "basic": ("username", "password"),
+                "bearer": ("token",),
+                "api_key": ("apiKey",),
+                "oauth2_client_credentials": ("clientId", "clientSecret", "tokenUrl"),
+            },
+        ),
+        Field("username", "User name for basic auth."),
+        Field("password", "Password for basic auth.", secret=True),
+        Field("token", "Bearer token.", secret=True),
+        Field("apiKey", "API key value.", secret=True),
+        Field("apiKeyName", "Header or query parameter that carries the API key.", default="X-API-Key"),
+        Field("apiKeyIn", "Where the API key goes.", default="header", kind="enum", choices=("header", "query")),
+        Field("clientId", "OAuth2 client id (client credentials grant)."),
+        Field("clientSecret", "OAuth2 client secret.", secret=True),
+        Field("tokenUrl", "OAuth2 token endpoint.", kind="url"),
+        Field("scope", "OAuth2 scope, space-separated."),
+        Field("headers", "Extra headers sent with every request (object of strings).", kind="headers"),
+    ),
+)
+
+
+def _jira_to_http(config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        {"baseUrl": config.get("siteUrl"), "authType": "basic", "username": config.get("email")},
+        {"password": secrets.get("apiToken")},
+    )
+
+
+JIRA = ConnectionType(
+    name="jira",
+    description="Jira Cloud: the site URL and an Atlassian API token, sent as basic auth (email:token).",
+    fields=(
+        Field("siteUrl", "The Jira Cloud site, e.g. https://acme.atlassian.net", required=True, kind="url"),
+        Field("email", "Email of the Atlassian account that owns the API token.", required=True, kind="email"),
+        Field("apiToken", "API token from id.atlassian.com → Security → API tokens.", secret=True, required=True),
+    ),
+    to_http=_jira_to_http,
+)
+
+
+def _servicenow_to_http(config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    http = {"baseUrl": config.get("instanceUrl"), "authType": config.get("authType")}
+    if config.get("authType") == "oauth2_client_credentials":
+        http.update(clientId=config.get("clientId"), tokenUrl=config.get("tokenUrl"))
+        return http, {"clientSecret": secrets.get("clientSecret")}
+    http["username"] = config.get("username")
+    return http, {"password": secrets.get("password")}
+
+
+SERVICENOW = ConnectionType(
+    name="servicenow",
+    description="A ServiceNow instance, with basic auth or OAuth2 client credentials.",
+    fields=(
+        Field("instanceUrl", "The instance, e.g. https://acme.service-now.com", required=True, kind="url"),
+        Field(
+            "authType",
+            "How requests authenticate.",
+            default="basic",
+            kind="enum",
+            choices=("basic", "oauth2_client_credentials"),
+            requires={"basic": ("username", "password"), "oauth2_client_credentials": ("clientId", "clientSecret")},
+        ),
+        Field("username", "User name for basic auth."),
+        Field("password", "Password for basic auth.", secret=True),
+        Field("clientId", "OAuth2 client id (System OAuth → Application Registry)."),
+        Field("clientSecret", "OAuth2 client secret.", secret=True),
+        Field("tokenUrl", "OAuth2 token endpoint.", default="{instanceUrl}/oauth_token.do", kind="url"),
+    ),
+    to_http=_servicenow_to_http,
+)
+
+
+def _slack_to_http(config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    if secrets.get("botToken"):
+        return {"baseUrl": "https://slack.com/api", "authType": "bearer"}, {"token": secrets["botToken"]}
+    # The webhook URL is itself the credential: it becomes the base URL, and stays among the secrets
+    # (as `webhookUrl`, which `http` ignores) so that whoever redacts secret values redacts it too.
+    return {"baseUrl": secrets.get("webhookUrl"), "authType": "none"}, {"webhookUrl": secrets.get("webhookUrl")}
+
+
+SLACK = ConnectionType(
+    name="slack",
+    description="Slack: an incoming-webhook URL (post to one channel) or a bot token (Web API, bearer).",
+    fields=(
+        Field("webhookUrl", "Incoming webhook URL, https://hooks.slack.com/services/...", secret=True, kind="url"),
+        Field("botToken", "Bot user OAuth token (xoxb-...); requests go to https://slack.com/api.", secret=True),
+    ),
+    one_of=(("webhookUrl", "botToken"),),
+    to_http=_slack_to_http,
+)
+
+TYPES: dict[str, ConnectionType] = {t.name: t for t in (HTTP, JIRA, SERVICENOW, SLACK)}
+
+
+def get_type(name: str) -> ConnectionType:
+    try:
+        return TYPES[name]
+    except KeyError:
+        raise ApiError(400, f"unknown connection type {name!r}", "unknown_connection_type") from None
+
+
+def is_known(name: object) -> bool:
+    return isinstance(name, str) and name in TYPES
+
+
+def describe() -> list[dict[str, Any]]:
+    """The registry as JSON (for documentation, the console and clients)."""
+    return [
+        {
+            "type": t.name,
+            "description": t.description,
+            "oneOf": [list(group) for group in t.one_of],
+            "fields": [
+                {
+                    "name": f.name,
+                    "kind": f.kind,
+                    "secret": f.secret,
+                    "required": f.required,
+                    "default": f.default,
+                    "choices": list(f.choices),
+                    "requires": {k: list(v) for k, v in f.requires.items()},
+                    "description": f.description,
+                }
+                for f in t.fields
+            ],
+        }
+        for t in TYPES.values()
+    ]
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _check_value(spec: Field, value: Any, where: str) -> Any:
+    def bad(message: str) -> ApiError:
+        return ApiError(400, f"{where}: {message}", "invalid_connection_field")
+
+    if spec.kind == "headers":
+        if not isinstance(value, dict):
+            raise bad("must be an object of header names to string values")
+        if len(value) > MAX_HEADERS:
+            raise bad(f"at most {MAX_HEADERS} headers")
+        for key, item in value.items():
+            if not key or not isinstance(item, str) or len(key) + len(item) > MAX_VALUE_LENGTH:
+                raise bad(f"header {key!r} must have a string value")
+        return dict(value)
+    if not isinstance(value, str):
+        raise bad("must be a string")
+    value = value.strip()
+    if not value:
+        raise bad("must not be empty (send null to clear it)")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise bad(f"longer than {MAX_VALUE_LENGTH} characters")
+    if spec.kind == "url" and not value.lower().startswith(("https://", "http://")):
+        raise bad("must be an http:// or https:// URL")
+    if spec.kind == "email" and ("@" not in value or value.startswith("@") or value.endswith("@")):
+        raise bad("must be an email address")
+    if spec.kind == "enum" and value not in spec.choices:
+        raise bad(f"must be one of {', '.join(spec.choices)}")
+    if spec.kind == "url":
+        value = value.rstrip("/")
+    return value
+
+
+def validate_fields(type_name: str, values: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split incoming fields into non-secret config and secrets, each value checked.
+
+    A value of None is kept as None: it means "clear this field" to whoever merges the result.
+    Errors name the field's JSON path: `connections[0].details.siteUrl: must be an http:// or https:// URL`.
+    """
+    kind = get_type(type_name)
+    config: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = kind.field(name)
+        if spec is None:
+            raise ApiError(
+                400,
+                f"{path}.{name}: unknown field for connection type {kind.name!r} "
+                f"(fields: {', '.join(kind.field_names)})",
+                "invalid_connection_field",
+            )
+        checked = None if value is None else _check_value(spec, value, f"{path}.{name}")
+        (secrets if spec.secret else config)[name] = checked
+    return config, secrets
+
+
+def with_defaults(type_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Config with every unset non-secret default filled in (`{field}` placeholders resolved)."""
+    kind = get_type(type_name)
+    result = dict(config)
+    for spec in kind.fields:
+        if spec.secret or spec.default is None or result.get(spec.name) is not None:
+            continue
+        default = spec.default
+        if isinstance(default, str) and "{" in default:
+            try:
+                default = default.format_map({k: v for k, v in result.items() if isinstance(v, str)})
+            except KeyError:
+                continue  # the field it derives from is not set yet; nothing to default to
+        result[spec.name] = default
+    return result
+
+
+def missing_required(
+    type_name: str, config: Mapping[str, Any], secrets: Mapping[str, Any], extra: tuple[str, ...] | list[str] = ()
+) -> list[str]:
+    """Required fields not set: the type's own, those the chosen enum values require (authType basic →
+    username, password), every member of a one-of group none of which is set, and `extra` (fields a
+    template slot asks for). `secrets` only needs the names of the secrets that are set."""
+    kind = get_type(type_name)
+    values = {**with_defaults(type_name, config), **{k: v for k, v in secrets.items() if v is not None}}
+
+    def is_set(name: str) -> bool:
+        return values.get(name) not in (None, "", {})
+
+    needed: list[str] = [f.name for f in kind.fields if f.required]
+    for spec in kind.fields:
+        choice = values.get(spec.name)
+        if spec.requires and isinstance(choice, str):
+            needed.extend(spec.requires.get(choice, ()))
+    needed.extend(extra)
+    for group in kind.one_of:
+        if not any(is_set(name) for name in group):
+            needed.extend(group)
+    missing: list[str] = []
+    for name in needed:
+        if not is_set(name) and name not in missing:
+            missing.append(name)
+    return missing
+
+
+def expand(
+    type_name: str, config: Mapping[str, Any], secrets: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The connection as plain `http` (config, secrets), defaults applied and unset fields dropped.
+
+    The flow engine only ever sees this shape, so a preset never needs code of its own there.
+    """
+    kind = get_type(type_name)
+    full_config = with_defaults(type_name, config)
+    full_secrets = {k: v for k, v in secrets.items() if v is not None}
+    if kind.to_http is not None:
+        full_config, full_secrets = kind.to_http(full_config, full_secrets)
+        full_config = with_defaults("http", full_config)
+    return (
+        {k: v for k, v in full_config.items() if v is not None},
+        {k: v for k, v in full_secrets.items() if v is not None},
+    )

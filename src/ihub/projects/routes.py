@@ -1,0 +1,83 @@
+"""`/api/v1/project` routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ihub.common.body import json_or_form, request_body
+from ihub.common.context import Context, Session
+from ihub.common.ids import path_id
+from ihub.common.responses import errors
+from ihub.projects import service
+from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate
+from ihub.provisioning.deps import Caller
+
+router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 401, 403, 404))
+
+
+@router.post(
+    "/project/org/{org_id}",
+    response_model=ProjectList,
+    responses=errors(409),
+    openapi_extra=request_body(
+        ProjectCreate, example={"name": "Best Project Ever", "description": "Tickets to Jira", "templateId": "3"}
+    ),
+)
+async def create_project(
+    org_id: str, caller: Caller, session: Session, body: ProjectCreate = json_or_form(ProjectCreate)
+) -> ProjectList:
+    """Create a project from a template of the organization or one of its ancestors (any role)."""
+    project = await service.create_project(session, caller, path_id(org_id, "organization"), body)
+    return ProjectList(projects=await service.project_views(session, [project]))
+
+
+@router.get("/project/org/{org_id}", response_model=ProjectList)
+async def list_projects(org_id: str, caller: Caller, session: Session) -> ProjectList:
+    projects = await service.list_projects(session, caller, path_id(org_id, "organization"))
+    return ProjectList(projects=await service.project_views(session, projects))
+
+
+@router.get("/project/{project_id}", response_model=ProjectList)
+async def get_project(project_id: str, caller: Caller, session: Session) -> ProjectList:
+    project = await service.visible_project(session, caller, path_id(project_id, "project"))
+    return ProjectList(projects=await service.project_views(session, [project]))
+
+
+@router.put(
+    "/project/{project_id}",
+    response_model=ProjectList,
+    responses=errors(409),
+    openapi_extra=request_body(
+        ProjectUpdate,
+        example={
+            "connections": [
+                {
+                    "id": "jira",
+                    "details": {
+                        "type": "jira",
+                        "siteUrl": "https://acme.atlassian.net",
+                        "email": "bot@acme.com",
+                        "apiToken": "<api token>",
+                    },
+                }
+            ]
+        },
+    ),
+)
+async def update_project(
+    project_id: str,
+    caller: Caller,
+    context: Context,
+    session: Session,
+    body: ProjectUpdate = json_or_form(ProjectUpdate),
+) -> ProjectList:
+    """Rename, set settings, or fill in connections. Secrets are stored encrypted and never returned:
+    each connection says which fields are set (`secretsSet`) and which required ones are `missing`."""
+    project = await service.update_project(session, context.box, caller, path_id(project_id, "project"), body)
+    return ProjectList(projects=await service.project_views(session, [project]))
+
+
+@router.delete("/project/{project_id}", response_model=ProjectList)
+async def delete_project(project_id: str, caller: Caller, session: Session) -> ProjectList:
+    """Delete a project with its connections, flows and runs."""
+    return ProjectList(projects=[await service.delete_project(session, caller, path_id(project_id, "project"))])

@@ -1,0 +1,118 @@
+"""API shapes of projects and their connections."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from ihub.common.ids import IdIn, IdOut
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+
+
+def _json_text(value: Any) -> Any:
+    """Form-encoded bodies carry objects and arrays as JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("must be JSON (form fields carry objects and arrays as JSON text)") from None
+    return value
+
+
+Settings = Annotated[dict[str, Any], BeforeValidator(_json_text)]
+# Each entry is checked by the service (its fields depend on the slot's connection type).
+ConnectionsIn = Annotated[list[dict[str, Any]], BeforeValidator(_json_text)]
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"name": "Best Project Ever", "description": "Tickets to Jira", "templateId": "3"}]
+        },
+    )
+
+    name: Name
+    description: Description = ""
+    template_id: IdIn = Field(alias="templateId")
+    settings: Settings | None = None
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {"connections": [{"id": "jira", "details": {"type": "jira"}}]},
+                {
+                    "connections": [
+                        {
+                            "id": "jira",
+                            "type": "jira",
+                            "siteUrl": "https://acme.atlassian.net",
+                            "email": "bot@acme.com",
+                            "apiToken": "<token>",
+                        }
+                    ]
+                },
+            ]
+        },
+    )
+
+    name: Name | None = None
+    description: Description | None = None
+    settings: Settings | None = Field(default=None, description="Project settings, `config` in flow expressions.")
+    connections: ConnectionsIn | None = Field(
+        default=None,
+        description="`[{id: <slot id>, details: {type, ...fields}}]` or the fields directly on each entry; "
+        "`null` clears a field, fields not mentioned are kept.",
+    )
+
+
+class TemplateConnectionOut(BaseModel):
+    id: str
+    type: str
+    name: str
+    fields: list[str]
+
+
+class ConnectionOut(BaseModel):
+    id: str = Field(description="The template slot id.")
+    type: str
+    name: str
+    configured: bool
+    config: dict[str, Any] = Field(description="Non-secret fields that are set.")
+    secrets_set: list[str] = Field(serialization_alias="secretsSet", description="Secret fields that are set.")
+    missing: list[str] = Field(description="Required fields not set yet.")
+
+
+class FlowOut(BaseModel):
+    id: IdOut = Field(description="The flow id (the `sub` of JWT triggers).")
+    key: str
+    name: str
+    trigger: dict[str, Any]
+    mode: str
+
+
+class ProjectOut(BaseModel):
+    id: IdOut
+    name: str
+    description: str
+    org_id: IdOut = Field(serialization_alias="orgId")
+    template_id: IdOut = Field(serialization_alias="templateId")
+    template_version: int = Field(serialization_alias="templateVersion")
+    settings: dict[str, Any]
+    template_connections: list[TemplateConnectionOut] = Field(serialization_alias="templateConnections")
+    connections: list[ConnectionOut]
+    flows: list[FlowOut]
+    created_at: datetime = Field(serialization_alias="createdAt")
+    updated_at: datetime = Field(serialization_alias="updatedAt")
+
+
+class ProjectList(BaseModel):
+    projects: list[ProjectOut]

@@ -1,0 +1,94 @@
+"""API shapes of templates."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from ihub.common.ids import IdOut
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+
+
+def _json_text(value: Any) -> Any:
+    """A form-encoded body carries the definition as JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON object (form fields carry it as JSON text)") from None
+    return value
+
+
+Definition = Annotated[dict[str, Any], BeforeValidator(_json_text)]
+
+EXAMPLE_DEFINITION: dict[str, Any] = {
+    "connections": [{"id": "jira", "type": "jira", "name": "Jira Cloud"}],
+    "flows": [
+        {
+            "key": "create-issue",
+            "name": "Create a Jira issue",
+            "trigger": {"type": "jwt"},
+            "mode": "async",
+            "steps": [
+                {
+                    "id": "create",
+                    "type": "http",
+                    "connection": "jira",
+                    "method": "POST",
+                    "path": "/rest/api/3/issue",
+                    "json": {"fields": {"summary": "{{ trigger.body.summary }}"}},
+                }
+            ],
+        }
+    ],
+}
+
+
+class TemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"name": "ServiceNow to Jira", "description": "", "definition": EXAMPLE_DEFINITION}]
+        },
+    )
+
+    name: Name
+    description: Description = ""
+    definition: Definition = Field(description="`{connections: [{id, type, name, fields}], flows: [...]}`")
+
+
+class TemplateUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"description": "v2"}]})
+
+    name: Name | None = None
+    description: Description | None = None
+    definition: Definition | None = None
+
+
+class SlotOut(BaseModel):
+    id: str
+    type: str
+    name: str
+    fields: list[str] = Field(description="Fields this slot needs beyond those its type requires.")
+
+
+class TemplateOut(BaseModel):
+    id: IdOut
+    org_id: IdOut = Field(serialization_alias="orgId")
+    name: str
+    description: str
+    version: int
+    definition: dict[str, Any]
+    connections: list[SlotOut] = Field(description="The connection slots a project fills in.")
+    flows: list[dict[str, Any]]
+    created_at: datetime = Field(serialization_alias="createdAt")
+    updated_at: datetime = Field(serialization_alias="updatedAt")
+
+
+class TemplateList(BaseModel):
+    templates: list[TemplateOut]

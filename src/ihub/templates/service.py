@@ -1,0 +1,258 @@
+"""Templates: validation of a definition (connection slots + flows), the inheritance rule, CRUD.
+
+A template belongs to one organization and is usable (readable) there, in every organization below
+it, and from below: a caller sees the templates of their own subtree and of their org's ancestors.
+Only the subtree is writable, by Owners and Admins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ihub.common.errors import ApiError, conflict, forbidden, not_found
+from ihub.flows.definition import validate_flows
+from ihub.projects import connection_types
+from ihub.templates.models import Template
+from ihub.tenancy.models import Organization
+from ihub.tenancy.permissions import Principal, require_admin
+from ihub.tenancy.service import ancestor_ids, visible_org
+
+SLOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+MAX_SLOTS = 50
+DEFINITION_KEYS = {"connections", "flows", "version", "description"}
+SLOT_KEYS = {"id", "type", "name", "description", "fields"}
+
+
+def _invalid(path: str, message: str) -> ApiError:
+    return ApiError(400, f"{path}: {message}", "invalid_definition")
+
+
+# -- definition ----------------------------------------------------------------------------------
+
+
+def _validate_slot(raw: Any, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _invalid(path, "must be an object {id, type, name, fields}")
+    unknown = sorted(set(raw) - SLOT_KEYS)
+    if unknown:
+        raise _invalid(f"{path}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(SLOT_KEYS))})")
+    slot_id = raw.get("id")
+    if not isinstance(slot_id, str) or not SLOT_ID.match(slot_id):
+        raise _invalid(f"{path}.id", "must match [A-Za-z0-9_-]{1,100}")
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise _invalid(f"{path}.type", f"required, one of {', '.join(connection_types.TYPES)}")
+    if not connection_types.is_known(kind):
+        raise _invalid(f"{path}.type", f"unknown connection type {kind!r}")
+    name = raw.get("name", slot_id)
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise _invalid(f"{path}.name", "must be a non-empty string of at most 200 characters")
+    fields = raw.get("fields", [])
+    if not isinstance(fields, list):
+        raise _invalid(f"{path}.fields", "must be a list of field names")
+    known = connection_types.get_type(kind).field_names
+    for index, field in enumerate(fields):
+        if field not in known:
+            raise _invalid(
+                f"{path}.fields[{index}]", f"{field!r} is not a field of type {kind!r} (fields: {', '.join(known)})"
+            )
+    slot: dict[str, Any] = {"id": slot_id, "type": kind, "name": name.strip(), "fields": list(dict.fromkeys(fields))}
+    if "description" in raw:
+        if not isinstance(raw["description"], str):
+            raise _invalid(f"{path}.description", "must be a string")
+        slot["description"] = raw["description"]
+    return slot
+
+
+def validate_definition(definition: Any, path: str = "definition") -> dict[str, Any]:
+    """The normalized definition, or ApiError 400 naming the JSON path of the first bad field."""
+    if not isinstance(definition, dict):
+        raise _invalid(path, "must be an object {connections, flows}")
+    unknown = sorted(set(definition) - DEFINITION_KEYS)
+    if unknown:
+        raise _invalid(f"{path}.{unknown[0]}", "unknown key (allowed: connections, flows, version, description)")
+    raw_slots = definition.get("connections") or []
+    if not isinstance(raw_slots, list):
+        raise _invalid(f"{path}.connections", "must be a list of connection slots")
+    if len(raw_slots) > MAX_SLOTS:
+        raise _invalid(f"{path}.connections", f"at most {MAX_SLOTS} connection slots")
+    slots: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_slots):
+        slot = _validate_slot(raw, f"{path}.connections[{index}]")
+        if any(existing["id"] == slot["id"] for existing in slots):
+            raise _invalid(f"{path}.connections[{index}].id", f"duplicate connection slot id {slot['id']!r}")
+        slots.append(slot)
+    flows = validate_flows(definition.get("flows") or [], {s["id"]: s["type"] for s in slots}, path=f"{path}.flows")
+    normalized: dict[str, Any] = {"connections": slots, "flows": flows}
+    for key in ("version", "description"):
+        if key in definition:
+            normalized[key] = definition[key]
+    return normalized
+
+
+def slots_of(template: Template) -> list[dict[str, Any]]:
+    return list((template.definition or {}).get("connections") or [])
+
+
+def flows_of(template: Template) -> list[dict[str, Any]]:
+    return list((template.definition or {}).get("flows") or [])
+
+
+def flow_keys(template: Template) -> list[str]:
+    return [flow["key"] for flow in flows_of(template) if isinstance(flow, dict) and "key" in flow]
+
+
+# -- visibility ----------------------------------------------------------------------------------
+
+
+async def _org_path(session: AsyncSession, org_id: int) -> str:
+    return await session.scalar(select(Organization.path).where(Organization.id == org_id)) or ""
+
+
+def _readable(principal: Principal, org_id: int, org_path: str) -> bool:
+    """In the caller's subtree, or an ancestor of the caller's org (inherited templates)."""
+    return principal.sees(org_path) or f"/{org_id}/" in principal.org_path
+
+
+async def get_template(session: AsyncSession, template_id: int) -> Template | None:
+    return await session.get(Template, template_id)
+
+
+async def readable_template(session: AsyncSession, principal: Principal, template_id: int) -> Template:
+    template = await session.get(Template, template_id)
+    if template is None or not _readable(principal, template.org_id, await _org_path(session, template.org_id)):
+        raise not_found("template", template_id)
+    return template
+
+
+async def writable_template(session: AsyncSession, principal: Principal, template_id: int, action: str) -> Template:
+    template = await readable_template(session, principal, template_id)
+    if not principal.sees(await _org_path(session, template.org_id)):
+        raise forbidden(f"template {template.id} belongs to an organization above yours; it is read-only to you")
+    require_admin(principal, action)
+    return template
+
+
+async def available_in_org(session: AsyncSession, template: Template, org_id: int) -> bool:
+    """May a project in `org_id` use this template (it belongs to that org or one of its ancestors)?"""
+    return template.org_id in await ancestor_ids(session, org_id)
+
+
+async def templates_for_org(session: AsyncSession, principal: Principal, org_id: int) -> Sequence[Template]:
+    """The org's own templates and those inherited from its ancestors, nearest org first."""
+    org = await visible_org(session, principal, org_id)
+    chain = await ancestor_ids(session, org.id)
+    rows = (await session.scalars(select(Template).where(Template.org_id.in_(chain)))).all()
+    depth = {org_id: index for index, org_id in enumerate(chain)}
+    return sorted(rows, key=lambda t: (depth[t.org_id], t.name, t.id))
+
+
+# -- changes -------------------------------------------------------------------------------------
+
+
+async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: int | None = None) -> bool:
+    query = select(Template.id).where(Template.org_id == org_id, Template.name == name)
+    if except_id is not None:
+        query = query.where(Template.id != except_id)
+    return (await session.scalar(query.limit(1))) is not None
+
+
+async def _commit(session: AsyncSession, name: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict(f"a template named {name!r} already exists in this organization", "name_taken") from None
+
+
+async def _insert(session: AsyncSession, org_id: int, name: str, description: str, definition: Any) -> Template:
+    normalized = validate_definition(definition)
+    if await _name_taken(session, org_id, name):
+        raise conflict(f"organization {org_id} already has a template named {name!r}", "name_taken")
+    template = Template(org_id=org_id, name=name, description=description, definition=normalized, version=1)
+    session.add(template)
+    await _commit(session, name)
+    await session.refresh(template)
+    return template
+
+
+async def _apply_update(
+    session: AsyncSession,
+    template: Template,
+    name: str | None,
+    description: str | None,
+    definition: Any | None,
+) -> Template:
+    from ihub.projects import service as projects
+
+    if definition is not None:
+        normalized = validate_definition(definition)
+    if name is not None and name != template.name:
+        if await _name_taken(session, template.org_id, name, except_id=template.id):
+            raise conflict(f"organization {template.org_id} already has a template named {name!r}", "name_taken")
+        template.name = name
+    if description is not None:
+        template.description = description
+    if definition is not None:
+        template.definition = normalized
+    template.version = (template.version or 1) + 1
+    await session.flush()
+    # Projects made from this template follow it: new flow keys get flow rows, removed ones go inactive,
+    # new slots get (unconfigured) connections.
+    await projects.sync_template_projects(session, template)
+    await _commit(session, template.name)
+    await session.refresh(template)
+    return template
+
+
+async def create_template(
+    session: AsyncSession, principal: Principal, org_id: int, name: str, description: str, definition: Any
+) -> Template:
+    org = await visible_org(session, principal, org_id)
+    require_admin(principal, "create templates")
+    return await _insert(session, org.id, name, description, definition)
+
+
+async def update_template(
+    session: AsyncSession,
+    principal: Principal,
+    template_id: int,
+    name: str | None,
+    description: str | None,
+    definition: Any | None,
+) -> Template:
+    template = await writable_template(session, principal, template_id, "change templates")
+    return await _apply_update(session, template, name, description, definition)
+
+
+async def delete_template(session: AsyncSession, principal: Principal, template_id: int) -> Template:
+    from ihub.projects import service as projects
+
+    template = await writable_template(session, principal, template_id, "delete templates")
+    used_by = await projects.count_projects_using_template(session, template.id)
+    if used_by:
+        raise conflict(
+            f"template {template.id} is used by {used_by} project(s); delete or move them first", "template_in_use"
+        )
+    await session.delete(template)
+    await session.commit()
+    return template
+
+
+async def import_template(
+    session: AsyncSession, org_id: int, name: str, description: str | None, definition: Any
+) -> tuple[Template, bool]:
+    """The operator's `ihub template import`: create, or update the template of that name in the org.
+    Returns (template, created)."""
+    if await session.get(Organization, org_id) is None:
+        raise not_found("organization", org_id)
+    existing = await session.scalar(select(Template).where(Template.org_id == org_id, Template.name == name))
+    if existing is None:
+        return await _insert(session, org_id, name, description or "", definition), True
+    return await _apply_update(session, existing, None, description, definition), False
