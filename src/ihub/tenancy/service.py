@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,6 +137,11 @@ async def ensure_root(session: AsyncSession, name: str = "Root") -> tuple[Organi
     root = Organization(id=ROOT_ORG_ID, name=name, parent_id=None, path=f"/{ROOT_ORG_ID}/")
     session.add(root)
     await session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # An explicit id does not advance PostgreSQL's sequence; without this the next org would get id 1 too.
+        await session.execute(
+            text("SELECT setval(pg_get_serial_sequence('organizations', 'id'), (SELECT MAX(id) FROM organizations))")
+        )
     return root, True
 
 
