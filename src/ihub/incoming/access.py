@@ -1,0 +1,199 @@
+"""ihub's own access tokens for the webhook, and the short-lived cache of each client's state.
+
+Tokens are HS256 JWTs under a key derived from IHUB_SECRET_KEY (so every API node can verify them
+without the database), with a `kid` naming the key so a new master key can be rolled in. The only
+database read on the webhook path is the client's state, cached for at most `STATE_TTL_SECONDS`, which
+bounds how long a disabled trigger or revoked key keeps working.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ihub.common.crypto import derive_key, sha256_hex
+from ihub.incoming.flowref import is_jwt_triggered, is_sync, load_flow, sync_timeout
+from ihub.incoming.jwks import JwksCache
+from ihub.incoming.models import TriggerClient, TriggerKey
+
+TOKEN_PURPOSE = "ihub/incoming/access-token/v1"
+TOKEN_ISSUER = "ihub/incoming"
+TOKEN_ALG = "HS256"
+STATE_TTL_SECONDS = 5.0
+
+
+class InvalidToken(Exception):
+    """The bearer token is not one ihub issued, has expired, or belongs elsewhere; the message says which."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    client_id: str
+    flow_id: int
+    env: str
+    key_id: str
+    exp: int
+
+
+class AccessTokens:
+    def __init__(self, master_key: str, ttl_seconds: int, previous_master_keys: tuple[str, ...] = ()) -> None:
+        self.ttl = ttl_seconds
+        self._keys: dict[str, OctKey] = {}
+        for index, master in enumerate((master_key, *previous_master_keys)):
+            raw = derive_key(master, TOKEN_PURPOSE)
+            kid = sha256_hex(raw)[:16]
+            self._keys[kid] = OctKey.import_key(raw)
+            if index == 0:
+                self.kid = kid
+
+    def mint(self, *, client_id: str, flow_id: int, env: str, key_id: str, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "client": client_id,
+            "flow": str(flow_id),
+            "env": env,
+            "akid": key_id,
+            "iat": issued,
+            "exp": issued + self.ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode({"alg": TOKEN_ALG, "typ": "JWT", "kid": self.kid}, claims, self._keys[self.kid])
+
+    def verify(self, token: str, now: float | None = None) -> AccessClaims:
+        header = _header(token)
+        key = self._keys.get(str(header.get("kid")))
+        if key is None:
+            raise InvalidToken("token was not issued by this hub (unknown key)")
+        try:
+            claims: dict[str, Any] = jwt.decode(token, key, algorithms=[TOKEN_ALG]).claims
+        except (JoseError, ValueError) as error:
+            raise InvalidToken(f"token signature or format is invalid ({error.__class__.__name__})") from None
+        exp = claims.get("exp")
+        if claims.get("iss") != TOKEN_ISSUER or not isinstance(exp, int):
+            raise InvalidToken("token was not issued by the incoming token endpoint")
+        if exp <= (now if now is not None else time.time()):
+            raise InvalidToken("token has expired: get a new one from /incoming/token")
+        try:
+            return AccessClaims(
+                client_id=str(claims["client"]),
+                flow_id=int(claims["flow"]),
+                env=str(claims["env"]),
+                key_id=str(claims.get("akid", "")),
+                exp=exp,
+            )
+        except (KeyError, ValueError, TypeError):
+            raise InvalidToken("token lacks its client, flow or env") from None
+
+
+def _header(token: str) -> dict[str, Any]:
+    head = token.split(".", 1)[0]
+    try:
+        value = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidToken("token is not a JWT") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("token is not a JWT")
+    return value
+
+
+@dataclass(frozen=True)
+class ClientState:
+    """What the webhook needs about a client, as of `loaded_at` (monotonic)."""
+
+    pk: int
+    client_id: str
+    enabled: bool
+    flow_id: int
+    project_id: int
+    flow_version: int
+    triggerable: bool
+    sync: bool
+    timeout: float
+    revoked_kids: frozenset[str]
+    loaded_at: float
+
+
+async def read_client_state(session: AsyncSession, client_id: str) -> ClientState | None:
+    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == client_id))
+    if client is None:
+        return None
+    loaded = await load_flow(session, client.flow_id)
+    revoked = await session.scalars(
+        select(TriggerKey.kid).where(TriggerKey.client_pk == client.id, TriggerKey.revoked_at.is_not(None))
+    )
+    return ClientState(
+        pk=client.id,
+        client_id=client.client_id,
+        enabled=client.enabled,
+        flow_id=client.flow_id,
+        project_id=loaded.project_id if loaded else 0,
+        flow_version=int(getattr(loaded, "template_version", 1) or 1) if loaded else 1,
+        triggerable=bool(loaded and is_jwt_triggered(loaded)),
+        sync=bool(loaded and is_sync(loaded)),
+        timeout=sync_timeout(loaded) if loaded else 0.0,
+        revoked_kids=frozenset(revoked.all()),
+        loaded_at=time.monotonic(),
+    )
+
+
+class ClientStateCache:
+    def __init__(self, ttl: float = STATE_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._states: dict[str, ClientState | None] = {}
+        self._loaded: dict[str, float] = {}
+
+    async def get(self, sessions: async_sessionmaker[AsyncSession], client_id: str) -> ClientState | None:
+        now = time.monotonic()
+        if client_id in self._states and now - self._loaded[client_id] < self.ttl:
+            return self._states[client_id]
+        async with sessions() as session:
+            state = await read_client_state(session, client_id)
+        if len(self._states) > 10_000:
+            self._states.clear()
+            self._loaded.clear()
+        self._states[client_id] = state
+        self._loaded[client_id] = now
+        return state
+
+    def invalidate(self, client_id: str | None = None) -> None:
+        if client_id is None:
+            self._states.clear()
+            self._loaded.clear()
+        else:
+            self._states.pop(client_id, None)
+            self._loaded.pop(client_id, None)
+
+
+@dataclass
+class IncomingState:
+    tokens: AccessTokens
+    clients: ClientStateCache
+    jwks: JwksCache
+    last_purge: float = 0.0
+
+
+STATE_KEY = "incoming"
+
+
+def incoming_state(context: Any) -> IncomingState:
+    """This process's token keys and caches, made on first use and kept in the app context."""
+    state = context.extras.get(STATE_KEY)
+    if state is None:
+        state = IncomingState(
+            tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),
+            clients=ClientStateCache(),
+            jwks=JwksCache(),
+        )
+        context.extras[STATE_KEY] = state
+    return state

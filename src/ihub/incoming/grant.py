@@ -1,0 +1,269 @@
+"""RFC 7523 §2.1 JWT bearer grant: a client's signed assertion exchanged for an ihub access token.
+
+Checks follow RFC 7523 §3 and RFC 8725. Every refusal is an RFC 6749 §5.2 error whose description
+names the failed check, so a client developer can fix the assertion without asking anyone.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ihub.common.crypto import sha256_hex
+from ihub.common.errors import ApiError
+from ihub.config import Settings
+from ihub.db.base import utcnow
+from ihub.incoming.access import IncomingState
+from ihub.incoming.flowref import is_jwt_triggered, load_flow
+from ihub.incoming.keys import import_public_jwk
+from ihub.incoming.models import TriggerClient, TriggerKey, UsedAssertion
+
+GRANT_TYPES = (
+    "urn:ihub:jwt:bearer",
+    "urn:ietf:params:oauth:grant-type:jwt-ihub:jwt:bearer",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+)
+LEEWAY_SECONDS = 60
+MAX_LIFETIME_SECONDS = 1200
+PURGE_INTERVAL_SECONDS = 600.0
+
+
+def invalid_request(message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request")
+
+
+def invalid_grant(message: str) -> ApiError:
+    return ApiError(400, message, "invalid_grant")
+
+
+def invalid_client(message: str) -> ApiError:
+    return ApiError(401, message, "invalid_client")
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    access_token: str
+    expires_in: int
+    client_id: str
+    flow_id: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kid: str
+    jwk: dict[str, Any]
+    alg: str
+
+
+def _b64json(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_grant(f"assertion {what} is not base64url-encoded JSON") from None
+    if not isinstance(value, dict):
+        raise invalid_grant(f"assertion {what} is not a JSON object")
+    return value
+
+
+def check_request(form: Any, max_bytes: int) -> str:
+    """The assertion from a token request, after the checks that need no key (RFC 6749 §5.2 codes)."""
+    if not isinstance(form, dict):
+        raise invalid_request("send a JSON object or a form with grant_type and assertion")
+    grant_type = form.get("grant_type")
+    if not isinstance(grant_type, str) or not grant_type:
+        raise invalid_request("grant_type is required")
+    if grant_type not in GRANT_TYPES:
+        raise ApiError(
+            400, f"grant_type {grant_type[:100]!r} is not supported: use {GRANT_TYPES[0]}", "unsupported_grant_type"
+        )
+    assertion = form.get("assertion")
+    if not isinstance(assertion, str) or not assertion:
+        raise invalid_request("assertion is required (the signed JWT)")
+    if len(assertion.encode()) > max_bytes:
+        raise invalid_request(f"assertion is larger than {max_bytes} bytes")
+    return assertion.strip()
+
+
+def _numeric(claims: dict[str, Any], name: str, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise invalid_grant(f"claim {name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_grant(f"claim {name} must be a NumericDate (seconds since the epoch)")
+    return float(value)
+
+
+def _string(claims: dict[str, Any], name: str, required: bool) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise invalid_grant(f"claim {name} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise invalid_grant(f"claim {name} must be a non-empty string")
+    return value
+
+
+async def _candidates(
+    session: AsyncSession, state: IncomingState, client: TriggerClient, kid: str | None
+) -> list[Candidate]:
+    rows = (await session.scalars(select(TriggerKey).where(TriggerKey.client_pk == client.id))).all()
+    revoked = {row.kid for row in rows if row.revoked_at is not None}
+    if kid is not None and kid in revoked:
+        raise invalid_grant(f"key {kid!r} of this client is revoked")
+    stored = [Candidate(row.kid, row.jwk, row.alg) for row in rows if row.jwk is not None and row.revoked_at is None]
+    if kid is not None:
+        found = [c for c in stored if c.kid == kid]
+        if found:
+            return found
+    published: list[Candidate] = []
+    if client.jwks_url:
+        keys = await state.jwks.keys(client.jwks_url, want_kid=kid)
+        published = [Candidate(name, jwk, alg) for name, (jwk, alg) in keys.items() if name not in revoked]
+    if kid is not None:
+        found = [c for c in published if c.kid == kid]
+        if not found:
+            raise invalid_grant(f"kid {kid!r} is not one of this client's keys")
+        return found
+    return stored + published
+
+
+def _check_alg(header: dict[str, Any]) -> str:
+    """RFC 8725 §2.1: `none` and shared-secret algorithms never verify a client's assertion."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise invalid_grant("assertion header has no alg")
+    if alg.lower() == "none" or alg.upper().startswith("HS"):
+        raise invalid_grant(f"alg {alg[:20]} is refused: sign with the client's private key (RS256)")
+    return alg
+
+
+def _verify_signature(assertion: str, alg: str, candidates: list[Candidate]) -> Candidate:
+    if not candidates:
+        raise invalid_grant("this client has no usable key: add or un-revoke one on the trigger page")
+    matching = [c for c in candidates if c.alg == alg]
+    if not matching:
+        expected = ", ".join(sorted({c.alg for c in candidates}))
+        raise invalid_grant(f"alg {alg} is not accepted for this client's keys (expected {expected})")
+    for candidate in matching:
+        try:
+            jws.deserialize_compact(assertion, import_public_jwk(candidate.jwk), algorithms=[candidate.alg])
+        except (JoseError, ValueError):
+            continue
+        return candidate
+    raise invalid_grant("signature does not verify with any of this client's keys")
+
+
+def _check_times(claims: dict[str, Any], now: float) -> float:
+    exp = _numeric(claims, "exp", True)
+    iat = _numeric(claims, "iat", True)
+    nbf = _numeric(claims, "nbf", False)
+    assert exp is not None and iat is not None
+    if exp + LEEWAY_SECONDS <= now:
+        raise invalid_grant("assertion has expired (exp is in the past)")
+    if iat - LEEWAY_SECONDS > now:
+        raise invalid_grant("iat is in the future: check the client's clock")
+    if nbf is not None and nbf - LEEWAY_SECONDS > now:
+        raise invalid_grant("assertion is not valid yet (nbf is in the future)")
+    if exp - iat > MAX_LIFETIME_SECONDS:
+        raise invalid_grant(f"exp - iat is {int(exp - iat)} s; at most {MAX_LIFETIME_SECONDS} s is allowed")
+    return exp
+
+
+def _check_audience(claims: dict[str, Any], expected: str) -> None:
+    aud = claims.get("aud")
+    if aud is None:
+        raise invalid_grant(f"claim aud is required (use {expected})")
+    if isinstance(aud, str):
+        audiences = [aud]
+    elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        audiences = aud
+    else:
+        raise invalid_grant("claim aud must be a string or an array of strings")
+    if expected not in audiences:
+        raise invalid_grant(f"aud does not match this endpoint: expected {expected}")
+
+
+async def _use_jti(session: AsyncSession, client_pk: int, jti: str, exp: float) -> None:
+    """Single use until the assertion expires: one insert against a unique constraint, atomic on every backend."""
+    digest = sha256_hex(jti)
+    now = utcnow()
+    await session.execute(
+        delete(UsedAssertion).where(
+            UsedAssertion.client_pk == client_pk, UsedAssertion.jti_digest == digest, UsedAssertion.expires_at < now
+        )
+    )
+    expires = datetime.fromtimestamp(exp, UTC) + timedelta(seconds=LEEWAY_SECONDS)
+    try:
+        async with session.begin_nested():
+            session.add(UsedAssertion(client_pk=client_pk, jti_digest=digest, expires_at=expires))
+    except IntegrityError:
+        raise invalid_grant("jti has already been used: every assertion needs a new jti") from None
+
+
+async def exchange(
+    session: AsyncSession, state: IncomingState, settings: Settings, *, env: str, audience: str, form: Any
+) -> IssuedAccessToken:
+    assertion = check_request(form, settings.incoming_max_assertion_bytes)
+    parts = assertion.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise invalid_grant("assertion is not a compact JWS (header.payload.signature)")
+    header = _b64json(parts[0], "header")
+    unverified = _b64json(parts[1], "payload")
+
+    iss = _string(unverified, "iss", True)
+    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss))
+    if client is None:
+        raise invalid_client(f"iss {iss[:100]!r} is not a known client: copy iss from the trigger page")
+    if not client.enabled:
+        raise invalid_client(f"client {iss} is disabled")
+
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise invalid_grant("header kid must be a string")
+    alg = _check_alg(header)
+    key = _verify_signature(assertion, alg, await _candidates(session, state, client, kid))
+    claims = unverified  # now proven: the signature covers exactly these bytes
+
+    sub = _string(claims, "sub", True)
+    _string(claims, "jti", False)
+    flow_claim = _string(claims, "flow", False)
+    _check_audience(claims, audience)
+    exp = _check_times(claims, time.time())
+
+    assert sub is not None
+    if sub != str(client.flow_id):
+        raise invalid_grant(f"sub {sub[:100]!r} is not a flow this client may trigger (copy sub from the trigger page)")
+    if flow_claim is not None and flow_claim != sub:
+        raise invalid_grant("claim flow must equal sub")
+    loaded = await load_flow(session, client.flow_id)
+    if loaded is None or not is_jwt_triggered(loaded):
+        raise invalid_grant(f"flow {sub} is not active with a jwt trigger")
+
+    jti = claims.get("jti")
+    if jti is not None:
+        await _use_jti(session, client.id, jti, exp)
+    await _purge_expired(session, state)
+    await session.commit()
+    token = state.tokens.mint(client_id=client.client_id, flow_id=client.flow_id, env=env, key_id=key.kid)
+    return IssuedAccessToken(token, state.tokens.ttl, client.client_id, client.flow_id)
+
+
+async def _purge_expired(session: AsyncSession, state: IncomingState) -> None:
+    now = time.monotonic()
+    if now - state.last_purge < PURGE_INTERVAL_SECONDS:
+        return
+    state.last_purge = now
+    await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < utcnow()))

@@ -1,0 +1,285 @@
+"""HTTP for incoming triggers: the trigger page API, the RFC 7523 token endpoint and the webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ihub.common.body import json_or_form, read_body, request_body
+from ihub.common.context import Context, Session
+from ihub.common.errors import ApiError
+from ihub.common.ids import path_id
+from ihub.common.responses import errors
+from ihub.incoming import grant, service
+from ihub.incoming.access import InvalidToken, incoming_state
+from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
+from ihub.incoming.webhook import accept, wait_for
+from ihub.provisioning.deps import Caller
+
+router = APIRouter()
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+REALM = 'Bearer realm="ihub"'
+
+
+# --- trigger page -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v1/flow/{flow_id}/trigger/jwt",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    status_code=201,
+    tags=["triggers"],
+    responses=errors(400, 401, 403, 404, 409),
+    openapi_extra=request_body(TriggerCreate, example={"generateKey": True}),
+)
+async def create_trigger(
+    flow_id: str,
+    response: Response,
+    caller: Caller,
+    context: Context,
+    session: Session,
+    body: TriggerCreate = json_or_form(TriggerCreate),
+) -> TriggersResponse:
+    """Create a JWT trigger client for a flow (or, with `iss`, add a key to one). A generated private key
+    is returned once, in this response only."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
+    added = await service.add_key(session, loaded, body, created_by=caller.user_id)
+    state = incoming_state(context)
+    state.clients.invalidate(added.client.client_id)
+    keys = await service.keys_of(session, [added.client.id])
+    response.headers.update(NO_STORE)
+    return TriggersResponse(
+        triggers=[service.describe(added.client, keys[added.client.id], context.settings, state.jwks, added)]
+    )
+
+
+@router.get(
+    "/api/v1/flow/{flow_id}/trigger/jwt",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    tags=["triggers"],
+    responses=errors(401, 404),
+)
+async def show_triggers(flow_id: str, caller: Caller, context: Context, session: Session) -> TriggersResponse:
+    """What a client needs to call this flow: iss, sub, aud (token URL per env), webhook URLs, key ids."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=False)
+    triggers = await service.describe_all(session, loaded.flow.id, context.settings, incoming_state(context).jwks)
+    return TriggersResponse(triggers=triggers)
+
+
+@router.put(
+    "/api/v1/flow/{flow_id}/trigger/jwt/{iss}",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    tags=["triggers"],
+    responses=errors(400, 401, 403, 404),
+    openapi_extra=request_body(TriggerUpdate, example={"enabled": False}),
+)
+async def update_trigger(
+    flow_id: str,
+    iss: str,
+    caller: Caller,
+    context: Context,
+    session: Session,
+    body: TriggerUpdate = json_or_form(TriggerUpdate),
+) -> TriggersResponse:
+    """Enable or disable a trigger client (tokens stop within 5 seconds), or change its JWKS URL."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
+    client = await service.get_client(session, loaded.flow.id, iss)
+    if body.jwks_url is not None:
+        await service.set_jwks_url(session, client, body.jwks_url)
+    if body.enabled is not None:
+        await service.set_enabled(session, client, body.enabled)
+    state = incoming_state(context)
+    state.clients.invalidate(client.client_id)
+    keys = await service.keys_of(session, [client.id])
+    return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
+
+
+@router.delete(
+    "/api/v1/flow/{flow_id}/trigger/jwt/{iss}/key/{kid}",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    tags=["triggers"],
+    responses=errors(401, 403, 404),
+)
+async def revoke_key(
+    flow_id: str, iss: str, kid: str, caller: Caller, context: Context, session: Session
+) -> TriggersResponse:
+    """Revoke one key: assertions signed with it are refused, and tokens it obtained stop within 5 seconds."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
+    client = await service.get_client(session, loaded.flow.id, iss)
+    state = incoming_state(context)
+    await service.revoke_key(session, client, kid, state.jwks)
+    state.clients.invalidate(client.client_id)
+    keys = await service.keys_of(session, [client.id])
+    return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
+
+
+@router.delete(
+    "/api/v1/flow/{flow_id}/trigger/jwt/{iss}",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    tags=["triggers"],
+    responses=errors(401, 403, 404),
+)
+async def delete_trigger(
+    flow_id: str, iss: str, caller: Caller, context: Context, session: Session
+) -> TriggersResponse:
+    """Delete a trigger client with its keys; its tokens stop within 5 seconds."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
+    client = await service.get_client(session, loaded.flow.id, iss)
+    keys = await service.keys_of(session, [client.id])
+    described = service.describe(client, keys[client.id], context.settings)
+    await service.delete_client(session, client)
+    incoming_state(context).clients.invalidate(iss)
+    return TriggersResponse(triggers=[described])
+
+
+# --- RFC 7523 token endpoint -----------------------------------------------------------------------
+
+
+def resolve_env(request: Request, env: str | None) -> str:
+    envs = request.app.state.context.settings.incoming_envs
+    if env is None:
+        return envs[0]
+    if env not in envs:
+        raise ApiError(404, f"no environment {env!r}: use one of {', '.join(envs)}", "not_found")
+    return env
+
+
+async def _token(request: Request, context: Context, env: str | None) -> JSONResponse:
+    resolved = resolve_env(request, env)
+    try:
+        form = await read_body(request)
+    except ApiError as error:
+        if error.status == 413:
+            raise
+        raise grant.invalid_request(error.message) from None
+    state = incoming_state(context)
+    audience = context.settings.public_url + request.url.path
+    async with context.sessions() as session:
+        issued = await grant.exchange(session, state, context.settings, env=resolved, audience=audience, form=form)
+    body = AccessTokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
+    return JSONResponse(body.model_dump(), headers=NO_STORE)
+
+
+_TOKEN_DOC: dict[str, Any] = {
+    "tags": ["incoming"],
+    "response_model": AccessTokenResponse,
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {
+                media: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type", "assertion"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": list(grant.GRANT_TYPES)},
+                            "assertion": {"type": "string", "description": "JWT signed with the client's key"},
+                        },
+                    }
+                }
+                for media in ("application/json", "application/x-www-form-urlencoded")
+            },
+        }
+    },
+}
+
+
+@router.post("/incoming/token", **_TOKEN_DOC)
+async def token_default(request: Request, context: Context) -> JSONResponse:
+    """RFC 7523 JWT bearer grant for the default environment."""
+    return await _token(request, context, None)
+
+
+@router.post("/{env}/incoming/token", **_TOKEN_DOC)
+async def token_env(env: str, request: Request, context: Context) -> JSONResponse:
+    """RFC 7523 JWT bearer grant: exchange a signed assertion for an access token (RFC 6749 §5.2 errors)."""
+    return await _token(request, context, env)
+
+
+# --- webhook ----------------------------------------------------------------------------------------
+
+
+def _unauthorized(message: str, with_error: bool = True) -> ApiError:
+    """RFC 6750 §3: no credentials → a bare challenge; bad credentials → error="invalid_token"."""
+    challenge = f'{REALM}, error="invalid_token", error_description="{message}"' if with_error else REALM
+    return ApiError(401, message, "invalid_token", {"WWW-Authenticate": challenge})
+
+
+async def _webhook(request: Request, env: str | None) -> Response:
+    context = request.app.state.context
+    resolved = resolve_env(request, env)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("send Authorization: Bearer <access_token> from /incoming/token", with_error=False)
+    state = incoming_state(context)
+    try:
+        claims = state.tokens.verify(token)
+    except InvalidToken as error:
+        raise _unauthorized(str(error)) from None
+    if claims.env != resolved:
+        raise _unauthorized(f"token was issued for env {claims.env}, not {resolved}")
+    client = await state.clients.get(context.sessions, claims.client_id)
+    if client is None or not client.enabled:
+        raise _unauthorized("the trigger client is disabled or deleted")
+    if client.flow_id != claims.flow_id or not client.triggerable:
+        raise _unauthorized("the flow no longer accepts this trigger")
+    if claims.key_id in client.revoked_kids:
+        raise _unauthorized("the key that obtained this token is revoked")
+
+    raw = await request.body()
+    accepted = await accept(
+        context,
+        client,
+        env=resolved,
+        raw=raw,
+        content_type=request.headers.get("content-type", ""),
+        headers=request.scope["headers"],
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    ids = {"runId": str(accepted.run_id), "flowId": str(accepted.flow_id)}
+    if not client.sync:
+        return JSONResponse({**ids, "status": accepted.status}, status_code=202)
+    outcome = await wait_for(context, accepted.run_id, client.timeout)
+    if outcome is None:
+        return JSONResponse({**ids, "status": "running", "timedOut": True}, status_code=202)
+    result = outcome.result
+    if isinstance(result, dict) and isinstance(result.get("status"), int) and 100 <= result["status"] <= 599:
+        extra = result.get("headers") if isinstance(result.get("headers"), dict) else {}
+        return JSONResponse(result.get("body"), status_code=result["status"], headers={**extra, **ids_headers(ids)})
+    code = 200 if outcome.status == "succeeded" else 502
+    return JSONResponse({**ids, "status": outcome.status, "result": result, "error": outcome.error}, status_code=code)
+
+
+def ids_headers(ids: dict[str, str]) -> dict[str, str]:
+    return {"X-Ihub-Run-Id": ids["runId"]}
+
+
+_WEBHOOK_DOC: dict[str, Any] = {
+    "tags": ["incoming"],
+    "status_code": 202,
+    "openapi_extra": {
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {}}, "*/*": {"schema": {}}}}
+    },
+}
+
+
+@router.post("/incoming/webhook/jwt", **_WEBHOOK_DOC)
+async def webhook_default(request: Request) -> Response:
+    """Start the flow of the token's client with this body (default environment)."""
+    return await _webhook(request, None)
+
+
+@router.post("/{env}/incoming/webhook/jwt", **_WEBHOOK_DOC)
+async def webhook_env(env: str, request: Request) -> Response:
+    """Start the flow of the token's client with this body. Async flows: 202 {runId, flowId, status}."""
+    return await _webhook(request, env)

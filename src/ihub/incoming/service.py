@@ -1,0 +1,213 @@
+"""Trigger clients and their keys (the "trigger page"): create, list, rotate, revoke, disable.
+
+Every function here is used by both the HTTP routes (with a caller's permissions checked first)
+and the server-shell CLI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ihub.common.errors import ApiError, not_found
+from ihub.config import Settings
+from ihub.db.base import utcnow
+from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
+from ihub.incoming.jwks import JwksCache, check_jwks_url
+from ihub.incoming.keys import KeyError_, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
+from ihub.incoming.models import TriggerClient, TriggerKey
+from ihub.incoming.schemas import KeyOut, TriggerCreate, TriggerOut
+from ihub.tenancy.permissions import Principal, require_admin
+
+
+@dataclass
+class AddedKey:
+    client: TriggerClient
+    kid: str | None
+    private_pem: str | None
+
+
+async def visible_flow(session: AsyncSession, principal: Principal | None, flow_id: int, *, manage: bool) -> LoadedFlow:
+    """The flow if the caller's org subtree holds it (else 404); managing triggers needs Owner or Admin."""
+    loaded = await load_flow(session, flow_id)
+    if loaded is None or (principal is not None and not principal.sees(loaded.org_path)):
+        raise not_found("flow", flow_id)
+    if manage and principal is not None:
+        require_admin(principal, "manage flow triggers")
+    return loaded
+
+
+async def get_client(session: AsyncSession, flow_id: int, iss: str) -> TriggerClient:
+    client = await session.scalar(
+        select(TriggerClient).where(TriggerClient.client_id == iss, TriggerClient.flow_id == flow_id)
+    )
+    if client is None:
+        raise not_found("trigger client", iss)
+    return client
+
+
+async def get_client_by_iss(session: AsyncSession, iss: str) -> TriggerClient:
+    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss))
+    if client is None:
+        raise not_found("trigger client", iss)
+    return client
+
+
+def _bad(error: Exception) -> ApiError:
+    return ApiError(400, str(error), "invalid_key")
+
+
+async def add_key(
+    session: AsyncSession, loaded: LoadedFlow, data: TriggerCreate, created_by: int | None = None
+) -> AddedKey:
+    """A new client for the flow, or (with `iss`) a new key for an existing one. Commits."""
+    if not is_jwt_triggered(loaded):
+        raise ApiError(400, f"flow {loaded.flow.id} is not triggered by jwt (see its trigger in the template)")
+    if data.iss is not None:
+        client = await get_client(session, loaded.flow.id, data.iss)
+    else:
+        client = TriggerClient(client_id=str(uuid.uuid4()), flow_id=loaded.flow.id, enabled=True, created_by=created_by)
+        session.add(client)
+        await session.flush()
+
+    private_pem: str | None = None
+    kid: str | None = None
+    try:
+        if data.jwks_url is not None:
+            client.jwks_url = check_jwks_url(data.jwks_url)
+        else:
+            if data.generate_key:
+                if data.alg not in (None, "RS256", "PS256"):
+                    raise KeyError_("a generated key is RSA: alg must be RS256 or PS256")
+                generated = generate_rsa()
+                jwk, source, private_pem = generated.public_jwk, "generated", generated.private_pem
+            else:
+                jwk, source = public_jwk_from_pem(data.public_key or ""), "uploaded"
+            alg = algorithm_for(jwk, data.alg)
+            kid = thumbprint(jwk)
+            existing = await session.scalar(
+                select(TriggerKey).where(TriggerKey.client_pk == client.id, TriggerKey.kid == kid)
+            )
+            if existing is not None:
+                raise ApiError(409, f"key {kid} is already registered for this client", "conflict")
+            session.add(TriggerKey(client_pk=client.id, kid=kid, alg=alg, jwk=jwk, source=source))
+    except KeyError_ as error:
+        await session.rollback()
+        raise _bad(error) from None
+    except ApiError:
+        await session.rollback()
+        raise
+    await session.commit()
+    return AddedKey(client, kid, private_pem)
+
+
+async def keys_of(session: AsyncSession, client_pks: Sequence[int]) -> dict[int, list[TriggerKey]]:
+    rows = (
+        await session.scalars(select(TriggerKey).where(TriggerKey.client_pk.in_(client_pks)).order_by(TriggerKey.id))
+    ).all()
+    grouped: dict[int, list[TriggerKey]] = {pk: [] for pk in client_pks}
+    for row in rows:
+        grouped[row.client_pk].append(row)
+    return grouped
+
+
+async def list_clients(session: AsyncSession, flow_id: int) -> list[TriggerClient]:
+    return list(
+        await session.scalars(select(TriggerClient).where(TriggerClient.flow_id == flow_id).order_by(TriggerClient.id))
+    )
+
+
+async def set_enabled(session: AsyncSession, client: TriggerClient, enabled: bool) -> None:
+    client.enabled = enabled
+    await session.commit()
+
+
+async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str) -> None:
+    try:
+        client.jwks_url = check_jwks_url(url)
+    except KeyError_ as error:
+        raise _bad(error) from None
+    await session.commit()
+
+
+async def revoke_key(session: AsyncSession, client: TriggerClient, kid: str, jwks: JwksCache | None = None) -> None:
+    """Mark a key revoked. For a JWKS client an unknown kid is recorded too, so the published key is refused."""
+    row = await session.scalar(select(TriggerKey).where(TriggerKey.client_pk == client.id, TriggerKey.kid == kid))
+    if row is None:
+        if not client.jwks_url:
+            raise not_found("key", kid)
+        alg = "RS256"
+        if jwks is not None:
+            published = jwks.cached(client.jwks_url).get(kid)
+            alg = published[1] if published else alg
+        row = TriggerKey(client_pk=client.id, kid=kid[:200], alg=alg, jwk=None, source="jwks")
+        session.add(row)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    await session.commit()
+
+
+async def delete_client(session: AsyncSession, client: TriggerClient) -> None:
+    await session.delete(client)
+    await session.commit()
+
+
+def urls(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    base = settings.public_url
+    tokens = {env: f"{base}/{env}/incoming/token" for env in settings.incoming_envs}
+    hooks = {env: f"{base}/{env}/incoming/webhook/jwt" for env in settings.incoming_envs}
+    return tokens, hooks
+
+
+def describe(
+    client: TriggerClient,
+    keys: list[TriggerKey],
+    settings: Settings,
+    jwks: JwksCache | None = None,
+    added: AddedKey | None = None,
+) -> TriggerOut:
+    tokens, hooks = urls(settings)
+    default = settings.incoming_envs[0]
+    out = [
+        KeyOut(
+            kid=k.kid,
+            alg=k.alg,
+            source=k.source,
+            created_at=k.created_at,
+            revoked=k.revoked_at is not None,
+            revoked_at=k.revoked_at,
+        )
+        for k in keys
+    ]
+    if client.jwks_url and jwks is not None:
+        known = {k.kid for k in keys}
+        for kid, (_, alg) in jwks.cached(client.jwks_url).items():
+            if kid not in known:
+                out.append(KeyOut(kid=kid, alg=alg, source="jwks", revoked=False))
+    return TriggerOut(
+        iss=client.client_id,
+        sub=str(client.flow_id),
+        aud=tokens[default],
+        token_urls=tokens,
+        webhook_url=hooks[default],
+        webhook_urls=hooks,
+        flow_id=client.flow_id,
+        enabled=client.enabled,
+        jwks_url=client.jwks_url,
+        keys=out,
+        created_at=client.created_at,
+        kid=added.kid if added else None,
+        private_key=added.private_pem if added else None,
+    )
+
+
+async def describe_all(
+    session: AsyncSession, flow_id: int, settings: Settings, jwks: JwksCache | None = None
+) -> list[TriggerOut]:
+    clients = await list_clients(session, flow_id)
+    keys = await keys_of(session, [c.id for c in clients])
+    return [describe(c, keys[c.id], settings, jwks) for c in clients]
