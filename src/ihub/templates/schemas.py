@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from ihub.common.ids import IdOut
 
@@ -24,7 +24,8 @@ def _json_text(value: Any) -> Any:
     return value
 
 
-Definition = Annotated[dict[str, Any], BeforeValidator(_json_text)]
+# Checked in depth by the service (JSON paths in errors), so any JSON value passes here.
+Definition = Annotated[Any, BeforeValidator(_json_text), WithJsonSchema({"type": "object"})]
 
 EXAMPLE_DEFINITION: dict[str, Any] = {
     "connections": [{"id": "jira", "type": "jira", "name": "Jira Cloud"}],

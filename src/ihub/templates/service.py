@@ -77,7 +77,8 @@ def validate_definition(definition: Any, path: str = "definition") -> dict[str, 
     unknown = sorted(set(definition) - DEFINITION_KEYS)
     if unknown:
         raise _invalid(f"{path}.{unknown[0]}", "unknown key (allowed: connections, flows, version, description)")
-    raw_slots = definition.get("connections") or []
+    raw_slots = definition.get("connections")
+    raw_slots = [] if raw_slots is None else raw_slots
     if not isinstance(raw_slots, list):
         raise _invalid(f"{path}.connections", "must be a list of connection slots")
     if len(raw_slots) > MAX_SLOTS:
@@ -88,7 +89,7 @@ def validate_definition(definition: Any, path: str = "definition") -> dict[str, 
         if any(existing["id"] == slot["id"] for existing in slots):
             raise _invalid(f"{path}.connections[{index}].id", f"duplicate connection slot id {slot['id']!r}")
         slots.append(slot)
-    flows = validate_flows(definition.get("flows") or [], {s["id"]: s["type"] for s in slots}, path=f"{path}.flows")
+    flows = validate_flows(definition.get("flows"), {s["id"]: s["type"] for s in slots}, path=f"{path}.flows")
     normalized: dict[str, Any] = {"connections": slots, "flows": flows}
     for key in ("version", "description"):
         if key in definition:
