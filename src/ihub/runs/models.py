@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ihub.db.base import Base, CreatedAtMixin, UTCDateTime
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 class Run(CreatedAtMixin, Base):
@@ -29,9 +32,38 @@ class Run(CreatedAtMixin, Base):
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     replay_of: Mapped[int | None] = mapped_column(Integer)
+    # How many times an executor claimed the run (a retry wait or a crash makes it more than one).
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by POST /run/{id}/cancel while the run is executing; the engine stops before its next step.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Makes a trigger idempotent where the trigger can repeat (a schedule tick: "schedule:<flow>:<time>").
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class StepRecord(Base):
+    """One attempt of one step of a run. `path` addresses the step inside loops: `each[2].create`."""
+
+    __tablename__ = "run_steps"
+    __table_args__ = (Index("ix_run_steps_run_path", "run_id", "path", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))
+    type: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # running | succeeded | failed (final) | retrying (a later attempt follows) | waiting (delay) | interrupted
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Summaries for people: truncated, secrets redacted.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    # What later steps see as steps.<id> ({status, response, output, error}); restored when a run resumes.
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)

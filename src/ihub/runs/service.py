@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ihub.common.errors import conflict, not_found
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
-from ihub.runs.models import Run
+from ihub.flows.service import LoadedFlow, load_flow
+from ihub.projects.models import Project
+from ihub.runs.models import FINAL_STATUSES, Run, StepRecord
+from ihub.tenancy.models import Organization
+from ihub.tenancy.permissions import Principal
 
 
 async def create_run(
@@ -33,4 +41,172 @@ async def create_run(
     )
     session.add(run)
     await session.flush()
+    return run
+
+
+async def due_run_ids(session: AsyncSession, *, limit: int, exclude: set[int] | None = None) -> list[int]:
+    """Runs an executor should pick up now: queued and due, or running with an expired lease (worker died)."""
+    now = utcnow()
+    query = (
+        select(Run.id)
+        .where(
+            or_(
+                and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now)),
+                and_(Run.status == "running", Run.lease_expires_at < now),
+            )
+        )
+        .order_by(Run.next_attempt_at, Run.id)
+        .limit(limit + len(exclude or ()))
+    )
+    ids = [run_id for run_id in (await session.scalars(query)).all() if run_id not in (exclude or set())]
+    return ids[:limit]
+
+
+async def next_wakeup(session: AsyncSession) -> datetime | None:
+    """When the earliest queued run or running lease becomes due (None if nothing is pending)."""
+    queued = await session.scalar(select(func.min(Run.next_attempt_at)).where(Run.status == "queued"))
+    leased = await session.scalar(select(func.min(Run.lease_expires_at)).where(Run.status == "running"))
+    times = [t for t in (queued, leased) if t is not None]
+    if not times:
+        return None
+    # SQLite hands back naive datetimes for aggregates: they are UTC.
+    return min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+
+
+async def purge_runs(session: AsyncSession, *, older_than_days: int) -> int:
+    """Delete finished runs (and their step records) created more than `older_than_days` ago."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    old = select(Run.id).where(Run.created_at < cutoff, Run.status.in_(FINAL_STATUSES))
+    ids = list((await session.scalars(old)).all())
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        await session.execute(delete(StepRecord).where(StepRecord.run_id.in_(chunk)))
+        await session.execute(delete(Run).where(Run.id.in_(chunk)))
+    return len(ids)
+
+
+async def wait_for_run(sessions: Any, run_id: int, timeout: float, interval: float = 0.05) -> Run | None:
+    """Poll until a run reaches a final status (for sync triggers); the run as last read either way."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with sessions() as session:
+            run = await session.get(Run, run_id)
+        if run is None or run.status in FINAL_STATUSES or asyncio.get_running_loop().time() >= deadline:
+            return run
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+# -- the run API (tenancy: the caller must see the project's organization) --------------------------------
+
+
+async def visible_project_path(session: AsyncSession, principal: Principal, project_id: int) -> None:
+    path = await session.scalar(
+        select(Organization.path).join(Project, Project.org_id == Organization.id).where(Project.id == project_id)
+    )
+    if path is None or not principal.sees(path):
+        raise not_found("project", project_id)
+
+
+async def visible_run(session: AsyncSession, principal: Principal, run_id: int) -> Run:
+    row = (
+        await session.execute(
+            select(Run, Organization.path)
+            .join(Project, Project.id == Run.project_id)
+            .join(Organization, Organization.id == Project.org_id)
+            .where(Run.id == run_id)
+        )
+    ).first()
+    if row is None or not principal.sees(row.path):
+        raise not_found("run", run_id)
+    return row.Run
+
+
+async def visible_flow(session: AsyncSession, principal: Principal, flow_id: int) -> LoadedFlow:
+    loaded = await load_flow(session, flow_id)
+    if loaded is None or not principal.sees(loaded.org_path):
+        raise not_found("flow", flow_id)
+    return loaded
+
+
+async def list_runs(
+    session: AsyncSession,
+    project_id: int,
+    *,
+    status: str | None = None,
+    flow: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+    cursor: int | None = None,
+) -> tuple[list[Run], int | None]:
+    """Newest first by id (keyset): `cursor` is the last id of the previous page."""
+    query = select(Run).where(Run.project_id == project_id)
+    if status:
+        query = query.where(Run.status == status)
+    if flow:
+        if flow.isdigit():
+            query = query.where(Run.flow_id == int(flow))
+        else:
+            query = query.join(Flow, Flow.id == Run.flow_id).where(Flow.key == flow)
+    if since is not None:
+        query = query.where(Run.created_at >= since)
+    if cursor is not None:
+        query = query.where(Run.id < cursor)
+    rows = list((await session.scalars(query.order_by(Run.id.desc()).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+async def step_records(session: AsyncSession, run_id: int) -> list[StepRecord]:
+    query = select(StepRecord).where(StepRecord.run_id == run_id).order_by(StepRecord.id)
+    return list((await session.scalars(query)).all())
+
+
+async def flow_keys(session: AsyncSession, flow_ids: set[int]) -> dict[int, str]:
+    if not flow_ids:
+        return {}
+    rows = await session.execute(select(Flow.id, Flow.key).where(Flow.id.in_(flow_ids)))
+    return {flow_id: key for flow_id, key in rows.all()}
+
+
+async def trigger_flow(session: AsyncSession, loaded: LoadedFlow, *, trigger_type: str, trigger: dict[str, Any]) -> Run:
+    if not loaded.active:
+        raise conflict(f"flow {loaded.flow.id} is no longer defined by the project's template", "flow_inactive")
+    return await create_run(
+        session, flow=loaded.flow, trigger_type=trigger_type, trigger=trigger, flow_version=loaded.template_version
+    )
+
+
+async def replay_run(session: AsyncSession, original: Run) -> Run:
+    """A new run of the same flow with the same trigger payload, on the template's current version."""
+    loaded = await load_flow(session, original.flow_id)
+    if loaded is None:
+        raise not_found("flow", original.flow_id)
+    trigger = {k: v for k, v in (original.trigger or {}).items() if k != "receivedAt"}
+    run = await trigger_flow(session, loaded, trigger_type=original.trigger_type, trigger=trigger)
+    run.replay_of = original.id
+    return run
+
+
+async def cancel_run(session: AsyncSession, run: Run) -> Run:
+    """Queued runs are cancelled at once; a running one stops before its next step (the engine sees the flag)."""
+    if run.status in FINAL_STATUSES:
+        raise conflict(f"run {run.id} is already {run.status}", "run_finished")
+    now = utcnow()
+    done = await session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status == "queued")
+        .values(status="cancelled", finished_at=now, error="cancelled on request", cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:
+        await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    await session.commit()
+    await session.refresh(run)
     return run

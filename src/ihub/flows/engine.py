@@ -1,0 +1,656 @@
+"""The flow engine: claims a run, executes its steps, checkpoints every step, releases or finishes the run.
+
+Durability rules (the database is the truth):
+- A run is claimed atomically: `UPDATE runs SET status='running', lease_owner=me ... WHERE status='queued' AND due`
+  (or a `running` run whose lease expired because its worker died). Only the lease owner may write step records
+  or finish the run; every write re-checks the lease in the same statement, so a duplicate delivery or a stale
+  worker cannot run or record a step twice.
+- Every step's result is stored (`run_steps`) when it finishes. A resumed run walks the flow again, restores
+  finished steps from their records (never repeating them) and continues at the first unfinished one.
+- At-least-once: an `http` step whose worker died after sending the request but before recording the answer is
+  sent again when the run resumes. Targets get `Idempotency-Key: <runId>-<step path>` to deduplicate.
+- A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
+  executor picks it up when it is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, or_, select, update
+
+from ihub.common.errors import ApiError
+from ihub.db.base import utcnow
+from ihub.flows.connections import (
+    ConnectionError_,
+    TokenCache,
+    build_url,
+    fields_of,
+    prepare_auth,
+    redact_headers,
+    redact_text,
+    secret_values,
+)
+from ihub.flows.expressions import ExpressionError, evaluate, render
+from ihub.flows.service import LoadedFlow, load_flow
+from ihub.projects.service import connection_runtime, project_settings
+from ihub.runs.models import Run, StepRecord
+
+log = logging.getLogger("ihub.engine")
+
+LEASE_SECONDS = 60.0
+SUMMARY_CAP = 4096
+STATE_BODY_CAP = 256 * 1024
+INLINE_DELAY_MAX = 1.0
+MAX_CLAIMS = 100
+FINAL = ("succeeded", "failed")
+
+
+class StepError(Exception):
+    def __init__(self, kind: str, message: str, status: int | None = None, state: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.state = state
+
+
+class StepFailed(Exception):
+    """A step failed for good (on_error: fail): the run fails with this message."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"step {path}: {message}")
+        self.path = path
+
+
+class RetryLater(Exception):
+    def __init__(self, at: datetime) -> None:
+        super().__init__(at.isoformat())
+        self.at = at
+
+
+class Cancelled(Exception):
+    pass
+
+
+class LeaseLost(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What happened to a run in one execution: a final status, or `queued` again with `next_attempt_at`."""
+
+    status: str
+    next_attempt_at: datetime | None = None
+
+
+@dataclass
+class Scope:
+    steps: dict[str, Any]
+    vars: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def child(self, **extra: Any) -> Scope:
+        return Scope(dict(self.steps), dict(self.vars), {**self.extra, **extra})
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def summarize(value: Any, cap: int = SUMMARY_CAP) -> Any:
+    """A value for a record: itself if small, else its JSON text cut at `cap` with a marker."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else _dumps(value)
+    if len(text) <= cap:
+        return value
+    return text[:cap] + f"...[truncated {len(text) - cap} chars]"
+
+
+def backoff(retry: dict[str, Any], failures: int) -> float:
+    delay = float(retry["initial_delay"]) * float(retry["multiplier"]) ** max(0, failures - 1)
+    return min(delay, float(retry["max_delay"]))
+
+
+def retryable(retry: dict[str, Any], error: StepError) -> bool:
+    on = retry["retry_on"]
+    if error.kind == "status":
+        return error.status in on.get("statuses", []) or "status" in on.get("errors", [])
+    return error.kind in on.get("errors", [])
+
+
+class Engine:
+    """Executes runs. One per worker process; shares an HTTP connection pool and an OAuth2 token cache."""
+
+    def __init__(self, context: Any, owner: str | None = None, *, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.context = context
+        self.sessions = context.sessions
+        self.owner = owner or f"local-{uuid.uuid4().hex[:12]}"
+        self.lease_seconds = lease_seconds
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
+        self.tokens = TokenCache()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def claim(self, run_id: int) -> bool:
+        now = utcnow()
+        due = or_(
+            and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now)),
+            and_(Run.status == "running", Run.lease_expires_at < now),
+        )
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Run)
+                .where(Run.id == run_id, due)
+                .values(
+                    status="running",
+                    lease_owner=self.owner,
+                    lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+                    attempt=Run.attempt + 1,
+                    next_attempt_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            claimed = result.rowcount == 1
+            if claimed:
+                await session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.started_at.is_(None))
+                    .values(started_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return claimed
+
+    async def execute(self, run_id: int) -> Outcome | None:
+        """Claim and execute a run; None if it was not claimable (done, not due, or another worker has it)."""
+        if not await self.claim(run_id):
+            return None
+        execution = RunExecution(self, run_id)
+        return await execution.execute()
+
+
+class RunExecution:
+    def __init__(self, engine: Engine, run_id: int) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.records: dict[str, list[StepRecord]] = {}
+        self.result: Any = None
+        self.secrets: list[str] = []
+        self.connections: dict[str, dict[str, Any]] = {}
+        self.context: dict[str, Any] = {}
+        self.loaded: LoadedFlow | None = None
+        self.lease_lost = False
+
+    # -- database -------------------------------------------------------------------------------------------
+
+    def _owned(self) -> Any:
+        return and_(Run.id == self.run_id, Run.lease_owner == self.engine.owner, Run.status == "running")
+
+    async def _write(self, *rows: StepRecord, check_cancel: bool = False) -> None:
+        """Persist records in one transaction that also renews the lease (and fails if it is not ours)."""
+        now = utcnow()
+        async with self.engine.sessions() as session, session.begin():
+            condition = self._owned()
+            if check_cancel:
+                condition = and_(condition, Run.cancel_requested.is_(False))
+            result = await session.execute(
+                update(Run)
+                .where(condition)
+                .values(lease_expires_at=now + timedelta(seconds=self.engine.lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                if check_cancel:
+                    cancel = await session.scalar(select(Run.cancel_requested).where(self._owned()))
+                    if cancel:
+                        raise Cancelled()
+                raise LeaseLost()
+            # Detached records from an earlier transaction are re-attached; their changes become UPDATEs.
+            session.add_all(rows)
+            await session.flush()
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self.engine.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.engine.sessions() as session, session.begin():
+                    result = await session.execute(
+                        update(Run)
+                        .where(self._owned())
+                        .values(lease_expires_at=utcnow() + timedelta(seconds=self.engine.lease_seconds))
+                        .execution_options(synchronize_session=False)
+                    )
+                    if result.rowcount != 1:
+                        self.lease_lost = True
+                        return
+            except Exception:  # noqa: BLE001 - a missed heartbeat is retried; the lease is long enough
+                log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
+
+    async def _finish(self, status: str, *, error: str | None = None, next_at: datetime | None = None) -> bool:
+        now = utcnow()
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if status == "queued":
+            values.update(status="queued", next_attempt_at=next_at)
+        else:
+            values.update(status=status, finished_at=now, error=self._redact(error) if error else None)
+            values["result"] = self.result if status == "succeeded" else None
+        async with self.engine.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Run).where(self._owned()).values(**values).execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
+
+    # -- the run ----------------------------------------------------------------------------------------------
+
+    async def execute(self) -> Outcome | None:
+        async with self.engine.sessions() as session:
+            run = await session.get(Run, self.run_id)
+            if run is None:
+                return None
+            self.loaded = await load_flow(session, run.flow_id)
+            records = (
+                await session.scalars(
+                    select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id)
+                )
+            ).all()
+            settings = await project_settings(session, run.project_id)
+            cancel_requested, claims = run.cancel_requested, run.attempt
+            trigger = run.trigger or {}
+        for record in records:
+            self.records.setdefault(record.path, []).append(record)
+        if cancel_requested:
+            await self._finish("cancelled", error="cancelled on request")
+            return Outcome("cancelled")
+        if self.loaded is None or not self.loaded.spec:
+            await self._finish("failed", error="the flow is no longer defined by the project's template")
+            return Outcome("failed")
+        if claims > MAX_CLAIMS:
+            await self._finish("failed", error=f"gave up after {MAX_CLAIMS} executions of this run")
+            return Outcome("failed")
+        self.context = {
+            "trigger": trigger,
+            "config": settings,
+            "run": {"id": str(self.run_id)},
+            "flow": {"id": str(self.loaded.flow.id), "key": self.loaded.flow.key},
+        }
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self.run_steps(self.loaded.spec["steps"], Scope({}, {}), "")
+        except RetryLater as wait:
+            if await self._finish("queued", next_at=wait.at):
+                return Outcome("queued", wait.at)
+            return None
+        except StepFailed as failure:
+            await self._finish("failed", error=str(failure))
+            return Outcome("failed")
+        except Cancelled:
+            await self._finish("cancelled", error="cancelled on request")
+            return Outcome("cancelled")
+        except LeaseLost:
+            log.warning("run %s: lease lost to another worker; stopping here", self.run_id)
+            return None
+        finally:
+            heartbeat.cancel()
+        if not await self._finish("succeeded"):
+            return None
+        return Outcome("succeeded")
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self.secrets)
+
+    def _ctx(self, scope: Scope) -> dict[str, Any]:
+        return {**self.context, "steps": scope.steps, "vars": scope.vars, **scope.extra}
+
+    async def run_steps(self, steps: list[dict[str, Any]], scope: Scope, prefix: str) -> None:
+        for step in steps:
+            if self.lease_lost:
+                raise LeaseLost()
+            await self.run_step(step, scope, prefix)
+
+    async def run_step(self, step: dict[str, Any], scope: Scope, prefix: str) -> None:
+        path = prefix + step["id"]
+        prior = self.records.get(path, [])
+        final = next((r for r in reversed(prior) if r.status in FINAL), None)
+        kind = step["type"]
+        # A finished composite that succeeded is walked again to restore its children's results.
+        if final is not None and (kind not in ("if", "foreach") or final.status == "failed"):
+            self._restore(step, final, scope)
+            if final.status == "failed" and step["on_error"] != "continue":
+                raise StepFailed(path, final.error or "failed")
+            return
+        failures = sum(1 for r in prior if r.status in ("retrying", "failed"))
+        started = utcnow()
+        waiting = next((r for r in prior if r.status == "waiting"), None) if kind == "delay" else None
+        record = waiting or StepRecord(
+            run_id=self.run_id,
+            step_id=step["id"],
+            path=path,
+            type=kind,
+            attempt=len([r for r in prior if r.status != "waiting"]) + 1,
+            status="running",
+            started_at=started,
+        )
+        if kind == "http":
+            # Recorded before the call so an interrupted attempt is visible (and counted) after a crash.
+            for stale in prior:
+                if stale.status == "running":
+                    stale.status, stale.finished_at, stale.error = "interrupted", started, "worker stopped"
+            await self._write(*[r for r in prior if r.status == "interrupted"], record, check_cancel=True)
+        elif kind == "delay" and waiting is None:
+            await self._write(check_cancel=True)
+        try:
+            state = await self._dispatch(step, scope, path, prior, record)
+        except StepError as error:
+            state = error.state or {"status": "failed", "response": None, "output": None}
+            state.update(status="failed", error=self._redact(error.message), attempts=failures + 1)
+            if retryable(step["retry"], error) and failures + 1 < step["retry"]["max_attempts"]:
+                delay = backoff(step["retry"], failures + 1)
+                record.status = "retrying"
+                await self._close(record, state, error.message)
+                raise RetryLater(utcnow() + timedelta(seconds=delay)) from None
+            record.status = "failed"
+            await self._close(record, state, error.message)
+            scope.steps[step["id"]] = state
+            if step["on_error"] == "continue":
+                return
+            raise StepFailed(path, self._redact(error.message)) from None
+        except StepFailed as failure:
+            # A step inside an `if`/`foreach` failed; the composite's own on_error decides what happens next.
+            if step["on_error"] != "continue":
+                raise
+            state = {"status": "failed", "response": None, "output": None, "error": str(failure)}
+            record.status = "failed"
+            await self._close(record, state, str(failure))
+            scope.steps[step["id"]] = state
+            return
+        state.setdefault("status", "succeeded")
+        state.setdefault("attempts", failures + 1)
+        record.status = "succeeded"
+        if final is None:
+            await self._close(record, state, None)
+        scope.steps[step["id"]] = state
+        if kind == "map":
+            scope.vars.update(state["output"])
+        elif kind == "respond":
+            self.result = state["output"]
+
+    def _restore(self, step: dict[str, Any], record: StepRecord, scope: Scope) -> None:
+        state = dict(record.state or {})
+        scope.steps[step["id"]] = state
+        if record.status == "succeeded":
+            if step["type"] == "map":
+                scope.vars.update(state.get("output") or {})
+            elif step["type"] == "respond":
+                self.result = state.get("output")
+
+    async def _close(self, record: StepRecord, state: dict[str, Any], error: str | None) -> None:
+        record.finished_at = utcnow()
+        record.error = self._redact(error) if error else None
+        record.state = _cap_state(state)
+        if record.response is None and state.get("output") is not None and record.type != "http":
+            record.response = {"output": summarize(_json_safe(state["output"]))}
+        await self._write(record)
+        self.records.setdefault(record.path, []).append(record)
+
+    async def _dispatch(
+        self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord], record: StepRecord
+    ) -> dict[str, Any]:
+        kind = step["type"]
+        try:
+            if kind == "http":
+                return await self._http(step, scope, path, record)
+            if kind == "map":
+                values = render(step["set"], self._ctx(scope))
+                return {"output": values}
+            if kind == "if":
+                return await self._if(step, scope, path, prior)
+            if kind == "foreach":
+                return await self._foreach(step, scope, path, prior)
+            if kind == "delay":
+                return await self._delay(step, scope, record)
+            if kind == "respond":
+                ctx = self._ctx(scope)
+                status = render(step["status"], ctx)
+                try:
+                    status = int(status)
+                except (TypeError, ValueError):
+                    raise StepError("expression", f"status {status!r} is not an HTTP status code") from None
+                output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
+                if "headers" in step:
+                    output["headers"] = {str(k): str(v) for k, v in render(step["headers"], ctx).items()}
+                return {"output": output}
+            if kind == "fail":
+                raise StepError("fail", str(render(step["message"], self._ctx(scope))))
+        except ExpressionError as error:
+            raise StepError("expression", f"expression error: {error}") from None
+        raise StepError("config", f"unknown step type {kind}")
+
+    async def _if(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
+        condition = bool(evaluate(step["condition"], self._ctx(scope)))
+        branch = "then" if condition else "else"
+        await self.run_steps(step[branch], scope, f"{path}.{branch}.")
+        return {"output": {"branch": branch, "condition": condition}}
+
+    async def _foreach(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
+        items = evaluate(step["items"], self._ctx(scope))
+        if isinstance(items, dict):
+            items = [{"key": k, "value": v} for k, v in items.items()]
+        if not isinstance(items, list):
+            raise StepError("expression", f"items must be a list, got {type(items).__name__}")
+        semaphore = asyncio.Semaphore(step["concurrency"])
+        results: list[Any] = [None] * len(items)
+
+        async def iteration(index: int, item: Any) -> None:
+            async with semaphore:
+                inner = scope.child(**{step["as"]: item, "loop": {"index": index, "length": len(items)}})
+                await self.run_steps(step["steps"], inner, f"{path}[{index}].")
+                results[index] = {s["id"]: inner.steps.get(s["id"]) for s in step["steps"]}
+
+        outcomes = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)), return_exceptions=True)
+        for kind in (LeaseLost, Cancelled, StepFailed):
+            for outcome in outcomes:
+                if isinstance(outcome, kind):
+                    raise outcome
+        waits = [o.at for o in outcomes if isinstance(o, RetryLater)]
+        if waits:
+            raise RetryLater(min(waits))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {"output": results}
+
+    async def _delay(self, step: dict[str, Any], scope: Scope, record: StepRecord) -> dict[str, Any]:
+        if record.status == "waiting":
+            until = datetime.fromisoformat((record.state or {})["until"])
+            if utcnow() < until:
+                raise RetryLater(until)
+            return {"output": {"seconds": (record.state or {}).get("seconds")}}
+        seconds = render(step["seconds"], self._ctx(scope))
+        try:
+            seconds = float(seconds)
+        except (TypeError, ValueError):
+            raise StepError("expression", f"delay seconds {seconds!r} is not a number") from None
+        if seconds <= INLINE_DELAY_MAX:
+            await asyncio.sleep(max(0.0, seconds))
+            return {"output": {"seconds": seconds}}
+        until = utcnow() + timedelta(seconds=seconds)
+        record.status = "waiting"
+        record.state = {"until": until.isoformat(), "seconds": seconds}
+        await self._write(record)
+        raise RetryLater(until)
+
+    async def _connection(self, slot: str) -> dict[str, Any]:
+        if slot in self.connections:
+            return self.connections[slot]
+        assert self.loaded is not None
+        async with self.engine.sessions() as session:
+            try:
+                runtime = await connection_runtime(session, self.engine.context.box, self.loaded.project_id, slot)
+            except ApiError as error:
+                raise StepError("config", error.message) from None
+        self.connections[slot] = runtime
+        self.secrets.extend(secret_values(runtime))
+        return runtime
+
+    async def _http(self, step: dict[str, Any], scope: Scope, path: str, record: StepRecord) -> dict[str, Any]:
+        ctx = self._ctx(scope)
+        runtime: dict[str, Any] = {"type": "http", "config": {}, "secrets": {}}
+        if "connection" in step:
+            runtime = await self._connection(step["connection"])
+        fields = fields_of(runtime)
+        target_path = render(step.get("path"), ctx) if "path" in step else None
+        target_url = render(step.get("url"), ctx) if "url" in step else None
+        try:
+            url = build_url(fields, target_path and str(target_path), target_url and str(target_url))
+        except ConnectionError_ as error:
+            raise StepError("config", str(error)) from None
+        query = {str(k): _text(v) for k, v in (render(step.get("query") or {}, ctx)).items() if v is not None}
+        headers = {str(k): _text(v) for k, v in (render(step.get("headers") or {}, ctx)).items() if v is not None}
+        headers.setdefault("Idempotency-Key", f"{self.run_id}-{path}")
+        content: bytes | None = None
+        if "json" in step:
+            headers.setdefault("Content-Type", "application/json")
+            content = _dumps(render(step["json"], ctx)).encode()
+        elif "body" in step:
+            content = _text(render(step["body"], ctx)).encode()
+        record.request = self._request_summary(step["method"], url, query, headers, content)
+        response, auth_secrets = await self._send(step, runtime, url, query, headers, content, record)
+        self.secrets.extend(auth_secrets)
+        body = _parse_body(response)
+        response_state = {
+            "status": response.status_code,
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "body": body,
+        }
+        record.response = {
+            "status": response.status_code,
+            "headers": redact_headers(dict(response.headers)),
+            "body": summarize(_json_safe(body)),
+        }
+        state = {"response": response_state, "output": body}
+        if response.status_code not in step["expect"]:
+            raise StepError(
+                "status",
+                f"HTTP {response.status_code} from {step['method']} {self._redact(_strip_query(url))}"
+                f" (expected {', '.join(map(str, step['expect']))})",
+                response.status_code,
+                state,
+            )
+        return state
+
+    def _request_summary(
+        self, method: str, url: str, query: dict[str, str], headers: dict[str, str], content: bytes | None
+    ) -> dict[str, Any]:
+        body = content.decode("utf-8", "replace") if content else None
+        summary = {
+            "method": method,
+            "url": url,
+            "query": query,
+            "headers": redact_headers(headers),
+            "body": summarize(body),
+        }
+        return json.loads(self._redact(_dumps(summary)))
+
+    async def _send(
+        self,
+        step: dict[str, Any],
+        runtime: dict[str, Any],
+        url: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        content: bytes | None,
+        record: StepRecord,
+    ) -> tuple[httpx.Response, list[str]]:
+        http, tokens = self.engine.http, self.engine.tokens
+        secrets: list[str] = []
+        for attempt in (1, 2):
+            try:
+                auth = await prepare_auth(http, tokens, runtime, url)
+            except ConnectionError_ as error:
+                raise StepError(error.kind, str(error)) from None
+            secrets.extend(auth.secrets)
+            self.secrets.extend(auth.secrets)
+            sent_query, sent_headers = {**query, **auth.params}, {**auth.headers, **headers}
+            record.request = self._request_summary(step["method"], url, sent_query, sent_headers, content)
+            try:
+                response = await http.request(
+                    step["method"],
+                    url,
+                    params=sent_query or None,
+                    headers=sent_headers,
+                    content=content,
+                    timeout=step["timeout"],
+                )
+            except httpx.TimeoutException:
+                raise StepError("timeout", f"timed out after {step['timeout']:g}s: {_strip_query(url)}") from None
+            except httpx.ConnectError as error:
+                raise StepError("connect", f"cannot connect to {_strip_query(url)}: {error}") from None
+            except httpx.HTTPError as error:
+                raise StepError("network", f"{type(error).__name__} calling {_strip_query(url)}: {error}") from None
+            oauth = fields_of(runtime).get("authType") == "oauth2_client_credentials"
+            if response.status_code == 401 and oauth and attempt == 1:
+                # The token may have been revoked or expired early: fetch a fresh one, once.
+                tokens.invalidate(fields_of(runtime))
+                continue
+            return response, secrets
+        raise AssertionError("unreachable")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return _dumps(value)
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    content_type = response.headers.get("content-type", "")
+    if "json" in content_type:
+        try:
+            return response.json()
+        except ValueError:
+            pass
+    return response.text
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _cap_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Keep a step's state storable: a huge response body is cut (later steps see the cut text)."""
+    text = _dumps(state)
+    if len(text) <= STATE_BODY_CAP:
+        return json.loads(text)
+    capped = dict(state)
+    for key in ("output",):
+        capped[key] = summarize(_json_safe(state.get(key)), STATE_BODY_CAP // 2)
+    if isinstance(capped.get("response"), dict):
+        capped["response"] = {**capped["response"], "body": summarize(capped["response"].get("body"), 1024)}
+    return json.loads(_dumps(capped))

@@ -1,0 +1,106 @@
+"""`/api/v1` routes for runs: list, show, replay, cancel, and the manual trigger of a flow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from ihub.common.body import read_body
+from ihub.common.context import Context, Session
+from ihub.common.errors import ApiError
+from ihub.common.ids import path_id
+from ihub.common.responses import errors
+from ihub.executors import dispatch
+from ihub.provisioning.deps import Caller
+from ihub.runs import service
+from ihub.runs.models import RUN_STATUSES
+from ihub.runs.schemas import RunCreated, RunList, run_out
+
+router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
+
+
+@router.get("/project/{project_id}/runs", response_model=RunList, response_model_by_alias=True)
+async def list_runs(
+    project_id: str,
+    caller: Caller,
+    session: Session,
+    status: Annotated[str | None, Query(description="queued | running | succeeded | failed | cancelled")] = None,
+    flow: Annotated[str | None, Query(description="A flow id or key.")] = None,
+    since: Annotated[datetime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
+) -> RunList:
+    """A project's runs, newest first, in pages (keyset pagination)."""
+    pid = path_id(project_id, "project")
+    await service.visible_project_path(session, caller, pid)
+    if status is not None and status not in RUN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(RUN_STATUSES)}", "invalid_request")
+    if cursor is not None and not cursor.isdigit():
+        raise ApiError(400, "cursor must be the nextCursor of a previous page", "invalid_request")
+    if since is not None and since.tzinfo is None:
+        raise ApiError(400, "since must carry a time zone, e.g. 2026-01-01T00:00:00Z", "invalid_request")
+    runs, next_cursor = await service.list_runs(
+        session, pid, status=status, flow=flow, since=since, limit=limit, cursor=int(cursor) if cursor else None
+    )
+    keys = await service.flow_keys(session, {r.flow_id for r in runs})
+    return RunList(
+        runs=[run_out(r, keys.get(r.flow_id)) for r in runs], next_cursor=str(next_cursor) if next_cursor else None
+    )
+
+
+@router.get("/run/{run_id}", response_model=dict[str, Any])
+async def get_run(run_id: str, caller: Caller, session: Session) -> dict[str, Any]:
+    """A run with a record per step attempt (request/response summaries are truncated and redacted)."""
+    run = await service.visible_run(session, caller, path_id(run_id, "run"))
+    keys = await service.flow_keys(session, {run.flow_id})
+    steps = await service.step_records(session, run.id)
+    return {"runs": [run_out(run, keys.get(run.flow_id), steps).model_dump(mode="json", by_alias=True)]}
+
+
+@router.post("/run/{run_id}/replay", status_code=202, response_model=RunCreated, responses=errors(409))
+async def replay_run(run_id: str, caller: Caller, session: Session, context: Context) -> RunCreated:
+    """A new run of the same flow with the same trigger payload, on the template's current flow version."""
+    original = await service.visible_run(session, caller, path_id(run_id, "run"))
+    run = await service.replay_run(session, original)
+    await session.commit()
+    await dispatch(context, run.id)
+    return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)
+
+
+@router.post("/run/{run_id}/cancel", response_model=dict[str, Any], responses=errors(409))
+async def cancel_run(run_id: str, caller: Caller, session: Session) -> dict[str, Any]:
+    """Cancel a queued run now, or a running one before its next step (409 when it already finished)."""
+    run = await service.visible_run(session, caller, path_id(run_id, "run"))
+    run = await service.cancel_run(session, run)
+    keys = await service.flow_keys(session, {run.flow_id})
+    return {"runs": [run_out(run, keys.get(run.flow_id)).model_dump(mode="json", by_alias=True)]}
+
+
+@router.post(
+    "/flow/{flow_id}/run",
+    status_code=202,
+    response_model=RunCreated,
+    responses=errors(409),
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": {}, "example": {"issueKey": "INC0010001", "summary": "x"}}}
+        }
+    },
+)
+async def run_flow(flow_id: str, request: Request, caller: Caller, session: Session, context: Context) -> RunCreated:
+    """Trigger a flow by hand with a JSON body (it becomes `trigger.body`); answers 202 with the run id."""
+    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"))
+    body = await read_body(request)
+    trigger = {
+        "body": body,
+        "contentType": request.headers.get("content-type", "application/json"),
+        "headers": {},
+        "env": None,
+        "userId": str(caller.user_id),
+    }
+    run = await service.trigger_flow(session, loaded, trigger_type="manual", trigger=trigger)
+    await session.commit()
+    await dispatch(context, run.id)
+    return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)

@@ -1,0 +1,108 @@
+"""API shapes of runs and their step records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ihub.common.ids import IdOut
+from ihub.flows.engine import summarize
+from ihub.runs.models import Run, StepRecord
+
+
+class StepOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: IdOut
+    step_id: str = Field(serialization_alias="stepId")
+    path: str = Field(description="The step inside loops and branches, e.g. `each[2].create`.")
+    type: str
+    attempt: int
+    status: str = Field(description="running | succeeded | failed | retrying | waiting | interrupted")
+    started_at: datetime = Field(serialization_alias="startedAt")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+    request: dict[str, Any] | None = Field(description="Request summary: truncated, secrets redacted.")
+    response: dict[str, Any] | None = Field(description="Response summary: truncated, secrets redacted.")
+    error: str | None
+    output: Any = None
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: IdOut
+    project_id: IdOut = Field(serialization_alias="projectId")
+    flow_id: IdOut = Field(serialization_alias="flowId")
+    flow_key: str | None = Field(serialization_alias="flowKey")
+    flow_version: int = Field(serialization_alias="flowVersion")
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    trigger_type: str = Field(serialization_alias="triggerType")
+    trigger: dict[str, Any]
+    result: Any = Field(description="The last `respond` step's {status, body, headers}, if any.")
+    error: str | None
+    replay_of: IdOut | None = Field(serialization_alias="replayOf")
+    attempt: int = Field(description="How many times an executor picked the run up.")
+    next_attempt_at: datetime | None = Field(serialization_alias="nextAttemptAt")
+    created_at: datetime = Field(serialization_alias="createdAt")
+    started_at: datetime | None = Field(serialization_alias="startedAt")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+    cancel_requested: bool = Field(serialization_alias="cancelRequested")
+    steps: list[StepOut] | None = None
+
+
+class RunList(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    runs: list[RunOut]
+    next_cursor: str | None = Field(serialization_alias="nextCursor", description="Pass as ?cursor= for the next page.")
+
+
+class RunCreated(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    run_id: IdOut = Field(serialization_alias="runId")
+    flow_id: IdOut = Field(serialization_alias="flowId")
+    status: str
+
+
+def step_out(record: StepRecord) -> StepOut:
+    state = record.state or {}
+    return StepOut(
+        id=record.id,
+        step_id=record.step_id,
+        path=record.path,
+        type=record.type,
+        attempt=record.attempt,
+        status=record.status,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        request=record.request,
+        response=record.response,
+        error=record.error,
+        output=summarize(state.get("output")) if record.type != "foreach" else None,
+    )
+
+
+def run_out(run: Run, flow_key: str | None, steps: list[StepRecord] | None = None) -> RunOut:
+    return RunOut(
+        id=run.id,
+        project_id=run.project_id,
+        flow_id=run.flow_id,
+        flow_key=flow_key,
+        flow_version=run.flow_version,
+        status=run.status,
+        trigger_type=run.trigger_type,
+        trigger=run.trigger or {},
+        result=run.result,
+        error=run.error,
+        replay_of=run.replay_of,
+        attempt=run.attempt,
+        next_attempt_at=run.next_attempt_at,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        cancel_requested=bool(run.cancel_requested),
+        steps=[step_out(s) for s in steps] if steps is not None else None,
+    )
