@@ -87,4 +87,3 @@ class Hub:
 @pytest.fixture
 def hub(client: httpx.AsyncClient, auth: dict[str, str]) -> Hub:
     return Hub(client, auth)
-

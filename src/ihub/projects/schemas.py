@@ -26,7 +26,7 @@ def _json_text(value: Any) -> Any:
 
 Settings = Annotated[dict[str, Any], BeforeValidator(_json_text)]
 # Each entry is checked by the service (its fields depend on the slot's connection type).
-ConnectionsIn = Annotated[list[dict[str, Any]], BeforeValidator(_json_text)]
+ConnectionsIn = Annotated[list[Any], BeforeValidator(_json_text)]
 
 
 class ProjectCreate(BaseModel):
