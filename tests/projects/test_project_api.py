@@ -10,7 +10,12 @@ SLOTS = [
     {"id": "jira", "type": "jira", "name": "Jira Cloud"},
     {"id": "api", "type": "http", "name": "Some API", "fields": ["scope"]},
 ]
-PING_FLOW = {"key": "ping", "name": "Ping", "trigger": {"type": "manual"}, "steps": [{"id": "p", "type": "delay", "seconds": 0}]}  # fmt: skip
+PING_FLOW = {
+    "key": "ping",
+    "name": "Ping",
+    "trigger": {"type": "manual"},
+    "steps": [{"id": "p", "type": "delay", "seconds": 0}],
+}
 
 
 def message(response) -> str:  # noqa: ANN001
