@@ -29,8 +29,44 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def _nul_location(value: Any, loc: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
+    """Where the first string holding a NUL character is (keys included), or None."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return (*loc, str(key).replace("\x00", "\\0"))
+            found = _nul_location(item, (*loc, key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_location(item, (*loc, index))
+            if found is not None:
+                return found
+    return None
+
+
+def refuse_nul(data: Any, prefix: tuple[int | str, ...] = ()) -> Any:
+    """PostgreSQL text cannot hold NUL, and no name, email or setting needs one: refuse it up front (400)
+    rather than let a query fail later with a database error."""
+    loc = _nul_location(data)
+    if loc is not None:
+        field = location(prefix + loc)
+        api_error = ApiError(400, f"{field}: text must not contain NUL characters", "validation_error")
+        api_error.fields = [{"field": field, "message": "text must not contain NUL characters"}]  # type: ignore[attr-defined]
+        raise api_error
+    return data
+
+
 async def read_body(request: Request) -> Any:
     """The parsed body: JSON (also when no content type is given) or form fields; 415 for anything else."""
+    return refuse_nul(await parse_body(request))
+
+
+async def parse_body(request: Request) -> Any:
+    """Like `read_body` without the NUL check; the caller must run `refuse_nul` on what it keeps."""
     raw = await request.body()
     kind = media_type(request)
     if kind == FORM_TYPE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import TypeAdapter, ValidationError
 
-from ihub.common.body import json_or_form, read_body, request_body, validation_error
+from ihub.common.body import json_or_form, parse_body, refuse_nul, request_body, validation_error
 from ihub.common.context import Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
@@ -22,8 +22,8 @@ UsersIn = list[UserCreate] | UserCreate
 
 async def users_body(request: Request) -> list[UserCreate]:
     """An array of users or one user object; errors name the entry's index (`users[1].email`)."""
-    data = await read_body(request)
-    entries = data if isinstance(data, list) else [data]
+    data = await parse_body(request)
+    entries = refuse_nul(data if isinstance(data, list) else [data], prefix=("users",))
     try:
         return TypeAdapter(list[UserCreate]).validate_python(entries)
     except ValidationError as error:

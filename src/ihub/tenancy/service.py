@@ -58,15 +58,22 @@ async def _name_taken(session: AsyncSession, parent_id: int | None, name: str, e
 
 
 async def create_org(session: AsyncSession, principal: Principal, data: OrgCreate) -> Organization:
-    require_owner(principal, "create organizations")
+    # Visibility first, as everywhere: a parent outside the subtree is 404 whatever the caller's role.
     parent = await visible_org(session, principal, data.parent_id or principal.org_id)
+    require_owner(principal, "create organizations")
     if await _name_taken(session, parent.id, data.name):
         raise conflict(f"organization {parent.id} already has a sub-organization named {data.name!r}")
+    message = f"organization {parent.id} already has a sub-organization named {data.name!r}"
     org = Organization(name=data.name, parent_id=parent.id, path="")
     session.add(org)
-    await session.flush()
+    try:
+        # The id is needed for the path; a concurrent twin can already violate (parent_id, name) here.
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict(message) from None
     org.path = f"{parent.path}{org.id}/"
-    await _commit_or_conflict(session, f"an organization named {data.name!r} already exists there")
+    await _commit_or_conflict(session, message)
     return org
 
 
@@ -123,10 +130,21 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int, c
             )
     # One statement for the whole subtree: foreign keys cascade to users, templates, projects and
     # everything below them, and the parent links are checked once the statement is done.
-    await session.execute(
-        delete(Organization).where(Organization.path.startswith(org.path)).execution_options(synchronize_session=False)
-    )
-    await session.commit()
+    org_id = org.id  # rollback below expires `org`
+    try:
+        await session.execute(
+            delete(Organization)
+            .where(Organization.path.startswith(org.path))
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    except IntegrityError:
+        # Something outside the subtree still points into it (say a project, moved elsewhere, whose
+        # template lives here); the database refuses, and so do we, without a 500.
+        await session.rollback()
+        raise conflict(
+            f"organization {org_id} cannot be deleted: something outside it still refers to its contents", "in_use"
+        ) from None
     return org
 
 
