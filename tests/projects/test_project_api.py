@@ -312,3 +312,12 @@ async def test_form_encoded_project_create_and_update(client, hub):
     )
     assert response.status_code == 200, response.text
     assert response.json()["projects"][0]["description"] == "via form"
+
+
+async def test_connection_types_endpoint(client, hub):
+    response = await client.get("/api/v1/connection/types", headers=hub.auth)
+    assert response.status_code == 200
+    types = {t["type"]: t for t in response.json()["connectionTypes"]}
+    assert sorted(types) == ["http", "jira", "servicenow", "slack"]
+    assert [f["name"] for f in types["jira"]["fields"] if f["secret"]] == ["apiToken"]
+    assert (await client.get("/api/v1/connection/types")).status_code == 401

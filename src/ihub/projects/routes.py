@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from ihub.common.body import json_or_form, request_body
 from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
-from ihub.projects import service
+from ihub.projects import connection_types, service
 from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate
 from ihub.provisioning.deps import Caller
 
@@ -81,3 +83,9 @@ async def update_project(
 async def delete_project(project_id: str, caller: Caller, session: Session) -> ProjectList:
     """Delete a project with its connections, flows and runs."""
     return ProjectList(projects=[await service.delete_project(session, caller, path_id(project_id, "project"))])
+
+
+@router.get("/connection/types", tags=["projects"])
+async def connection_types_list(caller: Caller) -> dict[str, list[dict[str, Any]]]:
+    """The connection types a template slot may declare, with every field (see docs/connections.md)."""
+    return {"connectionTypes": connection_types.describe()}
