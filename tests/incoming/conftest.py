@@ -184,3 +184,21 @@ async def idle_client(idle_app) -> AsyncIterator[httpx.AsyncClient]:  # noqa: AN
     transport = httpx.ASGITransport(app=idle_app, client=("127.0.0.1", 40001))
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as http:
         yield http
+
+
+async def get_owner_auth(app: Any, client: httpx.AsyncClient) -> dict[str, str]:
+    """The first Owner's Authorization header for an app built by a fixture of this folder."""
+    import hashlib
+
+    from ihub.bootstrap import initialize
+
+    context = app.state.context
+    async with context.sessions() as session:
+        first = await initialize(session, context.box)
+        await session.commit()
+    assert first is not None
+    nonce = uuid.uuid4().hex
+    digest = hashlib.sha256((first.secret + nonce).encode()).hexdigest()
+    response = await client.post("/api/v1/token", json={"userId": str(first.user_id), "nonce": nonce, "hash": digest})
+    assert response.status_code == 200, response.text
+    return {"Authorization": response.json()["tokens"][0]["token"]}

@@ -133,8 +133,9 @@ async def _earlier_run(session: Any, client_pk: int, digest: str) -> Accepted | 
         await session.delete(record)
         await session.flush()
         return None
+    run_id = record.run_id
     await session.rollback()
-    return Accepted(record.run_id, flow_id, status, duplicate=True)
+    return Accepted(run_id, flow_id, status, duplicate=True)
 
 
 @dataclass(frozen=True)
