@@ -1,7 +1,26 @@
+"""Engine tests run on both executors: local (SQLite and PostgreSQL) and procrastinate (PostgreSQL)."""
+
 from __future__ import annotations
 
 import pytest
 from flowkit import Kit
+
+from ihub.config import Settings
+
+
+@pytest.fixture(params=["local", "procrastinate"])
+def executor_kind(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "procrastinate":
+        if db_url.startswith("sqlite"):
+            pytest.skip("procrastinate needs PostgreSQL")
+        # Scheduled (retry) jobs are found by polling; keep retry timing close to the configured delays.
+        monkeypatch.setenv("IHUB_POLL_INTERVAL", "0.05")
+    return request.param
+
+
+@pytest.fixture
+def settings(settings: Settings, executor_kind: str) -> Settings:
+    return settings.model_copy(update={"executor": executor_kind})
 
 
 @pytest.fixture

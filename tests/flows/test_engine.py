@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 INCIDENT = {"issueKey": "INC0010042", "summary": "Mail server down", "description": "Users cannot send mail."}
 
 
-async def test_servicenow_payload_creates_jira_issue(kit, httpserver: HTTPServer) -> None:
+async def test_servicenow_payload_creates_jira_issue(kit, httpserver: HTTPServer, executor_kind: str) -> None:
     httpserver.expect_oneshot_request("/rest/api/3/issue", method="POST").respond_with_json(
         {"id": "10001", "key": "OPS-17", "self": "x"}, status=201
     )
@@ -29,6 +29,7 @@ async def test_servicenow_payload_creates_jira_issue(kit, httpserver: HTTPServer
     run = await kit.wait(run_id)
 
     assert run["status"] == "succeeded", run
+    assert run["worker"].startswith("local-") == (executor_kind == "local")
     assert run["result"] == {"status": 201, "body": {"jiraKey": "OPS-17", "source": "INC0010042"}}
     request, _ = httpserver.log[0]
     assert request.get_json() == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ihub.executors import EXECUTOR_KEY
+from ihub.executors import EXECUTOR_KEY, lease_seconds, poll_interval
 
 
 def install(app: Any) -> None:
@@ -15,16 +15,23 @@ async def start(app: Any) -> None:
     context = app.state.context
     settings = context.settings
     if settings.executor == "procrastinate":
-        from ihub.executors.procrastinate_executor import start_dispatcher
+        from ihub.executors.procrastinate_executor import ProcrastinateExecutor
 
-        # API nodes and workers alike defer jobs; only workers (or `serve` with a worker) run them.
-        context.extras[EXECUTOR_KEY] = await start_dispatcher(context, run_worker=app.state.run_worker)
+        # API nodes and workers alike defer jobs; only workers (or `serve` without --no-worker) run them.
+        executor = ProcrastinateExecutor(context, run_worker=app.state.run_worker)
+        await executor.start()
+        context.extras[EXECUTOR_KEY] = executor
         return
     if not app.state.run_worker:
         return
     from ihub.executors.local import LocalExecutor
 
-    executor = LocalExecutor(context, concurrency=settings.worker_concurrency)
+    executor = LocalExecutor(
+        context,
+        concurrency=settings.worker_concurrency,
+        poll_interval=poll_interval(settings),
+        lease_seconds=lease_seconds(settings),
+    )
     await executor.start()
     context.extras[EXECUTOR_KEY] = executor
 

@@ -239,7 +239,8 @@ class RunExecution:
 
     async def _finish(self, status: str, *, error: str | None = None, next_at: datetime | None = None) -> bool:
         now = utcnow()
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        # lease_owner stays: it tells which worker ran the run last (shown as `worker`).
+        values: dict[str, Any] = {"lease_expires_at": None}
         if status == "queued":
             values.update(status="queued", next_attempt_at=next_at)
         else:

@@ -49,6 +49,7 @@ class RunOut(BaseModel):
     started_at: datetime | None = Field(serialization_alias="startedAt")
     finished_at: datetime | None = Field(serialization_alias="finishedAt")
     cancel_requested: bool = Field(serialization_alias="cancelRequested")
+    worker: str | None = Field(description="The worker that holds or last held the run.")
     steps: list[StepOut] | None = None
 
 
@@ -104,5 +105,6 @@ def run_out(run: Run, flow_key: str | None, steps: list[StepRecord] | None = Non
         started_at=run.started_at,
         finished_at=run.finished_at,
         cancel_requested=bool(run.cancel_requested),
+        worker=run.lease_owner,
         steps=[step_out(s) for s in steps] if steps is not None else None,
     )

@@ -44,14 +44,18 @@ async def create_run(
     return run
 
 
-async def due_run_ids(session: AsyncSession, *, limit: int, exclude: set[int] | None = None) -> list[int]:
-    """Runs an executor should pick up now: queued and due, or running with an expired lease (worker died)."""
+async def due_run_ids(
+    session: AsyncSession, *, limit: int, exclude: set[int] | None = None, older_than: datetime | None = None
+) -> list[int]:
+    """Runs an executor should pick up now: queued and due (before `older_than` if given), or running with an
+    expired lease (their worker died)."""
     now = utcnow()
+    due_before = older_than or now
     query = (
         select(Run.id)
         .where(
             or_(
-                and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now)),
+                and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= due_before)),
                 and_(Run.status == "running", Run.lease_expires_at < now),
             )
         )

@@ -1,0 +1,56 @@
+"""`ihub worker`: execute runs from the procrastinate queue (PostgreSQL), on any number of machines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ihub.cli import app as root
+from ihub.config import get_settings
+
+console = Console(stderr=True)
+
+
+async def run_worker(concurrency: int | None) -> None:
+    from ihub.app import build_context
+    from ihub.executors.procrastinate_executor import ProcrastinateExecutor
+
+    settings = get_settings()
+    context = build_context(settings)
+    executor = ProcrastinateExecutor(context, run_worker=True, concurrency=concurrency)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stopping.set)
+    await executor.start()
+    context.extras["executor"] = executor
+    console.print(f"ihub worker {executor.name}: executing runs (concurrency {executor.concurrency})")
+    try:
+        await stopping.wait()
+    finally:
+        await executor.stop()
+        await context.engine.dispose()
+
+
+@root.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Runs executed at once (default IHUB_WORKER_CONCURRENCY).", min=1, max=256)
+    ] = None,
+) -> None:
+    """Execute runs from the PostgreSQL job queue (procrastinate); pair with `ihub serve --no-worker`."""
+    from ihub.db.engine import is_sqlite
+    from ihub.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if is_sqlite(settings.resolved_database_url):
+        console.print("ihub worker needs PostgreSQL: set IHUB_DATABASE_URL=postgresql://... (SQLite runs in `serve`)")
+        raise typer.Exit(2)
+    asyncio.run(run_worker(concurrency))
