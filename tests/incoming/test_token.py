@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import AUD, GRANT, PUBLIC_URL, Incoming, Trigger, b64, sign
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from incoming_support import AUD, GRANT, PUBLIC_URL, Incoming, Trigger, b64, sign
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +26,11 @@ def rsa_pem() -> str:
 
 def public_pem(private_pem: str) -> str:
     key = serialization.load_pem_private_key(private_pem.encode(), None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def assert_oauth_error(response: Any, status: int, code: str, mentions: str = "") -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PUBLIC_URL, SEED_TICKET, Incoming, Trigger
+from incoming_support import SEED_TICKET, Incoming, Trigger
 from sqlalchemy import func, select, update
 
 from ihub.db.base import utcnow
@@ -113,7 +113,9 @@ async def test_other_content_types_are_stored_raw(app: Any, incoming: Incoming, 
         run = await run_row(app, response.json()["runId"])
         assert run.trigger["body"] == stored
         assert run.trigger["contentType"] == content_type
-    response = await incoming.webhook(token, content=b"\xff\xfe\x00", headers={"Content-Type": "application/octet-stream"})
+    response = await incoming.webhook(
+        token, content=b"\xff\xfe\x00", headers={"Content-Type": "application/octet-stream"}
+    )
     run = await run_row(app, response.json()["runId"])
     assert run.trigger["bodyEncoding"] == "base64" and run.trigger["body"] == "//4A"
     response = await incoming.webhook(token, content=b"{not json", headers={"Content-Type": "application/json"})
@@ -212,7 +214,7 @@ async def test_revoked_key_and_deleted_client_stop_their_tokens(incoming: Incomi
     assert response.status_code == 200
     assert_invalid_token(await incoming.webhook(token, SEED_TICKET), "revoked")
 
-    from conftest import sign
+    from incoming_support import sign
 
     fresh = await incoming.token(sign(rotated["privateKey"], trigger.claims()))
     new_token = fresh.json()["access_token"]
@@ -226,8 +228,8 @@ async def test_revoked_key_and_deleted_client_stop_their_tokens(incoming: Incomi
 
 async def test_sync_flow_answers_with_the_respond_result(idle_app: Any, idle_client: httpx.AsyncClient) -> None:
     """The webhook waits on the run row, whoever executes it; here the test plays the executor."""
-    from conftest import Incoming as Driver
-    from conftest import get_owner_auth
+    from incoming_support import Incoming as Driver
+    from incoming_support import get_owner_auth
 
     hub = Driver(idle_client, await get_owner_auth(idle_app, idle_client))
     await hub.make_flows()

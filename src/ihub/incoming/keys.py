@@ -6,6 +6,7 @@ RFC 8725 §3.1: the algorithm comes from the key, never from the token. An RSA k
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,13 @@ def algorithm_for(jwk: dict[str, Any], requested: str | None = None) -> str:
 
 def _check_strength(jwk: dict[str, Any]) -> None:
     if jwk.get("kty") == "RSA":
-        key = import_public_jwk(jwk).public_key
-        if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-            raise KeyError_(f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")
+        modulus = str(jwk.get("n", ""))
+        try:
+            bits = int.from_bytes(base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))).bit_length()
+        except ValueError:
+            raise KeyError_("RSA key modulus is not base64url") from None
+        if bits < MIN_RSA_BITS:
+            raise KeyError_(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")
 
 
 def public_jwk_from_pem(pem: str) -> dict[str, Any]:
@@ -82,6 +87,8 @@ def public_jwk_from_pem(pem: str) -> dict[str, Any]:
     except (ValueError, TypeError):
         raise KeyError_("publicKey is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise KeyError_(f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")
         jwk = RSAKey.import_key(key).as_dict(private=False)
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name != "secp256r1":
@@ -99,9 +106,9 @@ def usable_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
     if any(member in jwk for member in ("d", "p", "q", "k")):
         raise KeyError_("JWKS entry holds private or symmetric key material")
     public = {k: v for k, v in jwk.items() if k in ("kty", "n", "e", "crv", "x", "y")}
-    import_public_jwk(public)
     algorithm_for(public, jwk.get("alg"))
     _check_strength(public)
+    import_public_jwk(public)
     return public
 
 
