@@ -1,0 +1,95 @@
+"""Permission matrix for templates and projects: every endpoint × role × target inside/outside the subtree.
+
+    root (1) ─┬─ A ── A1        callers: an Owner, an Admin and a Member of A
+              └─ B
+
+Each case gets a fresh target org (under A1 = inside, under B = outside) holding a template used by a
+project and an unused template. Inside, the role decides (200 or 403); outside, everything is 404.
+All cases run in one test per backend (one app, one set of callers) and report every mismatch at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+EVERYONE = {"Owner", "Admin", "Member"}
+MANAGERS = {"Owner", "Admin"}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str
+    path: str
+    allowed: set[str]
+    body: Any = None
+
+
+ROWS = [
+    Row("list templates", "GET", "/api/v1/org/{org}/templates", EVERYONE),
+    Row("create template", "POST", "/api/v1/template/org/{org}", MANAGERS, {"name": "new-{uid}", "definition": {}}),
+    Row("get template", "GET", "/api/v1/template/{tpl}", EVERYONE),
+    Row("update template", "PUT", "/api/v1/template/{tpl}", MANAGERS, {"description": "changed"}),
+    Row("delete template", "DELETE", "/api/v1/template/{free_tpl}", MANAGERS),
+    Row("list projects", "GET", "/api/v1/project/org/{org}", EVERYONE),
+    Row("create project", "POST", "/api/v1/project/org/{org}", EVERYONE, {"name": "p-{uid}", "templateId": "{tpl}"}),
+    Row("get project", "GET", "/api/v1/project/{prj}", EVERYONE),
+    Row(
+        "update project",
+        "PUT",
+        "/api/v1/project/{prj}",
+        EVERYONE,
+        {"name": "renamed-{uid}", "connections": [{"id": "jira", "details": {"type": "jira"}}]},
+    ),
+    Row("delete project", "DELETE", "/api/v1/project/{prj}", EVERYONE),
+]
+
+
+def fill(value: Any, targets: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**targets)
+    if isinstance(value, list):
+        return [fill(item, targets) for item in value]
+    if isinstance(value, dict):
+        return {key: fill(item, targets) for key, item in value.items()}
+    return value
+
+
+async def test_permission_matrix(client, hub):
+    a = await hub.org("A")
+    sides = {"inside": await hub.org("A1", parent=a), "outside": await hub.org("B")}
+    callers = {role: await hub.login(a, role) for role in sorted(EVERYONE)}
+    mismatches = []
+    cases = 0
+    for row in ROWS:
+        for role, headers in callers.items():
+            for side, parent in sides.items():
+                uid = uuid.uuid4().hex[:10]
+                org = await hub.org(f"target-{uid}", parent=parent)
+                template = await hub.template(org)
+                targets = {
+                    "uid": uid,
+                    "org": org,
+                    "tpl": template["id"],
+                    "free_tpl": (await hub.template(org))["id"],
+                    "prj": (await hub.project(org, template["id"]))["id"],
+                }
+                expected = (200 if role in row.allowed else 403) if side == "inside" else 404
+                response = await client.request(
+                    row.method, fill(row.path, targets), json=fill(row.body, targets), headers=headers
+                )
+                cases += 1
+                ok = response.status_code == expected
+                if ok and expected != 200:
+                    metadata = response.json()["metadata"]
+                    ok = metadata["status"] == expected and bool(metadata["message"])
+                if not ok:
+                    mismatches.append(f"{row.name} as {role} ({side}): expected {expected}, got {response.text}")
+    assert cases == len(ROWS) * 3 * 2
+    assert not mismatches, "\n".join(mismatches)
