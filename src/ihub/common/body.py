@@ -29,22 +29,22 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _nul_location(value: Any, loc: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
-    """Where the first string holding a NUL character is (keys included), or None."""
-    if isinstance(value, str):
-        return loc if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in str(key):
-                return (*loc, str(key).replace("\x00", "\\0"))
-            found = _nul_location(item, (*loc, key))
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_location(item, (*loc, index))
-            if found is not None:
-                return found
+def _nul_location(value: Any) -> tuple[int | str, ...] | None:
+    """Where the first string holding a NUL character is (keys included), or None. Iterative: JSON may
+    nest almost as deep as the parser's recursion limit."""
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return loc
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if "\x00" in str(key):
+                    return (*loc, str(key).replace("\x00", "\\0"))
+                stack.append(((*loc, key), child))
+        elif isinstance(item, list):
+            stack.extend(((*loc, index), child) for index, child in reversed(list(enumerate(item))))
     return None
 
 
@@ -81,6 +81,8 @@ async def parse_body(request: Request) -> Any:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as error:
             raise ApiError(400, f"body is not valid JSON: {error}", "invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "body is not valid JSON: nested too deeply", "invalid_json") from None
     raise ApiError(
         415, f"unsupported content type {kind!r}: send application/json or {FORM_TYPE}", "unsupported_media_type"
     )
