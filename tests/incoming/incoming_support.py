@@ -123,10 +123,34 @@ class Incoming:
         self.flows = {flow["key"]: flow["id"] for flow in project["flows"]}
         return self.flows
 
+    async def org(self, parent: str = "1") -> str:
+        body = {"name": f"org-{uuid.uuid4().hex[:8]}", "parentId": parent}
+        response = await self.client.post("/api/v1/org", json=body, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return response.json()["organizations"][0]["id"]
+
+    async def login(self, org_id: str, role: str) -> dict[str, str]:
+        """A new user with `role` in `org_id`; returns its Authorization header."""
+        import hashlib
+
+        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+        users = [{"name": role, "email": email, "role": role}]
+        response = await self.client.post(f"/api/v1/user/org/{org_id}", json=users, headers=self.auth)
+        assert response.status_code == 200, response.text
+        user_id = response.json()["users"][0]["id"]
+        response = await self.client.post(f"/api/v1/user/{user_id}/key", headers=self.auth)
+        assert response.status_code == 200, response.text
+        secret = response.json()["keys"][0]["secret"]
+        nonce = uuid.uuid4().hex
+        digest = hashlib.sha256((secret + nonce).encode()).hexdigest()
+        response = await self.client.post("/api/v1/token", json={"userId": user_id, "nonce": nonce, "hash": digest})
+        assert response.status_code == 200, response.text
+        return {"Authorization": response.json()["tokens"][0]["token"]}
+
     async def create(self, flow_id: str, body: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
-        return await self.client.post(
-            f"/api/v1/flow/{flow_id}/trigger/jwt", json=body or {"generateKey": True}, headers=self.auth, **kwargs
-        )
+        body = {"generateKey": True} if body is None else body
+        headers = kwargs.pop("headers", self.auth)
+        return await self.client.post(f"/api/v1/flow/{flow_id}/trigger/jwt", json=body, headers=headers, **kwargs)
 
     async def trigger(self, key: str = "create-issue", body: dict[str, Any] | None = None) -> Trigger:
         response = await self.create(self.flows[key], body)
