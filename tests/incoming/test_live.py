@@ -80,11 +80,8 @@ def check_run_reached_jira(hub: Any, trigger: dict[str, Any], run_id: str, https
     fields = request.get_json()["fields"]
     assert fields["summary"] == "Ticket from test case" and fields["description"] == "HEJ"
     assert fields["labels"] == ["SERVICENOW-1"]
-    import base64
-
-    assert (
-        request.headers["Authorization"] == "Basic " + base64.b64encode(f"{JIRA_USER}:{JIRA_TOKEN}".encode()).decode()
-    )
+    basic = base64.b64encode(f"{JIRA_USER}:{JIRA_TOKEN}".encode()).decode()
+    assert request.headers["Authorization"] == f"Basic {basic}"
 
 
 def test_seed_python_sample(live_hub: Any, httpserver: HTTPServer, tmp_path: Path) -> None:
