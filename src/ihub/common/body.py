@@ -146,7 +146,12 @@ def request_body(kind: Any, name: str | None = None, example: Any = None, form: 
         media["example"] = example
     content = {"application/json": media}
     if form:
-        content[FORM_TYPE] = {"schema": {"$ref": f"#/components/schemas/{name}"}}
+        form_media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{name}"}}
+        # A form carries one flat object: for an array body, show its first element.
+        form_example = example[0] if isinstance(example, list) and example else example
+        if isinstance(form_example, dict):
+            form_media["example"] = form_example
+        content[FORM_TYPE] = form_media
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -156,3 +161,29 @@ def add_body_schemas(openapi: dict[str, Any]) -> None:
         schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[name] = schema
+    _replace_422(openapi)
+
+
+def _replace_422(openapi: dict[str, Any]) -> None:
+    """FastAPI documents a 422 it never sends here: validation errors are rendered as 400 envelopes."""
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    uses_error_model = False
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.setdefault(
+                    "400", {"description": "Bad Request", "content": {"application/json": {"schema": error_ref}}}
+                )
+            uses_error_model = uses_error_model or "400" in responses
+    schemas = openapi.get("components", {}).get("schemas", {})
+    if uses_error_model and "ErrorResponse" not in schemas:
+        from ihub.common.responses import ErrorResponse
+
+        schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas["ErrorResponse"] = schema
+    text = repr(openapi.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}'" not in text:
+            schemas.pop(unused, None)
