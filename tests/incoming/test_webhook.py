@@ -261,3 +261,12 @@ async def test_sync_flow_answers_with_the_respond_result(idle_app: Any, idle_cli
     body = response.json()
     assert body["status"] == "running" and body["timedOut"] is True and body["runId"]
     assert 1.9 <= time.monotonic() - started < 4
+
+
+async def test_sync_flow_through_the_engine(incoming: Incoming) -> None:
+    """The real local executor runs the flow's respond step; the caller gets its status and body."""
+    trigger = await incoming.trigger("echo")
+    token = await incoming.access_token(trigger)
+    response = await incoming.webhook(token, SEED_TICKET)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"got": "Ticket from test case"}
