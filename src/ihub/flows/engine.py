@@ -400,7 +400,7 @@ class RunExecution:
         record.error = self._redact(error) if error else None
         record.state = _cap_state(state)
         if record.response is None and state.get("output") is not None and record.type != "http":
-            record.response = {"output": summarize(_json_safe(state["output"]))}
+            record.response = self._redacted({"output": summarize(_json_safe(state["output"]))})
         await self._write(record)
         self.records.setdefault(record.path, []).append(record)
 
@@ -534,11 +534,13 @@ class RunExecution:
             "headers": {k.lower(): v for k, v in response.headers.items()},
             "body": body,
         }
-        record.response = {
-            "status": response.status_code,
-            "headers": redact_headers(dict(response.headers)),
-            "body": summarize(_json_safe(body)),
-        }
+        record.response = self._redacted(
+            {
+                "status": response.status_code,
+                "headers": redact_headers(dict(response.headers)),
+                "body": summarize(_json_safe(body)),
+            }
+        )
         state = {"response": response_state, "output": body}
         if response.status_code not in step["expect"]:
             raise StepError(
@@ -561,7 +563,11 @@ class RunExecution:
             "headers": redact_headers(headers),
             "body": summarize(body),
         }
-        return json.loads(self._redact(_dumps(summary)))
+        return self._redacted(summary)
+
+    def _redacted(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A record summary with every known secret value (connection secrets, fetched tokens) replaced."""
+        return json.loads(self._redact(_dumps(value)))
 
     async def _send(
         self,

@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ihub.common.ids import IdOut
-from ihub.flows.engine import summarize
 from ihub.runs.models import Run, StepRecord
 
 
@@ -26,7 +25,6 @@ class StepOut(BaseModel):
     request: dict[str, Any] | None = Field(description="Request summary: truncated, secrets redacted.")
     response: dict[str, Any] | None = Field(description="Response summary: truncated, secrets redacted.")
     error: str | None
-    output: Any = None
 
 
 class RunOut(BaseModel):
@@ -69,7 +67,7 @@ class RunCreated(BaseModel):
 
 
 def step_out(record: StepRecord) -> StepOut:
-    state = record.state or {}
+    # record.state (what later steps see) is never shown: only the redacted summaries are.
     return StepOut(
         id=record.id,
         step_id=record.step_id,
@@ -82,7 +80,6 @@ def step_out(record: StepRecord) -> StepOut:
         request=record.request,
         response=record.response,
         error=record.error,
-        output=summarize(state.get("output")) if record.type != "foreach" else None,
     )
 
 
