@@ -1,0 +1,204 @@
+"""`ihub runs list|show|replay`: run history from the server's shell (Rich tables, or --json for scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ihub.cli import JsonFlag, register
+
+app = typer.Typer(help="Inspect and replay flow runs.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "blue"}
+
+
+def _fail(message: str, as_json: bool) -> NoReturn:
+    if as_json:
+        print(json.dumps({"error": message}))
+    else:
+        errors.print(f"[red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _id(value: str, kind: str, as_json: bool) -> int:
+    from ihub.common.ids import parse_id
+
+    try:
+        return parse_id(value)
+    except ValueError:
+        _fail(f"{kind} id must be a decimal number, got {value!r}", as_json)
+
+
+def _run(work: Any) -> Any:
+    from ihub.cli import _with_session
+
+    return asyncio.run(_with_session(work))
+
+
+def _styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _duration(run: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    if not run.get("startedAt") or not run.get("finishedAt"):
+        return ""
+    seconds = (datetime.fromisoformat(run["finishedAt"]) - datetime.fromisoformat(run["startedAt"])).total_seconds()
+    return f"{seconds:.2f}s"
+
+
+@app.command("list")
+def list_runs(
+    project: Annotated[str, typer.Option("--project", help="Project id.")],
+    status: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled")] = None,
+    flow: Annotated[str | None, typer.Option(help="Flow id or key.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="nextCursor of a previous page.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A project's runs, newest first."""
+    from ihub.runs import service
+    from ihub.runs.schemas import RunList, run_out
+
+    project_id = _id(project, "project", as_json)
+    after = _id(cursor, "cursor", as_json) if cursor else None
+
+    async def work(session, _box):  # noqa: ANN001, ANN202
+        runs, next_cursor = await service.list_runs(
+            session, project_id, status=status, flow=flow, limit=limit, cursor=after
+        )
+        keys = await service.flow_keys(session, {r.flow_id for r in runs})
+        page = RunList(
+            runs=[run_out(r, keys.get(r.flow_id)) for r in runs], next_cursor=next_cursor and str(next_cursor)
+        )
+        return page.model_dump(mode="json", by_alias=True)
+
+    page = _run(work)
+    if as_json:
+        print(json.dumps(page))
+        return
+    table = Table(title=f"runs of project {project_id}")
+    for column in ("id", "flow", "status", "trigger", "created", "duration", "error"):
+        table.add_column(column)
+    for run in page["runs"]:
+        table.add_row(
+            run["id"],
+            run["flowKey"] or run["flowId"],
+            _styled(run["status"]),
+            run["triggerType"],
+            run["createdAt"][:19],
+            _duration(run),
+            (run["error"] or "")[:60],
+        )
+    console.print(table)
+    if page["nextCursor"]:
+        console.print(f"more: --cursor {page['nextCursor']}")
+
+
+@app.command("show")
+def show_run(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonFlag = False) -> None:
+    """A run with its step attempts."""
+    from ihub.runs import service
+    from ihub.runs.models import Run
+    from ihub.runs.schemas import run_out
+
+    rid = _id(run_id, "run", as_json)
+
+    async def work(session, _box):  # noqa: ANN001, ANN202
+        run = await session.get(Run, rid)
+        if run is None:
+            return None
+        keys = await service.flow_keys(session, {run.flow_id})
+        steps = await service.step_records(session, run.id)
+        return run_out(run, keys.get(run.flow_id), steps).model_dump(mode="json", by_alias=True)
+
+    run = _run(work)
+    if run is None:
+        _fail(f"run {rid} not found", as_json)
+    if as_json:
+        print(json.dumps(run))
+        return
+    console.print(
+        f"run [bold]{run['id']}[/] flow {run['flowKey']} ({run['flowId']}) v{run['flowVersion']}: "
+        f"{_styled(run['status'])} {_duration(run)}  trigger={run['triggerType']}"
+        + (f"  replay of {run['replayOf']}" if run["replayOf"] else "")
+    )
+    if run["error"]:
+        console.print(f"[red]error:[/] {run['error']}")
+    if run["result"] is not None:
+        console.print(f"result: {json.dumps(run['result'])[:500]}")
+    table = Table()
+    for column in ("step", "type", "attempt", "status", "request", "response", "error"):
+        table.add_column(column)
+    for step in run["steps"] or []:
+        request = step["request"] or {}
+        response = step["response"] or {}
+        table.add_row(
+            step["path"],
+            step["type"],
+            str(step["attempt"]),
+            _styled(step["status"]),
+            f"{request.get('method', '')} {request.get('url', '')}".strip(),
+            str(response.get("status", "")) if "status" in response else json.dumps(response.get("output"))[:40],
+            (step["error"] or "")[:60],
+        )
+    console.print(table)
+
+
+@app.command("replay")
+def replay(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonFlag = False) -> None:
+    """Start a new run of the same flow with the same trigger payload (the template's current version)."""
+    from ihub.common.errors import ApiError
+    from ihub.runs import service
+    from ihub.runs.models import Run
+
+    rid = _id(run_id, "run", as_json)
+
+    async def work(session, _box):  # noqa: ANN001, ANN202
+        original = await session.get(Run, rid)
+        if original is None:
+            raise ApiError(404, f"run {rid} not found")
+        run = await service.replay_run(session, original)
+        await session.commit()
+        await _hand_off(run.id)
+        return {"runId": str(run.id), "flowId": str(run.flow_id), "status": run.status, "replayOf": str(rid)}
+
+    try:
+        result = _run(work)
+    except ApiError as error:
+        _fail(error.message, as_json)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(f"run {result['runId']} queued (replay of {rid}); the hub's executor picks it up")
+
+
+async def _hand_off(run_id: int) -> None:
+    """With procrastinate, defer the job now; the local executor of a running `ihub serve` polls for it."""
+    from ihub.config import get_settings
+
+    settings = get_settings()
+    if settings.executor != "procrastinate":
+        return
+    from ihub.app import build_context
+    from ihub.executors.procrastinate_executor import ProcrastinateExecutor
+
+    context = build_context(settings)
+    executor = ProcrastinateExecutor(context, run_worker=False)
+    await executor.start()
+    try:
+        await executor.submit(run_id)
+    finally:
+        await executor.stop()
+        await context.engine.dispose()
+
+
+register(app, "runs")
