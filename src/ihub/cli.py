@@ -141,7 +141,11 @@ def key_generate(user: Annotated[str, typer.Option("--user", help="User id.")], 
     from ihub.provisioning.service import generate_key
     from ihub.tenancy.models import User
 
-    user_id = parse_id(user)
+    try:
+        user_id = parse_id(user)
+    except ValueError as error:
+        console.print(f"--user {user!r}: {error}")
+        raise typer.Exit(2) from None
 
     async def work(session, box):  # noqa: ANN001, ANN202
         if await session.get(User, user_id) is None:
