@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -21,8 +22,17 @@ from ihub.tenancy.models import Organization, User
 from ihub.tenancy.permissions import Principal, Role, require_owner
 from ihub.tenancy.service import visible_user
 
-# Compared against when the user is unknown, so both failures cost the same work.
+# Opened and compared against when the user is unknown, so both failures cost the same work.
 _DECOY_SECRET = secrets.token_urlsafe(32)
+_DECOY_CONTEXT = "api-key:decoy"
+_decoys: WeakKeyDictionary[SecretBox, str] = WeakKeyDictionary()
+
+
+def _decoy_sealed(box: SecretBox) -> str:
+    sealed = _decoys.get(box)
+    if sealed is None:
+        sealed = _decoys[box] = box.seal(_DECOY_SECRET, _DECOY_CONTEXT)
+    return sealed
 
 
 def key_context(user_id: int) -> str:
@@ -90,7 +100,10 @@ async def exchange(
         )
 
     key = await session.scalar(select(ApiKey).where(ApiKey.user_id == user_id))
-    secret = box.open(key.secret_sealed, key_context(user_id)) if key else _DECOY_SECRET
+    if key is not None:
+        secret = box.open(key.secret_sealed, key_context(user_id))
+    else:
+        secret = box.open(_decoy_sealed(box), _DECOY_CONTEXT)
     matches = constant_time_equals(sha256_hex(secret + nonce), hash_hex.lower())
 
     async def fail(message: str, code: str) -> ApiError:
