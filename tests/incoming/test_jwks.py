@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from incoming_support import Incoming, sign
 from joserfc.jwk import RSAKey
 from pytest_httpserver import HTTPServer
@@ -20,6 +22,10 @@ class PublishedKey:
         key = RSAKey.generate_key(2048)
         self.private_pem = key.as_pem(private=True).decode()
         self.jwk = {**key.as_dict(private=False), "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+def b64int(value: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8)).rstrip(b"=").decode()
 
 
 def publish(server: HTTPServer, *keys: PublishedKey, status: int = 200) -> None:
@@ -84,12 +90,13 @@ async def test_rotation_outage_and_revocation(app: Any, incoming: Incoming, http
 
 async def test_unusable_published_keys_are_ignored(incoming: Incoming, httpserver: HTTPServer) -> None:
     good = PublishedKey("good")
-    weak = RSAKey.generate_key(1024)
+    weak_numbers = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers()
+    weak = {"kty": "RSA", "n": b64int(weak_numbers.n), "e": b64int(weak_numbers.e)}
     httpserver.expect_request("/jwks.json").respond_with_json(
         {
             "keys": [
                 {"kty": "oct", "k": "c2VjcmV0", "kid": "shared", "alg": "HS256"},
-                {**weak.as_dict(private=False), "kid": "weak"},
+                {**weak, "kid": "weak"},
                 {**RSAKey.generate_key(2048).as_dict(private=True), "kid": "leaked"},
                 {**good.jwk, "use": "enc", "kid": "for-encryption"},
                 good.jwk,

@@ -270,3 +270,17 @@ async def test_sync_flow_through_the_engine(incoming: Incoming) -> None:
     response = await incoming.webhook(token, SEED_TICKET)
     assert response.status_code == 201, response.text
     assert response.json() == {"got": "Ticket from test case"}
+
+
+async def test_concurrent_webhooks_each_get_their_own_committed_run(
+    app: Any, incoming: Incoming, trigger: Trigger
+) -> None:
+    """Webhooks arriving together share commits; each still gets its own run, committed before its 202."""
+    token = await incoming.access_token(trigger)
+    bodies = [{**SEED_TICKET, "issueKey": f"SERVICENOW-{n}"} for n in range(40)]
+    responses = await asyncio.gather(*(incoming.webhook(token, body) for body in bodies))
+    assert {r.status_code for r in responses} == {202}
+    run_ids = [r.json()["runId"] for r in responses]
+    assert len(set(run_ids)) == 40
+    for body, run_id in zip(bodies, run_ids, strict=True):
+        assert (await run_row(app, run_id)).trigger["body"] == body

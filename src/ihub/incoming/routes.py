@@ -255,7 +255,8 @@ async def _webhook(request: Request, env: str | None) -> Response:
     result = outcome.result
     if isinstance(result, dict) and isinstance(result.get("status"), int) and 100 <= result["status"] <= 599:
         extra = result.get("headers") if isinstance(result.get("headers"), dict) else {}
-        return JSONResponse(result.get("body"), status_code=result["status"], headers={**extra, **ids_headers(ids)})
+        headers = {str(k): str(v) for k, v in extra.items() if str(k).lower() not in ("content-length", "content-type")}
+        return JSONResponse(result.get("body"), status_code=result["status"], headers={**headers, **ids_headers(ids)})
     code = 200 if outcome.status == "succeeded" else 502
     return JSONResponse({**ids, "status": outcome.status, "result": result, "error": outcome.error}, status_code=code)
 

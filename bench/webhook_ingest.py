@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Webhook ingest benchmark: accepted webhooks per second and latency, against a bare endpoint of the same app.
+
+    .venv/bin/python bench/webhook_ingest.py [--seconds 10] [--connections 8] [--json]
+
+Starts `ihub serve` (embedded default: SQLite, local executor) on a free port in a temporary data
+directory, creates a template, project, flow (trigger jwt, one `map` step) and a trigger client through
+the API, signs an assertion (RS256, as the seed's clients do) and gets an access token. Then a separate
+load process on 127.0.0.1 keeps N keep-alive connections busy for a fixed time per phase:
+
+  1. bare:     GET /healthz (the floor: same app, same server, no work)
+  2. webhook:  POST /prod/incoming/webhook/jwt with the seed's ticket (run row committed before each 202)
+
+and prints requests/s, p50/p99 latency, and the webhook/bare ratio. The executor runs the queued runs
+in the background meanwhile, as it would in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+TICKET = {"issueKey": "SERVICENOW-1", "description": "HEJ", "summary": "Ticket from test case"}
+FLOW = {
+    "key": "ingest",
+    "name": "Ingest",
+    "trigger": {"type": "jwt"},
+    "steps": [{"id": "note", "type": "map", "set": {"key": "{{ trigger.body.issueKey }}"}}],
+}
+
+
+# --- load generator (runs in its own process) ----------------------------------------------------
+
+
+async def _connection(
+    host: str, port: int, request: bytes, deadline: float, latencies: list[float], statuses: dict[int, int]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            status_line = await reader.readline()
+            if not status_line:
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            length, close = 0, False
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    close = True
+            if length:
+                await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            status = int(status_line.split()[1])
+            statuses[status] = statuses.get(status, 0) + 1
+            if close:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+
+
+async def _load(host: str, port: int, request: bytes, seconds: float, connections: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(_connection(host, port, request, deadline, latencies, statuses) for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {
+        "requests": len(latencies),
+        "seconds": round(elapsed, 3),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "p50_ms": round(percentile(0.50), 2),
+        "p99_ms": round(percentile(0.99), 2),
+    }
+
+
+def load_main(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    request = Path(args.request_file).read_bytes()
+    if args.warmup > 0:
+        asyncio.run(_load(args.host, args.port, request, args.warmup, args.connections))
+    print(json.dumps(asyncio.run(_load(args.host, args.port, request, args.seconds, args.connections))))
+
+
+# --- orchestration ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def start_server(
+    data_dir: Path, port: int, worker: bool = True
+) -> tuple[subprocess.Popen[bytes], dict[str, str], dict[str, str]]:
+    env = {
+        **os.environ,
+        "IHUB_DATA_DIR": str(data_dir),
+        "IHUB_PORT": str(port),
+        "IHUB_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "IHUB_LOG_LEVEL": "WARNING",
+        "IHUB_EXECUTOR": "local",
+    }
+    env.pop("IHUB_DATABASE_URL", None)
+    init = subprocess.run([sys.executable, "-m", "ihub", "init", "--json"], env=env, capture_output=True, text=True)
+    if init.returncode != 0:
+        raise SystemExit(f"ihub init failed:\n{init.stderr}")
+    creds = json.loads(init.stdout)
+    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
+    command = [sys.executable, "-m", "ihub", "serve", *([] if worker else ["--no-worker"])]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return server, creds
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("ihub serve exited during start-up")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("ihub serve did not become ready in 30 s")
+
+
+def prepare(url: str, creds: dict[str, str]) -> tuple[str, int]:
+    """Template → project → flow → trigger client → access token, as a client would; returns (token, flow id)."""
+    import httpx
+    import jwt
+
+    nonce = str(uuid.uuid1())
+    digest = hashlib.sha256((creds["secret"] + nonce).encode()).hexdigest()
+    response = httpx.post(url + "/api/v1/token", json={"userId": creds["userId"], "nonce": nonce, "hash": digest})
+    auth = {"Authorization": response.raise_for_status().json()["tokens"][0]["token"]}
+    definition = {"connections": [], "flows": [FLOW]}
+    body = {"name": "bench", "description": "", "definition": definition}
+    response = httpx.post(url + "/api/v1/template/org/1", json=body, headers=auth)
+    template_id = response.raise_for_status().json()["templates"][0]["id"]
+    body = {"name": "bench", "description": "", "templateId": template_id}
+    response = httpx.post(url + "/api/v1/project/org/1", json=body, headers=auth)
+    flow_id = response.raise_for_status().json()["projects"][0]["flows"][0]["id"]
+    response = httpx.post(f"{url}/api/v1/flow/{flow_id}/trigger/jwt", json={"generateKey": True}, headers=auth)
+    trigger = response.raise_for_status().json()["triggers"][0]
+    now = int(time.time())
+    claims = {"iss": trigger["iss"], "sub": trigger["sub"], "aud": trigger["aud"], "iat": now, "exp": now + 1200}
+    assertion = jwt.encode(claims, trigger["privateKey"], algorithm="RS256", headers={"typ": "JWT"})
+    response = httpx.post(trigger["aud"], json={"grant_type": "urn:ihub:jwt:bearer", "assertion": assertion})
+    return response.raise_for_status().json()["access_token"], int(flow_id)
+
+
+def run_phase(name: str, request: bytes, port: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    request_file = workdir / f"{name}.http"
+    request_file.write_bytes(request)
+    command = [
+        sys.executable,
+        __file__,
+        "--load",
+        "--port",
+        str(port),
+        "--request-file",
+        str(request_file),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--connections",
+        str(args.connections),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + args.warmup + 60)
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed in phase {name}:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    ok = 202 if name == "webhook" else 200
+    result["accepted"] = result["statuses"].get(str(ok), 0)
+    result["accepted_per_s"] = round(result["accepted"] / result["seconds"], 1)
+    return result
+
+
+def count_runs(data_dir: Path) -> dict[str, int]:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "ihub.db") as db:
+        return dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections (default 8)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
+    )
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--request-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
+        workdir = Path(tmp)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server, creds = start_server(workdir / "data", port, worker=not args.no_worker)
+        try:
+            wait_ready(url, server)
+            token, _ = prepare(url, creds)
+            bare = run_phase("bare", http_request("GET", "/healthz", port, {}), port, args, workdir)
+            body = json.dumps(TICKET).encode()
+            hook_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+            hook = http_request("POST", "/prod/incoming/webhook/jwt", port, hook_headers, body)
+            webhook = run_phase("webhook", hook, port, args, workdir)
+            runs = count_runs(workdir / "data")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    ratio = webhook["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0.0
+    report = {
+        "setup": {
+            "server": "ihub serve (uvicorn), SQLite WAL, " + ("no executor" if args.no_worker else "local executor"),
+            "connections": args.connections,
+            "seconds_per_phase": args.seconds,
+            "cpus": os.cpu_count(),
+        },
+        "bare_get_healthz": bare,
+        "webhook_jwt": webhook,
+        "ratio_webhook_to_bare": round(ratio, 3),
+        "runs_in_database": runs,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"ihub webhook ingest — {args.connections} connections, {args.seconds:g} s per phase, {os.cpu_count()} CPUs")
+    print(f"{'phase':<26}{'ok/s':>10}{'p50 ms':>10}{'p99 ms':>10}  statuses")
+    for name, result in (("bare GET /healthz", bare), ("webhook POST (202)", webhook)):
+        print(
+            f"{name:<26}{result['accepted_per_s']:>10.1f}{result['p50_ms']:>10.2f}{result['p99_ms']:>10.2f}"
+            f"  {result['statuses']}"
+        )
+    print(f"ratio webhook/bare: {ratio:.3f}   runs in database by status: {runs}")
+
+
+if __name__ == "__main__":
+    main()
