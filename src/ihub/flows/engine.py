@@ -142,40 +142,47 @@ class Engine:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def claim(self, run_id: int) -> bool:
+    async def _claim(self, session: Any, run_id: int) -> bool:
         now = utcnow()
         due = or_(
             and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now)),
             and_(Run.status == "running", Run.lease_expires_at < now),
         )
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Run)
-                .where(Run.id == run_id, due)
-                .values(
-                    status="running",
-                    lease_owner=self.owner,
-                    lease_expires_at=now + timedelta(seconds=self.lease_seconds),
-                    attempt=Run.attempt + 1,
-                    next_attempt_at=None,
-                )
-                .execution_options(synchronize_session=False)
+        result = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, due)
+            .values(
+                status="running",
+                lease_owner=self.owner,
+                lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+                attempt=Run.attempt + 1,
+                next_attempt_at=None,
             )
-            claimed = result.rowcount == 1
-            if claimed:
-                await session.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.started_at.is_(None))
-                    .values(started_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-        return claimed
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return False
+        await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.started_at.is_(None))
+            .values(started_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return True
+
+    async def claim(self, run_id: int) -> bool:
+        """Claim a run atomically (queued and due, or running with an expired lease)."""
+        async with self.sessions() as session, session.begin():
+            return await self._claim(session, run_id)
 
     async def execute(self, run_id: int) -> Outcome | None:
         """Claim and execute a run; None if it was not claimable (done, not due, or another worker has it)."""
-        if not await self.claim(run_id):
-            return None
         execution = RunExecution(self, run_id)
+        # One transaction claims the run and reads everything it needs (fewer write locks on SQLite).
+        async with self.sessions() as session, session.begin():
+            if not await self._claim(session, run_id):
+                return None
+            await execution.load(session)
         return await execution.execute()
 
 
@@ -190,6 +197,12 @@ class RunExecution:
         self.context: dict[str, Any] = {}
         self.loaded: LoadedFlow | None = None
         self.lease_lost = False
+        # Records of steps without side effects (map, if, respond, ...): written with the next write. If the
+        # worker dies first they are simply computed again, which gives the same result.
+        self.pending: list[StepRecord] = []
+        self.run: Run | None = None
+        self.connection_errors: dict[str, str] = {}
+        self.settings: dict[str, Any] = {}
 
     # -- database -------------------------------------------------------------------------------------------
 
@@ -216,7 +229,8 @@ class RunExecution:
                         raise Cancelled()
                 raise LeaseLost()
             # Detached records from an earlier transaction are re-attached; their changes become UPDATEs.
-            session.add_all(rows)
+            session.add_all([*self.pending, *rows])
+            self.pending = []
             await session.flush()
 
     async def _heartbeat(self) -> None:
@@ -250,26 +264,40 @@ class RunExecution:
             result = await session.execute(
                 update(Run).where(self._owned()).values(**values).execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            session.add_all(self.pending)
+            self.pending = []
+            return True
 
     # -- the run ----------------------------------------------------------------------------------------------
 
-    async def execute(self) -> Outcome | None:
-        async with self.engine.sessions() as session:
-            run = await session.get(Run, self.run_id)
-            if run is None:
-                return None
-            self.loaded = await load_flow(session, run.flow_id)
-            records = (
-                await session.scalars(
-                    select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id)
-                )
-            ).all()
-            settings = await project_settings(session, run.project_id)
-            cancel_requested, claims = run.cancel_requested, run.attempt
-            trigger = run.trigger or {}
+    async def load(self, session: Any) -> None:
+        """Read the run, its flow, finished steps, settings and connections (inside the claim's transaction)."""
+        run = await session.get(Run, self.run_id)
+        self.run = run
+        self.loaded = await load_flow(session, run.flow_id)
+        records = (
+            await session.scalars(select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id))
+        ).all()
         for record in records:
             self.records.setdefault(record.path, []).append(record)
+        self.settings = await project_settings(session, run.project_id)
+        if self.loaded is not None and self.loaded.spec:
+            for slot in sorted(_slots_used(self.loaded.spec["steps"])):
+                try:
+                    runtime = await connection_runtime(session, self.engine.context.box, run.project_id, slot)
+                except ApiError as error:
+                    self.connection_errors[slot] = error.message
+                    continue
+                self.connections[slot] = runtime
+                self.secrets.extend(secret_values(runtime))
+
+    async def execute(self) -> Outcome | None:
+        run = self.run
+        if run is None:
+            return None
+        cancel_requested, claims, trigger = run.cancel_requested, run.attempt, run.trigger or {}
         if cancel_requested:
             await self._finish("cancelled", error="cancelled on request")
             return Outcome("cancelled")
@@ -281,7 +309,7 @@ class RunExecution:
             return Outcome("failed")
         self.context = {
             "trigger": trigger,
-            "config": settings,
+            "config": self.settings,
             "run": {"id": str(self.run_id)},
             "flow": {"id": str(self.loaded.flow.id), "key": self.loaded.flow.key},
         }
@@ -401,8 +429,11 @@ class RunExecution:
         record.state = _cap_state(state)
         if record.response is None and state.get("output") is not None and record.type != "http":
             record.response = self._redacted({"output": summarize(_json_safe(state["output"]))})
-        await self._write(record)
         self.records.setdefault(record.path, []).append(record)
+        if record.type in ("http", "delay") or record.status != "succeeded":
+            await self._write(record)
+        else:
+            self.pending.append(record)
 
     async def _dispatch(
         self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord], record: StepRecord
@@ -494,6 +525,8 @@ class RunExecution:
     async def _connection(self, slot: str) -> dict[str, Any]:
         if slot in self.connections:
             return self.connections[slot]
+        if slot in self.connection_errors:
+            raise StepError("config", self.connection_errors[slot])
         assert self.loaded is not None
         async with self.engine.sessions() as session:
             try:
@@ -612,6 +645,17 @@ class RunExecution:
                 continue
             return response, secrets
         raise AssertionError("unreachable")
+
+
+def _slots_used(steps: list[dict[str, Any]]) -> set[str]:
+    slots: set[str] = set()
+    for step in steps:
+        if "connection" in step:
+            slots.add(step["connection"])
+        for branch in ("then", "else", "steps"):
+            if isinstance(step.get(branch), list):
+                slots |= _slots_used(step[branch])
+    return slots
 
 
 def _text(value: Any) -> str:
