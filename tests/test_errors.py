@@ -29,44 +29,44 @@ def assert_envelope(response: httpx.Response, status: int, code: str | None = No
     return metadata
 
 
-@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v1/org/1/nothing", "/api/v2/org", "/nowhere"])
-async def test_unknown_route_is_404(client, auth, path):
-    assert_envelope(await client.get(path, headers=auth), 404, "not_found")
+async def test_unknown_route_is_404(client, auth):
+    for path in ("/api/v1/nothing-here", "/api/v1/org/1/nothing", "/api/v2/org", "/nowhere"):
+        for headers in (auth, {}):
+            assert_envelope(await client.get(path, headers=headers), 404, "not_found")
 
 
-@pytest.mark.parametrize(
-    ("method", "path"), [("PATCH", "/api/v1/org"), ("GET", "/api/v1/token"), ("PATCH", "/api/v1/user/1")]
-)
-async def test_wrong_method_is_405(client, auth, method, path):
-    response = await client.request(method, path, headers=auth)
-    metadata = assert_envelope(response, 405, "method_not_allowed")
-    assert method in metadata["message"]
-    assert response.headers["allow"]
+async def test_wrong_method_is_405(client, auth):
+    for method, path in (("PATCH", "/api/v1/org"), ("GET", "/api/v1/token"), ("PATCH", "/api/v1/user/1")):
+        response = await client.request(method, path, headers=auth)
+        metadata = assert_envelope(response, 405, "method_not_allowed")
+        assert method in metadata["message"]
+        assert response.headers["allow"]
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "image/png", "application/octet-stream"])
-async def test_unsupported_content_type_is_415(client, auth, content_type):
-    response = await client.post(
-        "/api/v1/org", content=b'{"name": "x"}', headers={**auth, "Content-Type": content_type}
-    )
-    metadata = assert_envelope(response, 415, "unsupported_media_type")
-    assert content_type in metadata["message"]
+async def test_unsupported_content_type_is_415(client, auth):
+    for content_type in ("text/plain", "application/xml", "image/png", "application/octet-stream"):
+        for path in ("/api/v1/org", "/api/v1/token", "/api/v1/user/org/1"):
+            headers = {**auth, "Content-Type": content_type}
+            response = await client.post(path, content=b'{"name": "x"}', headers=headers)
+            metadata = assert_envelope(response, 415, "unsupported_media_type")
+            assert content_type in metadata["message"]
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'{"name": ',
-        b"{'name': 'single quotes'}",
-        b"\xff\xfe\x00garbage",
-        b"[" * 100_000,
-        b'{"a":' * 50_000,
-        b"1" * 5000,
-    ],
-)
-async def test_invalid_json_is_400(client, auth, raw):
-    response = await client.post("/api/v1/org", content=raw, headers={**auth, "Content-Type": "application/json"})
-    assert_envelope(response, 400, "invalid_json")
+INVALID_JSON = [
+    b'{"name": ',
+    b"{'name': 'single quotes'}",
+    b"\xff\xfe\x00garbage",
+    b"[" * 100_000,
+    b'{"a":' * 50_000,
+    b"1" * 5000,
+]
+
+
+async def test_invalid_json_is_400(client, auth):
+    for raw in INVALID_JSON:
+        for path in ("/api/v1/org", "/api/v1/user/org/1"):
+            response = await client.post(path, content=raw, headers={**auth, "Content-Type": "application/json"})
+            assert_envelope(response, 400, "invalid_json")
 
 
 async def test_validation_names_each_field(client, auth):
@@ -147,24 +147,30 @@ async def test_multipart_form_is_accepted(client, auth):
 ODD_BODIES = [None, [], {}, "text", 0, -1, 1e308, True, [None], [{}], {"name": None}, {"name": {"nested": [1]}}]
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("POST", "/api/v1/token"),
-        ("POST", "/api/v1/org"),
-        ("PUT", "/api/v1/org/1"),
-        ("POST", "/api/v1/user/org/1"),
-        ("PUT", "/api/v1/user/1"),
-    ],
-)
-async def test_odd_bodies_never_cause_500(client, auth, method, path):
-    for body in ODD_BODIES:
-        response = await client.request(
-            method, path, content=json.dumps(body), headers={**auth, "Content-Type": "application/json"}
-        )
-        assert response.status_code < 500, (body, response.text)
-        if response.status_code >= 400:
-            assert_envelope(response, response.status_code)
+BODY_ROUTES = [
+    ("POST", "/api/v1/token"),
+    ("POST", "/api/v1/org"),
+    ("PUT", "/api/v1/org/1"),
+    ("POST", "/api/v1/user/org/1"),
+    ("PUT", "/api/v1/user/1"),
+]
+ODD_FORMS = [b"", b"=", b"&&&", b"name", b"name=%ZZ", b"name=%00", b"name=a&name=b", b"parentId=1e9&name=x"]
+
+
+async def test_odd_bodies_never_cause_500(client, auth):
+    for method, path in BODY_ROUTES:
+        for body in ODD_BODIES:
+            headers = {**auth, "Content-Type": "application/json"}
+            response = await client.request(method, path, content=json.dumps(body), headers=headers)
+            assert response.status_code < 500, (method, path, body, response.text)
+            if response.status_code >= 400:
+                assert_envelope(response, response.status_code)
+        for raw in ODD_FORMS:
+            headers = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+            response = await client.request(method, path, content=raw, headers=headers)
+            assert response.status_code < 500, (method, path, raw, response.text)
+            if response.status_code >= 400:
+                assert_envelope(response, response.status_code)
 
 
 async def test_internal_error_is_a_500_envelope_without_internals(settings):
@@ -185,10 +191,11 @@ async def test_internal_error_is_a_500_envelope_without_internals(settings):
     assert metadata["message"] == "internal error; the server log has the details"
 
 
-@pytest.mark.parametrize("depth", [900, 5000])
-@pytest.mark.parametrize("path", ["/api/v1/org", "/api/v1/user/org/1", "/api/v1/token"])
-async def test_deeply_nested_json_is_a_client_error(client, auth, depth, path):
-    for raw in (b"[" * depth + b"]" * depth, b'{"name":' * depth + b"1" + b"}" * depth):
-        response = await client.post(path, content=raw, headers={**auth, "Content-Type": "application/json"})
-        assert 400 <= response.status_code < 500, response.text[:300]
-        assert_envelope(response, response.status_code)
+async def test_deeply_nested_json_is_a_client_error(client, auth):
+    for depth in (900, 5000):
+        for path in ("/api/v1/org", "/api/v1/user/org/1", "/api/v1/token"):
+            for raw in (b"[" * depth + b"]" * depth, b'{"name":' * depth + b"1" + b"}" * depth):
+                headers = {**auth, "Content-Type": "application/json"}
+                response = await client.post(path, content=raw, headers=headers)
+                assert 400 <= response.status_code < 500, (depth, path, response.text[:300])
+                assert_envelope(response, response.status_code)
