@@ -53,3 +53,29 @@ def test_undefined_is_an_error_with_the_name() -> None:
         evaluate("trigger.body.nope.x", CTX)
     assert render("{{ trigger.body.nope | default('d') }}", CTX) == "d"
     assert MAX_OUTPUT_CHARS >= 1024
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}",
+        "{{ 'x' * 10000000000 }}",
+        "{{ [1] * 10000000000 }}",
+        "{{ 9 ** 99999999 }}",
+        "a{{ 'x' * 200000 }}{{ 'y' * 200000 }}",
+    ],
+)
+def test_time_and_memory_are_bounded(source: str) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(ExpressionError):
+        render(source, CTX)
+    assert time.monotonic() - started < 2
+
+
+def test_loops_within_budget_work() -> None:
+    assert render("{% for i in trigger.body.items %}{{ i }},{% endfor %}", CTX) == "1,2,3,"
+    assert render("{{ 2 ** 10 }}", CTX) == 1024
+    assert render("{{ 'ab' * 3 }}", CTX) == "ababab"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,10 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_OUTPUT_CHARS = 256 * 1024
+# Loop iterations one evaluation may perform, all loops together (nested loops multiply quickly).
+MAX_ITERATIONS = 100_000
+MAX_EXPONENT = 256
+_iterations: ContextVar[list[int] | None] = ContextVar("ihub_expression_iterations", default=None)
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
@@ -27,7 +32,22 @@ class ExpressionError(Exception):
 
 
 class _KeyFirstEnvironment(ImmutableSandboxedEnvironment):
-    """Dicts are data: `x.name` looks up the key before any attribute (`x.items`, `x.keys`, `x.values`)."""
+    """Dicts are data: `x.name` looks up the key before any attribute (`x.items`, `x.keys`, `x.values`).
+
+    `*` and `**` are checked before they run, so `'x' * 10**10` or `9 ** 9 ** 9` cannot exhaust memory or CPU.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                repeats = isinstance(sequence, str | list | tuple) and isinstance(count, int)
+                if repeats and len(sequence) * count > MAX_OUTPUT_CHARS:
+                    raise SecurityError("repetition result too large")
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict):
@@ -59,6 +79,17 @@ def _jmespath(value: Any, expression: str) -> Any:
         raise ExpressionError(f"jmespath {expression!r}: {error}") from None
 
 
+def _bounded_loop(iterable: Any) -> Any:
+    """Wraps the iterable of every `{% for %}`: counts iterations against the evaluation's budget."""
+    counter = _iterations.get()
+    for item in iterable:
+        if counter is not None:
+            counter[0] += 1
+            if counter[0] > MAX_ITERATIONS:
+                raise ExpressionError(f"more than {MAX_ITERATIONS} loop iterations")
+        yield item
+
+
 def _tojson(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -77,6 +108,7 @@ def environment() -> _KeyFirstEnvironment:
     env.filters["json"] = _tojson
     env.filters["tojson"] = _tojson
     env.filters["fromjson"] = _fromjson
+    env.filters["_ihub_bounded_loop"] = _bounded_loop
     env.globals["jmespath"] = lambda expression, value: _jmespath(value, expression)
     return env
 
@@ -92,7 +124,11 @@ def _compile_single(expr: str) -> Any:
 
 @lru_cache(maxsize=4096)
 def _compile_text(source: str) -> Any:
-    return environment().from_string(source)
+    env = environment()
+    tree = env.parse(source)
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, "_ihub_bounded_loop", [], [], None, None, lineno=loop.lineno)
+    return env.from_string(tree)
 
 
 def check_syntax(source: str) -> None:
@@ -147,6 +183,7 @@ def _bounded(value: Any) -> Any:
 
 def evaluate(expr: str, context: dict[str, Any]) -> Any:
     """Evaluate a bare expression (`trigger.body.x > 3`); braces around it are accepted."""
+    token = _iterations.set([0])
     try:
         compiled = _compile_single(_strip_braces(expr))
         return _bounded(compiled(**context))
@@ -160,6 +197,20 @@ def evaluate(expr: str, context: dict[str, Any]) -> Any:
         raise ExpressionError(f"not allowed: {error}") from None
     except Exception as error:  # noqa: BLE001 - any failure inside a template is the author's, reported as text
         raise ExpressionError(f"{type(error).__name__}: {error}") from None
+    finally:
+        _iterations.reset(token)
+
+
+def _render_bounded(template: Any, context: dict[str, Any]) -> str:
+    """Render chunk by chunk, stopping as soon as the text passes the size cap."""
+    parts: list[str] = []
+    size = 0
+    for chunk in template.generate(**context):
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise ExpressionError(f"result larger than {MAX_OUTPUT_CHARS} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:
@@ -170,8 +221,9 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         match = _SINGLE.match(value)
         if match and "}}" not in match.group("expr") and "{{" not in match.group("expr"):
             return evaluate(match.group("expr"), context)
+        token = _iterations.set([0])
         try:
-            text = _compile_text(value).render(**context)
+            text = _render_bounded(_compile_text(value), context)
         except TemplateSyntaxError as error:
             raise ExpressionError(f"syntax error: {error.message}") from None
         except UndefinedError as error:
@@ -182,6 +234,8 @@ def render(value: Any, context: dict[str, Any]) -> Any:
             raise
         except Exception as error:  # noqa: BLE001
             raise ExpressionError(f"{type(error).__name__}: {error}") from None
+        finally:
+            _iterations.reset(token)
         return _bounded(text)
     if isinstance(value, dict):
         return {str(render(k, context)): render(v, context) for k, v in value.items()}
