@@ -81,13 +81,19 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
     org = await visible_org(session, principal, org_id)
     require_owner(principal, "change organizations")
     name = data.name if data.name is not None else org.name
-    parent_id = org.parent_id
+    new_parent: Organization | None = None
     if data.parent_id is not None and data.parent_id != org.parent_id:
         if org.parent_id is None:
             raise bad_request("the root organization cannot be moved")
         new_parent = await visible_org(session, principal, data.parent_id)
         if new_parent.path.startswith(org.path):
             raise bad_request(f"moving organization {org.id} under {new_parent.id} would create a cycle", "cycle")
+    parent_id = new_parent.id if new_parent is not None else org.parent_id
+    # Checked before anything is written, so a refused request leaves nothing behind in the transaction.
+    if await _name_taken(session, parent_id, name, except_id=org.id):
+        raise conflict(f"organization {parent_id} already has a sub-organization named {name!r}")
+    if new_parent is not None:
+        # The org and every descendant swap the old path prefix for the new one, in one statement.
         old_prefix, new_prefix = org.path, f"{new_parent.path}{org.id}/"
         await session.execute(
             update(Organization)
@@ -95,10 +101,7 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
             .values(path=new_prefix + func.substr(Organization.path, len(old_prefix) + 1))
             .execution_options(synchronize_session=False)
         )
-        parent_id = new_parent.id
         org.path = new_prefix
-    if await _name_taken(session, parent_id, name, except_id=org.id):
-        raise conflict(f"organization {parent_id} already has a sub-organization named {name!r}")
     org.name, org.parent_id = name, parent_id
     await _commit_or_conflict(session, f"an organization named {name!r} already exists there")
     await session.refresh(org)
