@@ -261,3 +261,62 @@ async def test_fail_step_and_typed_values(kit) -> None:
     run = await kit.wait(await kit.trigger(flow_id, {"n": 9, "items": []}))
     assert run["status"] == "failed"
     assert run["error"] == "step gate.then.stop: n too big: 9"
+
+
+async def test_foreach_respects_its_concurrency_limit(kit) -> None:
+    import threading
+
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(request: Request) -> Response:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.15)
+        with lock:
+            in_flight[0] -= 1
+        return Response("{}", status=200, content_type="application/json")
+
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    server.expect_request("/slow").respond_with_handler(slow)
+    server.start()
+    try:
+        flow = {
+            "key": "f",
+            "trigger": "manual",
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "foreach",
+                    "items": "trigger.body.items",
+                    "concurrency": 3,
+                    "steps": [{"id": "call", "type": "http", "connection": "jira", "path": "/slow"}],
+                }
+            ],
+        }
+        project = await kit.project(jira_definition([flow], slot_type="http"), [http_connection(server.url_for("/"))])
+        started = time.monotonic()
+        run = await kit.wait(await kit.trigger(kit.flow_id(project, "f"), {"items": list(range(9))}))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert run["status"] == "succeeded", run
+    assert peak[0] == 3
+    assert elapsed >= 0.45  # 9 calls, 3 at a time, 0.15 s each
+
+
+async def test_template_without_the_flow_makes_it_inactive(kit) -> None:
+    flow = {"key": "f", "trigger": "manual", "steps": [{"id": "m", "type": "map", "set": {"a": 1}}]}
+    other = {**flow, "key": "g"}
+    project = await kit.project(jira_definition([flow], slot_type="http"))
+    flow_id = kit.flow_id(project, "f")
+    response = await kit.client.put(
+        f"/api/v1/template/{project['templateId']}",
+        json={"definition": jira_definition([other], slot_type="http")},
+        headers=kit.auth,
+    )
+    assert response.status_code == 200, response.text
+    response = await kit.client.post(f"/api/v1/flow/{flow_id}/run", json={}, headers=kit.auth)
+    assert response.status_code == 409
+    assert response.json()["metadata"]["code"] == "flow_inactive"
