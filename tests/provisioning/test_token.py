@@ -321,3 +321,18 @@ async def test_secrets_and_tokens_never_reach_the_log(client, api, caplog):
     assert "api_keys" in text, "expected SQL statements in the captured log; is DEBUG capture working?"
     for secret in (user.secret, new_secret, token, urllib.parse.quote(user.secret)):
         assert secret not in text
+
+
+async def test_one_nonce_sent_many_times_at_once_buys_one_token(client, owner):
+    import anyio
+
+    body = credentials(owner.user_id, owner.secret)
+    statuses: list[int] = []
+
+    async def send() -> None:
+        statuses.append((await client.post("/api/v1/token", json=body)).status_code)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(6):
+            group.start_soon(send)
+    assert sorted(statuses) == [200, 401, 401, 401, 401, 401]
