@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from ihub.app import ROUTERS, _optional_routers
+from ihub.app import ROUTERS, _optional_routers, create_app
+from ihub.config import Settings
 
 pytestmark = pytest.mark.anyio
 
 FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The document does not depend on the database: one app, no lifespan, no backend parametrization."""
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'unused.db'}", secret_key="o" * 48, _env_file=None
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
 
 
 @pytest.fixture
@@ -30,7 +46,7 @@ def all_routes() -> list[APIRoute]:
     ]
 
 
-def api_routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def api_routes() -> list[tuple[str, str]]:  # noqa: ANN001
     return sorted((method, route.path) for route in all_routes() for method in route.methods)
 
 
@@ -60,14 +76,14 @@ def resolve(openapi: dict, schema: dict) -> dict:
     return schema
 
 
-async def test_every_api_route_is_documented(app, openapi):
-    routes = api_routes(app)
+async def test_every_api_route_is_documented(openapi):
+    routes = api_routes()
     assert ("POST", "/api/v1/token") in routes and ("DELETE", "/api/v1/org/{org_id}") in routes
     for method, path in routes:
         assert method.lower() in openapi["paths"].get(path, {}), f"{method} {path} missing from /openapi.json"
 
 
-async def test_bodies_have_json_and_form_schemas_and_examples(app, openapi):
+async def test_bodies_have_json_and_form_schemas_and_examples(openapi):
     """Every endpoint accepts JSON and form-encoded bodies (issue 2), so both are documented, with examples."""
     problems, checked = [], 0
     for method, path in body_routes():
@@ -99,8 +115,8 @@ async def test_token_body_schema_names_the_fields(openapi):
     assert "anyOf" in user_schema  # an array of users or one user
 
 
-async def test_errors_are_documented_as_envelopes_never_422(app, openapi):
-    for method, path in api_routes(app):
+async def test_errors_are_documented_as_envelopes_never_422(openapi):
+    for method, path in api_routes():
         responses = openapi["paths"][path][method.lower()]["responses"]
         assert "422" not in responses, f"{method} {path} documents a 422 the API never sends"
         if path != "/api/v1/token":
@@ -110,10 +126,10 @@ async def test_errors_are_documented_as_envelopes_never_422(app, openapi):
     assert "HTTPValidationError" not in openapi["components"]["schemas"]
 
 
-async def test_protected_routes_declare_the_authorization_header(app, openapi):
+async def test_protected_routes_declare_the_authorization_header(openapi):
     schemes = openapi["components"]["securitySchemes"]
     assert any(s.get("in") == "header" and s.get("name") == "Authorization" for s in schemes.values())
-    for method, path in api_routes(app):
+    for method, path in api_routes():
         operation = openapi["paths"][path][method.lower()]
         if path == "/api/v1/token":
             assert not operation.get("security")
