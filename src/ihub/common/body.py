@@ -168,10 +168,12 @@ def _replace_422(openapi: dict[str, Any]) -> None:
     """FastAPI documents a 422 it never sends here: validation errors are rendered as 400 envelopes."""
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     uses_error_model = False
-    for operations in openapi.get("paths", {}).values():
+    for path, operations in openapi.get("paths", {}).items():
+        # /incoming and /{env}/incoming answer RFC 6749 errors, documented by their own routes.
+        oauth = "incoming" in path.strip("/").split("/")[:2]
         for operation in operations.values():
             responses = operation.get("responses", {})
-            if responses.pop("422", None) is not None:
+            if responses.pop("422", None) is not None and not oauth:
                 responses.setdefault(
                     "400", {"description": "Bad Request", "content": {"application/json": {"schema": error_ref}}}
                 )
