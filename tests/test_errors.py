@@ -199,3 +199,26 @@ async def test_deeply_nested_json_is_a_client_error(client, auth):
                 response = await client.post(path, content=raw, headers=headers)
                 assert 400 <= response.status_code < 500, (depth, path, response.text[:300])
                 assert_envelope(response, response.status_code)
+
+
+async def test_recursion_anywhere_in_a_request_is_a_400(settings):
+    """A parser deeper in some domain (JSON text in a form field, say) hitting the recursion limit."""
+    app = create_app(settings)
+    deep = APIRouter()
+
+    @deep.post("/api/v1/test-only/deep")
+    async def parse_deep() -> None:
+        json.loads("[" * 100_000)
+
+    @deep.post("/incoming/test-only/deep")
+    async def parse_deep_oauth() -> None:
+        json.loads("[" * 100_000)
+
+    app.include_router(deep)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        api = await http.post("/api/v1/test-only/deep")
+        oauth = await http.post("/incoming/test-only/deep")
+    assert_envelope(api, 400, "invalid_request")
+    assert oauth.status_code == 400
+    assert oauth.json()["error"] == "invalid_request" and oauth.headers["cache-control"] == "no-store"

@@ -100,6 +100,13 @@ def install_error_handlers(app: FastAPI) -> None:
         api_error.fields = fields  # type: ignore[attr-defined]
         return await _api_error(request, api_error)
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, error: RecursionError) -> JSONResponse:
+        # Input nested deeper than Python recurses (JSON in a form field, a payload ...): the client's
+        # doing, wherever it was parsed, so a 400 rather than a 500.
+        log.warning("recursion limit reached on %s %s", request.method, request.url.path)
+        return error_response(request, 400, "invalid_request", "the request is nested too deeply to process")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         # Logged in full for the operator; the client learns nothing about the internals.
