@@ -19,9 +19,31 @@ async def incoming(client: httpx.AsyncClient, auth: dict[str, str]) -> Incoming:
     return hub
 
 
+@pytest.fixture(scope="session")
+def client_key() -> tuple[str, str]:
+    """One RSA pair (private, public PEM) for the session: uploading it spares a key generation per test.
+    Key generation itself is covered where it matters (trigger page, rotation, live samples)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
 @pytest.fixture
-async def trigger(incoming: Incoming) -> Trigger:
-    return await incoming.trigger()
+async def trigger(incoming: Incoming, client_key: tuple[str, str]) -> Trigger:
+    """A client of the `create-issue` flow holding the session's key pair."""
+    created = await incoming.trigger(body={"publicKey": client_key[1]})
+    created.private_key = client_key[0]
+    return created
 
 
 @pytest.fixture
