@@ -6,7 +6,8 @@
 - procrastinate: `ihub serve --no-worker` + two `ihub worker` processes on PostgreSQL (IHUB_BENCH_POSTGRES_URL,
   default postgresql://postgres@127.0.0.1:5432/postgres; a scratch database is created and dropped).
 Runs are triggered through `POST /api/v1/flow/{id}/run` (16 at a time); each calls a local target once.
-Latency is the run's finishedAt − createdAt (both from the database clock). The baseline, measured in the
+Latency is the run's finishedAt − createdAt (both from the database clock), reported twice: saturated (all
+runs triggered at once, so it includes the backlog) and paced (100 runs at 20/s). The baseline, measured in the
 same run, is the target alone called directly by one asyncio client with the same concurrency.
 """
 
@@ -50,6 +51,8 @@ FLOW = {
 
 class Target(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real APIs do
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
@@ -210,11 +213,17 @@ def run_case(executor: str, runs: int, target: str, workdir: Path) -> dict:
             time.sleep(3)
         token = login(url, creds["userId"], creds["secret"])
         project_id, flow_id = setup_project(url, token, target)
+        label = executor if executor == "local" else "procrastinate (2 workers)"
         took = asyncio.run(trigger_all(url, token, flow_id, runs))
         print(json.dumps({"executor": executor, "triggers_per_second": round(runs / took, 1)}))
-        return report(
-            executor if executor == "local" else "procrastinate (2 workers)", collect(url, token, project_id, runs)
-        )
+        result = report(label + ", saturated", collect(url, token, project_id, runs))
+        # Latency without a backlog: 100 runs triggered one by one, 20 per second.
+        paced_project, paced_flow = setup_project(url, token, target)
+        for n in range(100):
+            httpx.post(f"{url}/api/v1/flow/{paced_flow}/run", json={"n": n}, headers={"Authorization": token})
+            time.sleep(0.05)
+        report(label + ", 20 runs/s", collect(url, token, paced_project, 100))
+        return result
     finally:
         for process in processes:
             process.terminate()
