@@ -284,3 +284,13 @@ async def test_concurrent_webhooks_each_get_their_own_committed_run(
     assert len(set(run_ids)) == 40
     for body, run_id in zip(bodies, run_ids, strict=True):
         assert (await run_row(app, run_id)).trigger["body"] == body
+
+
+async def test_deleting_the_project_stops_its_tokens(app: Any, incoming: Incoming, trigger: Trigger) -> None:
+    token = await incoming.access_token(trigger)
+    assert (await incoming.webhook(token, SEED_TICKET)).status_code == 202  # the client's state is now cached
+    response = await incoming.client.delete(f"/api/v1/project/{incoming.project_id}", headers=incoming.auth)
+    assert response.status_code == 200, response.text
+    assert_invalid_token(await incoming.webhook(token, SEED_TICKET))
+    assert_invalid_token(await incoming.webhook(token, SEED_TICKET, headers={"Idempotency-Key": "k"}))
+    assert await count_runs(app) == 0

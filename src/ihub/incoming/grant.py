@@ -26,7 +26,7 @@ from ihub.db.base import utcnow
 from ihub.incoming.access import IncomingState
 from ihub.incoming.flowref import is_jwt_triggered, load_flow
 from ihub.incoming.keys import import_public_jwk
-from ihub.incoming.models import TriggerClient, TriggerKey, UsedAssertion
+from ihub.incoming.models import IdempotencyRecord, TriggerClient, TriggerKey, UsedAssertion
 
 GRANT_TYPES = (
     "urn:ihub:jwt:bearer",
@@ -267,3 +267,5 @@ async def _purge_expired(session: AsyncSession, state: IncomingState) -> None:
         return
     state.last_purge = now
     await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < utcnow()))
+    cutoff = utcnow() - timedelta(hours=24)
+    await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))

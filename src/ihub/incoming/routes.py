@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 
 from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session
@@ -21,6 +23,19 @@ from ihub.provisioning.deps import Caller
 router = APIRouter()
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 §5.2 / RFC 6750 §3 error body."""
+
+    error: str
+    error_description: str
+
+
+def oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": OAuthError} for status in statuses}
+
+
 REALM = 'Bearer realm="ihub"'
 
 
@@ -170,6 +185,7 @@ async def _token(request: Request, context: Context, env: str | None) -> JSONRes
 
 _TOKEN_DOC: dict[str, Any] = {
     "tags": ["incoming"],
+    "responses": oauth_errors(400, 401, 404, 413),
     "response_model": AccessTokenResponse,
     "openapi_extra": {
         "requestBody": {
@@ -237,15 +253,20 @@ async def _webhook(request: Request, env: str | None) -> Response:
         raise _unauthorized("the key that obtained this token is revoked")
 
     raw = await request.body()
-    accepted = await accept(
-        context,
-        client,
-        env=resolved,
-        raw=raw,
-        content_type=request.headers.get("content-type", ""),
-        headers=request.scope["headers"],
-        idempotency_key=request.headers.get("idempotency-key"),
-    )
+    try:
+        accepted = await accept(
+            context,
+            client,
+            env=resolved,
+            raw=raw,
+            content_type=request.headers.get("content-type", ""),
+            headers=request.scope["headers"],
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
+    except IntegrityError:
+        # The flow or client was deleted after the state was cached: the token names nothing any more.
+        state.clients.invalidate(claims.client_id)
+        raise _unauthorized("the flow of this token no longer exists") from None
     ids = {"runId": str(accepted.run_id), "flowId": str(accepted.flow_id)}
     if not client.sync:
         return JSONResponse({**ids, "status": accepted.status}, status_code=202)
@@ -267,6 +288,7 @@ def ids_headers(ids: dict[str, str]) -> dict[str, str]:
 
 _WEBHOOK_DOC: dict[str, Any] = {
     "tags": ["incoming"],
+    "responses": {**oauth_errors(400, 401, 404, 413), 200: {"description": "sync flow: the respond step's answer"}},
     "status_code": 202,
     "openapi_extra": {
         "requestBody": {"required": False, "content": {"application/json": {"schema": {}}, "*/*": {"schema": {}}}}
