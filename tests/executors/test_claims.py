@@ -125,3 +125,21 @@ async def test_stale_worker_cannot_record_after_takeover(kit, httpserver: HTTPSe
         ("out", "succeeded"),
     ]
     assert calls == [f"{run_id}-call", f"{run_id}-call"]
+
+
+async def test_stopping_a_worker_hands_its_runs_back(kit, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hit").respond_with_json({"ok": 1})
+    run_id = await queued_run(kit, httpserver)
+    context = kit.app.state.context
+    engine = Engine(context, "leaving")
+    assert await engine.claim(run_id)
+    assert await engine.release_all() == [run_id]
+    await engine.close()
+    async with context.sessions() as session:
+        run = await session.get(Run, run_id)
+        assert run.status == "queued" and run.lease_expires_at is None
+        assert await due_run_ids(session, limit=5) == [run_id]
+    other = Engine(context, "other")
+    outcome = await other.execute(run_id)
+    await other.close()
+    assert outcome is not None and outcome.status == "succeeded"

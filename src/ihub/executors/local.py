@@ -58,6 +58,11 @@ class LocalExecutor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        # The cancelled workers write nothing more: their runs can be handed back at once.
+        try:
+            await self.engine.release_all()
+        except Exception:  # noqa: BLE001 - their leases expire instead
+            log.warning("could not release runs at shutdown", exc_info=True)
         await self.engine.close()
 
     async def submit(self, run_id: int) -> None:

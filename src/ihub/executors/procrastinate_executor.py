@@ -99,6 +99,12 @@ class ProcrastinateExecutor:
                 await task
         self._tasks = []
         if self.engine is not None:
+            try:
+                # Their jobs died with the worker task: defer new ones so that other workers continue at once.
+                for run_id in await self.engine.release_all():
+                    await self.submit(run_id)
+            except Exception:  # noqa: BLE001 - their leases expire instead
+                log.warning("could not release runs at shutdown", exc_info=True)
             await self.engine.close()
         await self.app.close_async()
 
@@ -120,6 +126,7 @@ class ProcrastinateExecutor:
             delete_jobs="successful",
             listen_notify=True,
             fetch_job_polling_interval=self.poll_interval,
+            shutdown_graceful_timeout=5,
         )
 
     async def _execute(self, run_id: int) -> None:

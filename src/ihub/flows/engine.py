@@ -170,6 +170,20 @@ class Engine:
         )
         return True
 
+    async def release_all(self) -> list[int]:
+        """On shutdown: hand this worker's unfinished runs back (queued, due now) so nobody waits for a lease."""
+        async with self.sessions() as session, session.begin():
+            mine = and_(Run.lease_owner == self.owner, Run.status == "running")
+            ids = list((await session.scalars(select(Run.id).where(mine))).all())
+            if ids:
+                await session.execute(
+                    update(Run)
+                    .where(mine, Run.id.in_(ids))
+                    .values(status="queued", next_attempt_at=utcnow(), lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
+
     async def claim(self, run_id: int) -> bool:
         """Claim a run atomically (queued and due, or running with an expired lease)."""
         async with self.sessions() as session, session.begin():
@@ -328,6 +342,17 @@ class RunExecution:
             return Outcome("cancelled")
         except LeaseLost:
             log.warning("run %s: lease lost to another worker; stopping here", self.run_id)
+            return None
+        except Exception:
+            # A bug or an outage (database, disk): release the run for a later attempt instead of holding it until
+            # its lease expires; MAX_CLAIMS bounds how often that can happen.
+            log.exception("run %s: unexpected error; retrying later", self.run_id)
+            later = utcnow() + timedelta(seconds=min(300, 2**claims))
+            try:
+                if await self._finish("queued", next_at=later):
+                    return Outcome("queued", later)
+            except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
+                log.warning("run %s: could not release after an error", self.run_id, exc_info=True)
             return None
         finally:
             heartbeat.cancel()
