@@ -20,7 +20,7 @@ def check(response: requests.Response) -> dict:
     return response.json()
 
 
-def test_python3_sequence_json(live_hub):
+def test_python3_sequence_json(live_hub, tmp_path):
     """token (JSON) → create an org under parent "1" → rename it → delete it."""
     api = live_hub.url + "/api/v1/"
     nonce = str(uuid.uuid1())
@@ -50,6 +50,12 @@ def test_python3_sequence_json(live_hub):
     again = requests.post(api + "token", json=credentials, timeout=10)
     assert again.status_code == 401
     assert "nonce" in again.json()["metadata"]["message"]
+
+    # The server's own log (access lines included) holds neither the secret, the hash nor the token.
+    server_log = (tmp_path / "hub.log").read_text()
+    assert "/api/v1/org" in server_log, "expected access log lines"
+    for secret in (live_hub.secret, credentials["hash"], token):
+        assert secret not in server_log
 
 
 def test_older_python_sample_with_form_bodies(live_hub):
