@@ -301,3 +301,37 @@ async def test_cascade_refused_while_a_project_elsewhere_uses_a_template_inside(
     assert response.status_code == 409, response.text
     assert response.json()["metadata"]["code"] == "in_use"
     assert await api.org_ids(api.auth) == {"1", a, a1, b}
+
+
+async def test_move_refused_when_a_project_would_lose_its_inherited_template(client, api):
+    a = await api.add_org("A", "1")
+    a1 = await api.add_org("A1", a)
+    b = await api.add_org("B", "1")
+    definition = {"connections": [], "flows": []}
+    inherited = await client.post(
+        f"/api/v1/template/org/{a}", json={"name": "from A", "definition": definition}, headers=api.auth
+    )
+    own = await client.post(
+        f"/api/v1/template/org/{a1}", json={"name": "own", "definition": definition}, headers=api.auth
+    )
+    assert inherited.status_code == own.status_code == 200, (inherited.text, own.text)
+    inherited_id = inherited.json()["templates"][0]["id"]
+    own_id = own.json()["templates"][0]["id"]
+    project = await client.post(
+        f"/api/v1/project/org/{a1}", json={"name": "p", "templateId": inherited_id}, headers=api.auth
+    )
+    assert project.status_code == 200, project.text
+
+    response = await client.put(f"/api/v1/org/{a1}", json={"parentId": b}, headers=api.auth)
+    assert response.status_code == 409, response.text
+    assert project.json()["projects"][0]["id"] in response.json()["metadata"]["message"]
+    assert (await client.get(f"/api/v1/org/{a1}", headers=api.auth)).json()["organizations"][0]["parentId"] == a
+
+    # A project on the subtree's own template moves along with it.
+    project_id = project.json()["projects"][0]["id"]
+    assert (await client.delete(f"/api/v1/project/{project_id}", headers=api.auth)).status_code == 200
+    own_project = await client.post(
+        f"/api/v1/project/org/{a1}", json={"name": "q", "templateId": own_id}, headers=api.auth
+    )
+    assert own_project.status_code == 200, own_project.text
+    assert (await client.put(f"/api/v1/org/{a1}", json={"parentId": b}, headers=api.auth)).status_code == 200

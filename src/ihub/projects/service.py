@@ -46,6 +46,27 @@ async def count_projects_using_template(session: AsyncSession, template_id: int)
     return await session.scalar(query) or 0
 
 
+async def templates_stranded_by_move(session: AsyncSession, subtree_prefix: str, new_parent_path: str) -> list[int]:
+    """Projects in a subtree being moved may only keep templates that stay in their ancestry: inside the
+    subtree itself or above the new parent. Returns the ids of the projects that would lose theirs."""
+    from ihub.tenancy.models import Organization
+
+    project_org = Organization.__table__.alias("project_org")
+    template_org = Organization.__table__.alias("template_org")
+    rows = await session.execute(
+        select(Project.id, template_org.c.path)
+        .join(project_org, project_org.c.id == Project.org_id)
+        .join(Template, Template.id == Project.template_id)
+        .join(template_org, template_org.c.id == Template.org_id)
+        .where(project_org.c.path.startswith(subtree_prefix))
+    )
+    return [
+        project_id
+        for project_id, template_path in rows
+        if not template_path.startswith(subtree_prefix) and not new_parent_path.startswith(template_path)
+    ]
+
+
 def seal_context(connection: Connection) -> str:
     return f"connection:{connection.id}"
 

@@ -88,6 +88,15 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
         new_parent = await visible_org(session, principal, data.parent_id)
         if new_parent.path.startswith(org.path):
             raise bad_request(f"moving organization {org.id} under {new_parent.id} would create a cycle", "cycle")
+        from ihub.projects.service import templates_stranded_by_move
+
+        stranded = await templates_stranded_by_move(session, org.path, new_parent.path)
+        if stranded:
+            raise conflict(
+                f"projects {', '.join(map(str, stranded))} use templates that would no longer be inherited "
+                f"under organization {new_parent.id}; move or re-create them first",
+                "in_use",
+            )
     parent_id = new_parent.id if new_parent is not None else org.parent_id
     # Checked before anything is written, so a refused request leaves nothing behind in the transaction.
     if await _name_taken(session, parent_id, name, except_id=org.id):
