@@ -320,3 +320,33 @@ async def test_template_without_the_flow_makes_it_inactive(kit) -> None:
     response = await kit.client.post(f"/api/v1/flow/{flow_id}/run", json={}, headers=kit.auth)
     assert response.status_code == 409
     assert response.json()["metadata"]["code"] == "flow_inactive"
+
+
+async def test_long_delay_releases_the_worker_and_resumes(kit) -> None:
+    flow = {
+        "key": "f",
+        "trigger": "manual",
+        "steps": [
+            {"id": "before", "type": "map", "set": {"n": "{{ trigger.body.n }}"}},
+            {"id": "pause", "type": "delay", "seconds": "{{ trigger.body.wait }}"},
+            {"id": "short", "type": "delay", "seconds": 0.05},
+            {
+                "id": "out",
+                "type": "respond",
+                "body": {"n": "{{ vars.n }}", "paused": "{{ steps.pause.output.seconds }}"},
+            },
+        ],
+    }
+    project = await kit.project(jira_definition([flow], slot_type="http"))
+    started = time.monotonic()
+    run = await kit.wait(await kit.trigger(kit.flow_id(project, "f"), {"n": 5, "wait": 1.3}))
+    assert run["status"] == "succeeded", run
+    assert time.monotonic() - started >= 1.3
+    assert run["result"]["body"] == {"n": 5, "paused": 1.3}
+    assert run["attempt"] == 2  # released during the pause, claimed again when it was due
+    assert [(s["path"], s["status"]) for s in run["steps"]] == [
+        ("before", "succeeded"),
+        ("pause", "succeeded"),
+        ("short", "succeeded"),
+        ("out", "succeeded"),
+    ]
