@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from incoming_support import Incoming, sign
 from joserfc.jwk import RSAKey
 from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 from ihub.incoming.access import incoming_state
 
@@ -118,3 +121,28 @@ async def test_jwks_url_must_be_https_except_on_loopback(incoming: Incoming) -> 
         assert response.json()["metadata"]["code"] == "invalid_key"
     for url in ("https://jwks.example.com/.well-known/jwks.json", "http://localhost:9/jwks", "http://[::1]:9/jwks"):
         assert (await incoming.create(flow, {"jwksUrl": url})).status_code == 201, url
+
+
+async def test_slow_jwks_host_times_out_and_cached_keys_stay(
+    app: Any, incoming: Incoming, httpserver: HTTPServer
+) -> None:
+    key = PublishedKey("k1")
+    publish(httpserver, key)
+    url = httpserver.url_for("/jwks.json")
+    trigger = await incoming.trigger(body={"jwksUrl": url})
+    assert (await incoming.token(sign(key.private_pem, trigger.claims(), kid="k1"))).status_code == 200
+
+    def slow(_request: Any) -> Response:
+        time.sleep(1.0)
+        return Response(json.dumps({"keys": [key.jwk]}), content_type="application/json")
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request("/jwks.json").respond_with_handler(slow)
+    cache = incoming_state(app.state.context).jwks
+    cache.timeout = 0.3  # the fetch timeout, shortened so the test stays quick
+    a_minute_passes(app, url)
+    started = time.monotonic()
+    response = await incoming.token(sign(key.private_pem, trigger.claims(), kid="k2"))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert time.monotonic() - started < 0.9  # gave up after the timeout, did not wait for the slow host
+    assert (await incoming.token(sign(key.private_pem, trigger.claims(), kid="k1"))).status_code == 200

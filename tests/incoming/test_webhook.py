@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -87,6 +89,10 @@ async def test_missing_and_bad_tokens(app: Any, incoming: Incoming, trigger: Tri
     assert_invalid_token(await incoming.webhook(f"{head}.{claims}.{sig[:-4]}AAAA", SEED_TICKET), "signature")
     # The client's own RS256 assertion is not an access token.
     assert_invalid_token(await incoming.webhook(trigger.assertion(), SEED_TICKET))
+    # Nor is an unsigned copy of a real one (alg none, same kid and claims).
+    kid = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+    unsigned_head = base64.urlsafe_b64encode(json.dumps({"alg": "none", "kid": kid}).encode()).rstrip(b"=").decode()
+    assert_invalid_token(await incoming.webhook(f"{unsigned_head}.{claims}.", SEED_TICKET))
     assert await count_runs(app) == 0
 
 
