@@ -192,11 +192,19 @@ class Engine:
     async def execute(self, run_id: int) -> Outcome | None:
         """Claim and execute a run; None if it was not claimable (done, not due, or another worker has it)."""
         execution = RunExecution(self, run_id)
-        # One transaction claims the run and reads everything it needs (fewer write locks on SQLite).
-        async with self.sessions() as session, session.begin():
-            if not await self._claim(session, run_id):
+        try:
+            # One transaction claims the run and reads everything it needs (fewer write locks on SQLite).
+            async with self.sessions() as session, session.begin():
+                if not await self._claim(session, run_id):
+                    return None
+                await execution.load(session)
+        except Exception:
+            # Loading failed (and the claim was rolled back): claim alone, then release with a backoff, so that
+            # the attempt counts and a run that can never load ends as failed after MAX_CLAIMS.
+            log.exception("run %s: could not load", run_id)
+            if not await self.claim(run_id):
                 return None
-            await execution.load(session)
+            return await execution.release_after_error()
         return await execution.execute()
 
 
@@ -347,18 +355,27 @@ class RunExecution:
             # A bug or an outage (database, disk): release the run for a later attempt instead of holding it until
             # its lease expires; MAX_CLAIMS bounds how often that can happen.
             log.exception("run %s: unexpected error; retrying later", self.run_id)
-            later = utcnow() + timedelta(seconds=min(300, 2**claims))
-            try:
-                if await self._finish("queued", next_at=later):
-                    return Outcome("queued", later)
-            except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
-                log.warning("run %s: could not release after an error", self.run_id, exc_info=True)
-            return None
+            return await self.release_after_error(claims)
         finally:
             heartbeat.cancel()
         if not await self._finish("succeeded"):
             return None
         return Outcome("succeeded")
+
+    async def release_after_error(self, claims: int | None = None) -> Outcome | None:
+        if claims is None:
+            async with self.engine.sessions() as session:
+                claims = await session.scalar(select(Run.attempt).where(Run.id == self.run_id)) or 1
+        try:
+            if claims > MAX_CLAIMS:
+                await self._finish("failed", error=f"gave up after {MAX_CLAIMS} executions of this run")
+                return Outcome("failed")
+            later = utcnow() + timedelta(seconds=min(300, 2**claims))
+            if await self._finish("queued", next_at=later):
+                return Outcome("queued", later)
+        except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
+            log.warning("run %s: could not release after an error", self.run_id, exc_info=True)
+        return None
 
     def _redact(self, text: str) -> str:
         return redact_text(text, self.secrets)
