@@ -7,7 +7,7 @@ names the failed check, so a client developer can fix the assertion without aski
 from __future__ import annotations
 
 import base64
-import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ from ihub.incoming.access import IncomingState
 from ihub.incoming.flowref import is_jwt_triggered, load_flow
 from ihub.incoming.keys import import_public_jwk
 from ihub.incoming.models import IdempotencyRecord, TriggerClient, TriggerKey, UsedAssertion
+from ihub.incoming.strictjson import strict_json
 
 GRANT_TYPES = (
     "urn:ihub:jwt:bearer",
@@ -67,9 +68,17 @@ class Candidate:
 
 def _b64json(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except ValueError:
         raise invalid_grant(f"assertion {what} is not base64url-encoded JSON") from None
+    return _json_object(raw, what)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = strict_json(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_grant(f"assertion {what} is not JSON (RFC 8259)") from None
     if not isinstance(value, dict):
         raise invalid_grant(f"assertion {what} is not a JSON object")
     return value
@@ -100,7 +109,7 @@ def _numeric(claims: dict[str, Any], name: str, required: bool) -> float | None:
         if required:
             raise invalid_grant(f"claim {name} is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise invalid_grant(f"claim {name} must be a NumericDate (seconds since the epoch)")
     return float(value)
 
@@ -150,7 +159,8 @@ def _check_alg(header: dict[str, Any]) -> str:
     return alg
 
 
-def _verify_signature(assertion: str, alg: str, candidates: list[Candidate]) -> Candidate:
+def _verify_signature(assertion: str, alg: str, candidates: list[Candidate]) -> tuple[Candidate, bytes]:
+    """The key that verifies the assertion, and the payload exactly as that verification decoded it."""
     if not candidates:
         raise invalid_grant("this client has no usable key: add or un-revoke one on the trigger page")
     matching = [c for c in candidates if c.alg == alg]
@@ -159,10 +169,10 @@ def _verify_signature(assertion: str, alg: str, candidates: list[Candidate]) -> 
         raise invalid_grant(f"alg {alg} is not accepted for this client's keys (expected {expected})")
     for candidate in matching:
         try:
-            jws.deserialize_compact(assertion, import_public_jwk(candidate.jwk), algorithms=[candidate.alg])
+            verified = jws.deserialize_compact(assertion, import_public_jwk(candidate.jwk), algorithms=[candidate.alg])
         except (JoseError, ValueError):
             continue
-        return candidate
+        return candidate, verified.payload
     raise invalid_grant("signature does not verify with any of this client's keys")
 
 
@@ -234,8 +244,9 @@ async def exchange(
     if kid is not None and not isinstance(kid, str):
         raise invalid_grant("header kid must be a string")
     alg = _check_alg(header)
-    key = _verify_signature(assertion, alg, await _candidates(session, state, client, kid))
-    claims = unverified  # now proven: the signature covers exactly these bytes
+    key, payload = _verify_signature(assertion, alg, await _candidates(session, state, client, kid))
+    # From here on only the verified payload counts (the unverified parse only found the client).
+    claims = _json_object(payload, "payload")
 
     sub = _string(claims, "sub", True)
     _string(claims, "jti", False)

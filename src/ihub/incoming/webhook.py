@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ from ihub.executors import dispatch
 from ihub.flows.models import Flow
 from ihub.incoming.access import ClientState
 from ihub.incoming.models import IdempotencyRecord
+from ihub.incoming.strictjson import strict_json
 from ihub.runs.models import Run
 from ihub.runs.service import create_run
 
@@ -55,7 +55,7 @@ def payload(raw: bytes, content_type: str) -> dict[str, Any]:
         if not raw.strip():
             return {"body": None, "contentType": content_type or "application/json"}
         try:
-            return {"body": json.loads(raw), "contentType": content_type or "application/json"}
+            return {"body": strict_json(raw), "contentType": content_type or "application/json"}
         except (ValueError, UnicodeDecodeError) as error:
             raise ApiError(400, f"body is not valid JSON: {error}", "invalid_request") from None
     try:
