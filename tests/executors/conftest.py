@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+# Helpers (flowkit, processes) live in test folders, which are not packages: import them by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "flows"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flowkit import Kit  # noqa: E402
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
-from flowkit import Kit
 
 from ihub.config import Settings
+
+# Helpers live next to this file; import them whatever pytest's import mode is.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flowkit import Kit  # noqa: E402
 
 
 @pytest.fixture(params=["local", "procrastinate"])
