@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
@@ -16,7 +16,7 @@ from ihub.executors import dispatch
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
 from ihub.runs.models import RUN_STATUSES
-from ihub.runs.schemas import RunCreated, RunList, run_out
+from ihub.runs.schemas import RunCreated, RunDetail, RunList, run_out
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
 
@@ -50,13 +50,13 @@ async def list_runs(
     )
 
 
-@router.get("/run/{run_id}", response_model=dict[str, Any])
-async def get_run(run_id: str, caller: Caller, session: Session) -> dict[str, Any]:
+@router.get("/run/{run_id}", response_model=RunDetail)
+async def get_run(run_id: str, caller: Caller, session: Session) -> RunDetail:
     """A run with a record per step attempt (request/response summaries are truncated and redacted)."""
     run = await service.visible_run(session, caller, path_id(run_id, "run"))
     keys = await service.flow_keys(session, {run.flow_id})
     steps = await service.step_records(session, run.id)
-    return {"runs": [run_out(run, keys.get(run.flow_id), steps).model_dump(mode="json", by_alias=True)]}
+    return RunDetail(runs=[run_out(run, keys.get(run.flow_id), steps)])
 
 
 @router.post("/run/{run_id}/replay", status_code=202, response_model=RunCreated, responses=errors(409))
@@ -69,13 +69,13 @@ async def replay_run(run_id: str, caller: Caller, session: Session, context: Con
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)
 
 
-@router.post("/run/{run_id}/cancel", response_model=dict[str, Any], responses=errors(409))
-async def cancel_run(run_id: str, caller: Caller, session: Session) -> dict[str, Any]:
+@router.post("/run/{run_id}/cancel", response_model=RunDetail, responses=errors(409))
+async def cancel_run(run_id: str, caller: Caller, session: Session) -> RunDetail:
     """Cancel a queued run now, or a running one before its next step (409 when it already finished)."""
     run = await service.visible_run(session, caller, path_id(run_id, "run"))
     run = await service.cancel_run(session, run)
     keys = await service.flow_keys(session, {run.flow_id})
-    return {"runs": [run_out(run, keys.get(run.flow_id)).model_dump(mode="json", by_alias=True)]}
+    return RunDetail(runs=[run_out(run, keys.get(run.flow_id))])
 
 
 @router.post(

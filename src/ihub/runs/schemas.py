@@ -58,6 +58,12 @@ class RunList(BaseModel):
     next_cursor: str | None = Field(serialization_alias="nextCursor", description="Pass as ?cursor= for the next page.")
 
 
+class RunDetail(BaseModel):
+    """`{"runs": [run]}`: one run, with `steps` on GET /run/{id}."""
+
+    runs: list[RunOut]
+
+
 class RunCreated(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
