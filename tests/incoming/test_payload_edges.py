@@ -49,3 +49,15 @@ async def test_non_finite_numeric_dates_are_refused(incoming: Incoming, trigger:
         assert response.json()["error"] == "invalid_grant"
     # The same hand assembly with the real exp passes: the refusals are about the numbers.
     assert (await incoming.token(hand_signed(trigger.private_key, json.dumps(claims)))).status_code == 200
+
+
+async def test_nul_and_oversized_identifiers_are_not_found(incoming: Incoming, trigger: Trigger) -> None:
+    for iss in ("client\x00id", "x" * 5000):
+        response = await incoming.token(trigger.assertion(iss=iss))
+        assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
+    base = f"/api/v1/flow/{trigger.sub}/trigger/jwt"
+    for url in (f"{base}/bad%00iss", f"{base}/{trigger.iss}/key/bad%00kid", f"{base}/{'x' * 300}"):
+        response = await incoming.client.delete(url, headers=incoming.auth)
+        assert response.status_code == 404, (url, response.text)
+    response = await incoming.create(trigger.sub, {"generateKey": True, "iss": "a\x00b"})
+    assert response.status_code in (400, 404), response.text

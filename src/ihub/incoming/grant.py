@@ -234,7 +234,10 @@ async def exchange(
     unverified = _b64json(parts[1], "payload")
 
     iss = _string(unverified, "iss", True)
-    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss))
+    assert iss is not None
+    # Client ids are short printable strings; anything else cannot name one (and must not reach SQL).
+    known_shape = len(iss) <= 64 and "\x00" not in iss
+    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss)) if known_shape else None
     if client is None:
         raise invalid_client(f"iss {iss[:100]!r} is not a known client: copy iss from the trigger page")
     if not client.enabled:

@@ -41,7 +41,14 @@ async def visible_flow(session: AsyncSession, principal: Principal | None, flow_
     return loaded
 
 
+def _plausible(text: str) -> bool:
+    """Ids and kids are short printable strings; others cannot name a row (and a NUL breaks PostgreSQL)."""
+    return len(text) <= 200 and "\x00" not in text
+
+
 async def get_client(session: AsyncSession, flow_id: int, iss: str) -> TriggerClient:
+    if not _plausible(iss):
+        raise not_found("trigger client", iss[:100])
     client = await session.scalar(
         select(TriggerClient).where(TriggerClient.client_id == iss, TriggerClient.flow_id == flow_id)
     )
@@ -51,6 +58,8 @@ async def get_client(session: AsyncSession, flow_id: int, iss: str) -> TriggerCl
 
 
 async def get_client_by_iss(session: AsyncSession, iss: str) -> TriggerClient:
+    if not _plausible(iss):
+        raise not_found("trigger client", iss[:100])
     client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss))
     if client is None:
         raise not_found("trigger client", iss)
@@ -136,6 +145,8 @@ async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str) -
 
 async def revoke_key(session: AsyncSession, client: TriggerClient, kid: str, jwks: JwksCache | None = None) -> None:
     """Mark a key revoked. For a JWKS client an unknown kid is recorded too, so the published key is refused."""
+    if not _plausible(kid):
+        raise not_found("key", kid[:100])
     row = await session.scalar(select(TriggerKey).where(TriggerKey.client_pk == client.id, TriggerKey.kid == kid))
     if row is None:
         if not client.jwks_url:
