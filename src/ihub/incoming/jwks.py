@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ihub.incoming.keys import KeyError_, algorithm_for, usable_jwk
+from ihub.incoming.keys import UnusableKey, algorithm_for, usable_jwk
 
 log = logging.getLogger("ihub.incoming.jwks")
 
@@ -28,9 +28,9 @@ def check_jwks_url(url: str) -> str:
     """https anywhere; plain http only to this machine (local test servers)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise KeyError_("jwksUrl must be an absolute https:// URL")
+        raise UnusableKey("jwksUrl must be an absolute https:// URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise KeyError_("jwksUrl must use https:// (plain http is allowed only for loopback hosts)")
+        raise UnusableKey("jwksUrl must use https:// (plain http is allowed only for loopback hosts)")
     return url.strip()
 
 
@@ -102,7 +102,7 @@ class JwksCache:
             try:
                 public = usable_jwk(jwk)
                 alg = algorithm_for(public, jwk.get("alg"))
-            except (KeyError_, ValueError) as error:
+            except (UnusableKey, ValueError) as error:
                 log.warning("JWKS %s: key %s skipped: %s", url, jwk.get("kid", index), error)
                 continue
             kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else f"#{index}"

@@ -21,7 +21,7 @@ RSA_ALGS = ("RS256", "PS256")
 EC_ALGS = {"P-256": "ES256"}
 
 
-class KeyError_(ValueError):
+class UnusableKey(ValueError):
     """A key a client sent that ihub will not use; the message says why."""
 
 
@@ -44,7 +44,7 @@ def import_public_jwk(jwk: dict[str, Any]) -> PublicKey:
         return RSAKey.import_key({k: v for k, v in jwk.items() if k in ("kty", "n", "e")})
     if kty == "EC":
         return ECKey.import_key({k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y")})
-    raise KeyError_(f"key type {kty!r} is not supported: use RSA (2048 bits or more) or EC P-256")
+    raise UnusableKey(f"key type {kty!r} is not supported: use RSA (2048 bits or more) or EC P-256")
 
 
 def algorithm_for(jwk: dict[str, Any], requested: str | None = None) -> str:
@@ -55,15 +55,15 @@ def algorithm_for(jwk: dict[str, Any], requested: str | None = None) -> str:
             return "RS256"
         if requested == "PS256":
             return "PS256"
-        raise KeyError_(f"algorithm {requested!r} is not allowed for an RSA key: use RS256 or PS256")
+        raise UnusableKey(f"algorithm {requested!r} is not allowed for an RSA key: use RS256 or PS256")
     if kty == "EC":
         alg = EC_ALGS.get(str(jwk.get("crv")))
         if alg is None:
-            raise KeyError_(f"EC curve {jwk.get('crv')!r} is not supported: use P-256 (ES256)")
+            raise UnusableKey(f"EC curve {jwk.get('crv')!r} is not supported: use P-256 (ES256)")
         if requested not in (None, "", alg):
-            raise KeyError_(f"algorithm {requested!r} is not allowed for an EC {jwk.get('crv')} key: use {alg}")
+            raise UnusableKey(f"algorithm {requested!r} is not allowed for an EC {jwk.get('crv')} key: use {alg}")
         return alg
-    raise KeyError_(f"key type {kty!r} is not supported: use RSA (2048 bits or more) or EC P-256")
+    raise UnusableKey(f"key type {kty!r} is not supported: use RSA (2048 bits or more) or EC P-256")
 
 
 def _check_strength(jwk: dict[str, Any]) -> None:
@@ -72,30 +72,30 @@ def _check_strength(jwk: dict[str, Any]) -> None:
         try:
             bits = int.from_bytes(base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))).bit_length()
         except ValueError:
-            raise KeyError_("RSA key modulus is not base64url") from None
+            raise UnusableKey("RSA key modulus is not base64url") from None
         if bits < MIN_RSA_BITS:
-            raise KeyError_(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")
+            raise UnusableKey(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")
 
 
 def public_jwk_from_pem(pem: str) -> dict[str, Any]:
     """The public JWK of a PEM public key (SubjectPublicKeyInfo or PKCS#1). Private keys are refused."""
     data = pem.strip().encode()
     if b"PRIVATE KEY" in data:
-        raise KeyError_("this is a private key: upload only the public key (keep the private key yourself)")
+        raise UnusableKey("this is a private key: upload only the public key (keep the private key yourself)")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
-        raise KeyError_("publicKey is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+        raise UnusableKey("publicKey is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
-            raise KeyError_(f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")
+            raise UnusableKey(f"RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required")
         jwk = RSAKey.import_key(key).as_dict(private=False)
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name != "secp256r1":
-            raise KeyError_(f"EC curve {key.curve.name} is not supported: use P-256 (ES256)")
+            raise UnusableKey(f"EC curve {key.curve.name} is not supported: use P-256 (ES256)")
         jwk = ECKey.import_key(key).as_dict(private=False)
     else:
-        raise KeyError_("unsupported key type: use RSA (2048 bits or more) or EC P-256")
+        raise UnusableKey("unsupported key type: use RSA (2048 bits or more) or EC P-256")
     jwk = {k: v for k, v in jwk.items() if k in ("kty", "n", "e", "crv", "x", "y")}
     _check_strength(jwk)
     return jwk
@@ -104,7 +104,7 @@ def public_jwk_from_pem(pem: str) -> dict[str, Any]:
 def usable_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
     """A JWK from a client's JWKS, checked and reduced to its public members."""
     if any(member in jwk for member in ("d", "p", "q", "k")):
-        raise KeyError_("JWKS entry holds private or symmetric key material")
+        raise UnusableKey("JWKS entry holds private or symmetric key material")
     public = {k: v for k, v in jwk.items() if k in ("kty", "n", "e", "crv", "x", "y")}
     algorithm_for(public, jwk.get("alg"))
     _check_strength(public)

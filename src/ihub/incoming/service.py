@@ -18,7 +18,7 @@ from ihub.config import Settings
 from ihub.db.base import utcnow
 from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
 from ihub.incoming.jwks import JwksCache, check_jwks_url
-from ihub.incoming.keys import KeyError_, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
+from ihub.incoming.keys import UnusableKey, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
 from ihub.incoming.models import TriggerClient, TriggerKey
 from ihub.incoming.schemas import KeyOut, TriggerCreate, TriggerOut
 from ihub.tenancy.permissions import Principal, require_admin
@@ -91,7 +91,7 @@ async def add_key(
         else:
             if data.generate_key:
                 if data.alg not in (None, "RS256", "PS256"):
-                    raise KeyError_("a generated key is RSA: alg must be RS256 or PS256")
+                    raise UnusableKey("a generated key is RSA: alg must be RS256 or PS256")
                 generated = generate_rsa()
                 jwk, source, private_pem = generated.public_jwk, "generated", generated.private_pem
             else:
@@ -104,7 +104,7 @@ async def add_key(
             if existing is not None:
                 raise ApiError(409, f"key {kid} is already registered for this client", "conflict")
             session.add(TriggerKey(client_pk=client.id, kid=kid, alg=alg, jwk=jwk, source=source))
-    except KeyError_ as error:
+    except UnusableKey as error:
         await session.rollback()
         raise _bad(error) from None
     except ApiError:
@@ -138,7 +138,7 @@ async def set_enabled(session: AsyncSession, client: TriggerClient, enabled: boo
 async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str) -> None:
     try:
         client.jwks_url = check_jwks_url(url)
-    except KeyError_ as error:
+    except UnusableKey as error:
         raise _bad(error) from None
     await session.commit()
 
