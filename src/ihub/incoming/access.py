@@ -8,6 +8,7 @@ bounds how long a disabled trigger or revoked key keeps working.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -148,31 +149,49 @@ async def read_client_state(session: AsyncSession, client_id: str) -> ClientStat
 
 
 class ClientStateCache:
+    """Each client's state, read at most once per `ttl` per process. Concurrent misses share one read, and
+    a read that was under way when the client changed here is not cached (invalidate bumps a generation)."""
+
+    MAX_ENTRIES = 10_000
+
     def __init__(self, ttl: float = STATE_TTL_SECONDS) -> None:
         self.ttl = ttl
-        self._states: dict[str, ClientState | None] = {}
-        self._loaded: dict[str, float] = {}
+        self._states: dict[str, tuple[float, ClientState | None]] = {}
+        self._inflight: dict[str, asyncio.Task[ClientState | None]] = {}
+        self._generation = 0
 
     async def get(self, sessions: async_sessionmaker[AsyncSession], client_id: str) -> ClientState | None:
-        now = time.monotonic()
-        if client_id in self._states and now - self._loaded[client_id] < self.ttl:
-            return self._states[client_id]
-        async with sessions() as session:
-            state = await read_client_state(session, client_id)
-        if len(self._states) > 10_000:
-            self._states.clear()
-            self._loaded.clear()
-        self._states[client_id] = state
-        self._loaded[client_id] = now
+        cached = self._states.get(client_id)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        task = self._inflight.get(client_id)
+        if task is None:
+            task = asyncio.create_task(self._load(sessions, client_id))
+            self._inflight[client_id] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, sessions: async_sessionmaker[AsyncSession], client_id: str) -> ClientState | None:
+        generation, started = self._generation, time.monotonic()
+        try:
+            async with sessions() as session:
+                state = await read_client_state(session, client_id)
+        finally:
+            if self._inflight.get(client_id) is asyncio.current_task():
+                del self._inflight[client_id]
+        if generation == self._generation:
+            if len(self._states) >= self.MAX_ENTRIES:
+                self._states.clear()
+            self._states[client_id] = (started, state)
         return state
 
     def invalidate(self, client_id: str | None = None) -> None:
+        self._generation += 1
         if client_id is None:
             self._states.clear()
-            self._loaded.clear()
+            self._inflight.clear()
         else:
             self._states.pop(client_id, None)
-            self._loaded.pop(client_id, None)
+            self._inflight.pop(client_id, None)
 
 
 @dataclass
