@@ -72,6 +72,22 @@ def sign(private_pem: str, claims: dict[str, Any], alg: str = "RS256", **header:
     return jwt.encode(claims, private_pem, algorithm=alg, headers={"alg": alg, "typ": "JWT", **header})
 
 
+def rs256_raw(private_pem: str, payload_text: str, header_text: str = '{"alg":"RS256","typ":"JWT"}') -> str:
+    """RS256 over any payload text: for claims PyJWT refuses to encode (wrong types, NaN, ...)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(private_pem.encode(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+
+    def enc(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = f"{enc(header_text.encode())}.{enc(payload_text.encode())}"
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{enc(signature)}"
+
+
 def b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from incoming_support import Incoming, Trigger
+from incoming_support import Incoming, Trigger, rs256_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -31,24 +28,15 @@ async def test_awkward_payloads(app: Any, incoming: Incoming, trigger: Trigger) 
         assert response.json()["error"] == "invalid_request"
 
 
-def hand_signed(private_pem: str, claims_json: str) -> str:
-    """RS256 over an arbitrary payload text (PyJWT will not emit NaN or Infinity)."""
-    header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=").decode()
-    payload = base64.urlsafe_b64encode(claims_json.encode()).rstrip(b"=").decode()
-    key = serialization.load_pem_private_key(private_pem.encode(), None)
-    signature = key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{payload}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
-
-
 async def test_non_finite_numeric_dates_are_refused(incoming: Incoming, trigger: Trigger) -> None:
     claims = trigger.claims()
     for exp in ("NaN", "Infinity", "1e400"):
         text = json.dumps(claims).replace(f'"exp": {claims["exp"]}', f'"exp": {exp}')
-        response = await incoming.token(hand_signed(trigger.private_key, text))
+        response = await incoming.token(rs256_raw(trigger.private_key, text))
         assert response.status_code == 400, (exp, response.text)
         assert response.json()["error"] == "invalid_grant"
     # The same hand assembly with the real exp passes: the refusals are about the numbers.
-    assert (await incoming.token(hand_signed(trigger.private_key, json.dumps(claims)))).status_code == 200
+    assert (await incoming.token(rs256_raw(trigger.private_key, json.dumps(claims)))).status_code == 200
 
 
 async def test_nul_and_oversized_identifiers_are_not_found(incoming: Incoming, trigger: Trigger) -> None:
