@@ -28,7 +28,7 @@ def b64(raw: bytes) -> str:
 @pytest.fixture
 def sqlite_only(db_url: str) -> None:
     if not db_url.startswith("sqlite"):
-        pytest.skip("parsing does not depend on the backend (PostgreSQL-only edge values: test_payload_edges)")
+        pytest.skip("parsing does not depend on the backend (PostgreSQL-only edge values: test_incoming_payloads)")
 
 
 async def test_signed_claims_of_any_shape(sqlite_only: None, incoming: Incoming, trigger: Trigger) -> None:
