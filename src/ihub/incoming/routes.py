@@ -199,7 +199,8 @@ _TOKEN_DOC: dict[str, Any] = {
                             "grant_type": {"type": "string", "enum": list(grant.GRANT_TYPES)},
                             "assertion": {"type": "string", "description": "JWT signed with the client's key"},
                         },
-                    }
+                    },
+                    "example": {"grant_type": grant.GRANT_TYPES[0], "assertion": "eyJhbGciOiJSUzI1NiIs...(RS256 JWT)"},
                 }
                 for media in ("application/json", "application/x-www-form-urlencoded")
             },
