@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from ihub.common.body import read_body
+from ihub.common.body import read_body, request_body
 from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
@@ -83,11 +83,11 @@ async def cancel_run(run_id: str, caller: Caller, session: Session) -> RunDetail
     status_code=202,
     response_model=RunCreated,
     responses=errors(409),
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/json": {"schema": {}, "example": {"issueKey": "INC0010001", "summary": "x"}}}
-        }
-    },
+    openapi_extra=request_body(
+        dict[str, Any],
+        name="FlowTriggerBody",
+        example={"issueKey": "INC0010042", "summary": "Mail server down", "description": "Users cannot send mail."},
+    ),
 )
 async def run_flow(flow_id: str, request: Request, caller: Caller, session: Session, context: Context) -> RunCreated:
     """Trigger a flow by hand with a JSON body (it becomes `trigger.body`); answers 202 with the run id."""
