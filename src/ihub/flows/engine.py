@@ -50,6 +50,8 @@ SUMMARY_CAP = 4096
 STATE_BODY_CAP = 256 * 1024
 INLINE_DELAY_MAX = 1.0
 MAX_CLAIMS = 100
+# Every iteration's steps are recorded; a larger list belongs in several runs (or a batch API call).
+MAX_FOREACH_ITEMS = 1000
 FINAL = ("succeeded", "failed")
 
 
@@ -522,6 +524,8 @@ class RunExecution:
             items = [{"key": k, "value": v} for k, v in items.items()]
         if not isinstance(items, list):
             raise StepError("expression", f"items must be a list, got {type(items).__name__}")
+        if len(items) > MAX_FOREACH_ITEMS:
+            raise StepError("expression", f"{len(items)} items: foreach takes at most {MAX_FOREACH_ITEMS}")
         semaphore = asyncio.Semaphore(step["concurrency"])
         results: list[Any] = [None] * len(items)
 
