@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 20:08:31.362761
+Create Date: 2026-11-24 20:57:12.249458
 """
 
 from __future__ import annotations
@@ -200,23 +200,142 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", ihub.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("started_at", ihub.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", ihub.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=200), nullable=True),
         sa.Column("created_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["flow_id"], ["flows.id"], name=op.f("fk_runs_flow_id_flows"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["project_id"], ["projects.id"], name=op.f("fk_runs_project_id_projects"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_runs_dedupe_key")),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_runs_flow_id"), ["flow_id"], unique=False)
         batch_op.create_index("ix_runs_project_created", ["project_id", "id"], unique=False)
         batch_op.create_index("ix_runs_status_next", ["status", "next_attempt_at"], unique=False)
 
+    op.create_table(
+        "trigger_clients",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_id", sa.String(length=64), nullable=False),
+        sa.Column("flow_id", sa.Integer(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("jwks_url", sa.String(length=2000), nullable=True),
+        sa.Column("created_by", sa.Integer(), nullable=True),
+        sa.Column("created_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["flow_id"], ["flows.id"], name=op.f("fk_trigger_clients_flow_id_flows"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_trigger_clients")),
+        sa.UniqueConstraint("client_id", name=op.f("uq_trigger_clients_client_id")),
+    )
+    with op.batch_alter_table("trigger_clients", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_trigger_clients_flow_id"), ["flow_id"], unique=False)
+
+    op.create_table(
+        "incoming_idempotency",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_pk", sa.Integer(), nullable=False),
+        sa.Column("key_digest", sa.String(length=64), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("created_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_pk"],
+            ["trigger_clients.id"],
+            name=op.f("fk_incoming_idempotency_client_pk_trigger_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_incoming_idempotency_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incoming_idempotency")),
+        sa.UniqueConstraint("client_pk", "key_digest", name=op.f("uq_incoming_idempotency_client_pk_key_digest")),
+    )
+    op.create_table(
+        "incoming_used_jti",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_pk", sa.Integer(), nullable=False),
+        sa.Column("jti_digest", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_pk"],
+            ["trigger_clients.id"],
+            name=op.f("fk_incoming_used_jti_client_pk_trigger_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incoming_used_jti")),
+        sa.UniqueConstraint("client_pk", "jti_digest", name=op.f("uq_incoming_used_jti_client_pk_jti_digest")),
+    )
+    with op.batch_alter_table("incoming_used_jti", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_incoming_used_jti_expires_at"), ["expires_at"], unique=False)
+
+    op.create_table(
+        "run_steps",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("step_id", sa.String(length=100), nullable=False),
+        sa.Column("path", sa.String(length=500), nullable=False),
+        sa.Column("type", sa.String(length=16), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("started_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", ihub.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("request", sa.JSON(), nullable=True),
+        sa.Column("response", sa.JSON(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("state", sa.JSON(), nullable=True),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_run_steps_run_id_runs"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_run_steps")),
+    )
+    with op.batch_alter_table("run_steps", schema=None) as batch_op:
+        batch_op.create_index("ix_run_steps_run_path", ["run_id", "path", "attempt"], unique=False)
+
+    op.create_table(
+        "trigger_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_pk", sa.Integer(), nullable=False),
+        sa.Column("kid", sa.String(length=200), nullable=False),
+        sa.Column("alg", sa.String(length=10), nullable=False),
+        sa.Column("jwk", sa.JSON(), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("revoked_at", ihub.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", ihub.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_pk"],
+            ["trigger_clients.id"],
+            name=op.f("fk_trigger_keys_client_pk_trigger_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_trigger_keys")),
+        sa.UniqueConstraint("client_pk", "kid", name=op.f("uq_trigger_keys_client_pk_kid")),
+    )
+    with op.batch_alter_table("trigger_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_trigger_keys_client_pk"), ["client_pk"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("trigger_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_trigger_keys_client_pk"))
+
+    op.drop_table("trigger_keys")
+    with op.batch_alter_table("run_steps", schema=None) as batch_op:
+        batch_op.drop_index("ix_run_steps_run_path")
+
+    op.drop_table("run_steps")
+    with op.batch_alter_table("incoming_used_jti", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_incoming_used_jti_expires_at"))
+
+    op.drop_table("incoming_used_jti")
+    op.drop_table("incoming_idempotency")
+    with op.batch_alter_table("trigger_clients", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_trigger_clients_flow_id"))
+
+    op.drop_table("trigger_clients")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_status_next")
         batch_op.drop_index("ix_runs_project_created")
