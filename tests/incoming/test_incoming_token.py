@@ -104,7 +104,9 @@ def unsigned(trigger: Trigger) -> str:
 
 
 def with_claims(**overrides: Any) -> Callable[[Trigger], str]:
-    return lambda trigger: trigger.assertion(**overrides)
+    """Claims given as callables are evaluated when the assertion is made, not when the module loads
+    (a table of times built at import goes stale in a long test run)."""
+    return lambda trigger: trigger.assertion(**{k: v() if callable(v) else v for k, v in overrides.items()})
 
 
 def now_plus(seconds: int) -> int:
@@ -118,10 +120,16 @@ REFUSALS: list[tuple[str, Callable[[Trigger], str], int, str, str]] = [
     ("HS256 keyed with the public key", hs256_with_public_key, 400, "invalid_grant", "HS256"),
     ("wrong aud", with_claims(aud="https://ihubprod.rixter.net/prod/incoming/token"), 400, "invalid_grant", "aud"),
     ("aud of another env", with_claims(aud=PUBLIC_URL + "/test/incoming/token"), 400, "invalid_grant", "aud"),
-    ("expired", with_claims(iat=now_plus(-2000), exp=now_plus(-800)), 400, "invalid_grant", "expired"),
-    ("iat in the future", with_claims(iat=now_plus(300), exp=now_plus(900)), 400, "invalid_grant", "iat"),
-    ("nbf in the future", with_claims(nbf=now_plus(600)), 400, "invalid_grant", "nbf"),
-    ("exp - iat too long", with_claims(exp=now_plus(1201 + 60)), 400, "invalid_grant", "exp - iat"),
+    ("expired", with_claims(iat=lambda: now_plus(-2000), exp=lambda: now_plus(-800)), 400, "invalid_grant", "expired"),
+    (
+        "iat in the future",
+        with_claims(iat=lambda: now_plus(300), exp=lambda: now_plus(900)),
+        400,
+        "invalid_grant",
+        "iat",
+    ),
+    ("nbf in the future", with_claims(nbf=lambda: now_plus(600)), 400, "invalid_grant", "nbf"),
+    ("exp - iat too long", with_claims(exp=lambda: now_plus(1201 + 60)), 400, "invalid_grant", "exp - iat"),
     ("missing exp", with_claims(exp=None), 400, "invalid_grant", "exp is required"),
     ("missing iat", with_claims(iat=None), 400, "invalid_grant", "iat is required"),
     ("missing sub", with_claims(sub=None), 400, "invalid_grant", "sub is required"),
