@@ -170,7 +170,7 @@ class Incoming:
 
     async def trigger(self, key: str = "create-issue", body: dict[str, Any] | None = None) -> Trigger:
         response = await self.create(self.flows[key], body)
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         data = response.json()["triggers"][0]
         return Trigger(data["iss"], data["sub"], data["aud"], data.get("privateKey", ""), data.get("kid", ""), data)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from incoming_support import PUBLIC_URL, Incoming, sign
 
@@ -17,7 +18,7 @@ from ihub.config import Settings
 pytestmark = pytest.mark.anyio
 
 
-def ihub(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+async def ihub(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "IHUB_DATABASE_URL": settings.database_url,
@@ -25,8 +26,12 @@ def ihub(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "IHUB_PUBLIC_URL": PUBLIC_URL,
         "IHUB_DATA_DIR": str(settings.data_dir),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "ihub", "trigger", *args], env=env, capture_output=True, text=True, timeout=60
+    # In a thread: blocking the event loop would freeze the in-process hub, possibly while it holds
+    # SQLite's write lock, which the CLI process then waits for in vain.
+    return await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "ihub", "trigger", *args], env=env, capture_output=True, text=True, timeout=60
+        )
     )
 
 
@@ -42,7 +47,7 @@ async def test_create_rotate_revoke_from_the_shell(
         pytest.skip("the CLI shares the service layer tested on both backends; one backend keeps this fast")
     flow = incoming.flows["create-issue"]
     key_file = tmp_path / "privateKey.txt"
-    created = ok(ihub(settings, "create", "--flow", flow, "--private-key-out", str(key_file), "--json"))
+    created = ok(await ihub(settings, "create", "--flow", flow, "--private-key-out", str(key_file), "--json"))
     assert "privateKey" not in created and created["sub"] == flow
     assert key_file.stat().st_mode & 0o777 == 0o600
     iss, first_kid = created["iss"], created["kid"]
@@ -55,21 +60,21 @@ async def test_create_rotate_revoke_from_the_shell(
 
     assert (await incoming.token(sign(key_file.read_text(), claims()))).status_code == 200
 
-    shown = ok(ihub(settings, "show", "--flow", flow, "--json"))
+    shown = ok(await ihub(settings, "show", "--flow", flow, "--json"))
     assert shown["iss"] == iss and [k["kid"] for k in shown["keys"]] == [first_kid]
 
-    rotated = ok(ihub(settings, "rotate", "--client", iss, "--revoke-old", "--json"))
+    rotated = ok(await ihub(settings, "rotate", "--client", iss, "--revoke-old", "--json"))
     assert rotated["kid"] != first_kid and rotated["privateKey"].startswith("-----BEGIN PRIVATE KEY-----")
     assert {k["kid"]: k["revoked"] for k in rotated["keys"]} == {first_kid: True, rotated["kid"]: False}
     assert (await incoming.token(sign(key_file.read_text(), claims()))).status_code == 400
     assert (await incoming.token(sign(rotated["privateKey"], claims()))).status_code == 200
 
-    revoked = ok(ihub(settings, "revoke", "--client", iss, "--json"))
+    revoked = ok(await ihub(settings, "revoke", "--client", iss, "--json"))
     assert revoked["enabled"] is False
     response = await incoming.token(sign(rotated["privateKey"], claims()))
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
-    missing = ihub(settings, "revoke", "--client", "no-such-client")
+    missing = await ihub(settings, "revoke", "--client", "no-such-client")
     assert missing.returncode == 1 and "not found" in missing.stderr
-    manual = ihub(settings, "create", "--flow", incoming.flows["by-hand"])
+    manual = await ihub(settings, "create", "--flow", incoming.flows["by-hand"])
     assert manual.returncode == 1 and "jwt" in manual.stderr

@@ -46,7 +46,6 @@ REALM = 'Bearer realm="ihub"'
     "/api/v1/flow/{flow_id}/trigger/jwt",
     response_model=TriggersResponse,
     response_model_exclude_none=True,
-    status_code=201,
     tags=["triggers"],
     responses=errors(400, 401, 403, 404, 409),
     openapi_extra=request_body(TriggerCreate, example={"generateKey": True}),
