@@ -137,6 +137,13 @@ def test_init_on_postgresql(tmp_path):
         assert ihub(env, "init", "--json").returncode == 3
         # IHUB_SECRET_KEY was given: nothing is written into the data directory.
         assert not (tmp_path / "data" / "secret.key").exists()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None
+        # Workers need the job queue's schema too; `ihub migrate` applies it when that executor is chosen.
+        migrated = ihub({**env, "IHUB_EXECUTOR": "procrastinate"}, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] == "procrastinate_jobs"
     finally:
         with psycopg.connect(admin.render_as_string(False), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

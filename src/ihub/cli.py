@@ -30,6 +30,10 @@ def migrate_database(settings: Settings) -> None:
     if is_sqlite(settings.resolved_database_url):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    if settings.executor == "procrastinate" and not is_sqlite(settings.resolved_database_url):
+        from ihub.executors.procrastinate_executor import ensure_schema, libpq_url
+
+        asyncio.run(ensure_schema(libpq_url(settings.resolved_database_url)))
 
 
 async def _initialize(settings: Settings, owner_email: str):  # noqa: ANN202
