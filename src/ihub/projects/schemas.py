@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ihub.common.fields import Description, Name, json_text
 from ihub.common.ids import IdIn, IdOut
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
-
-
-def _json_text(value: Any) -> Any:
-    """Form-encoded bodies carry objects and arrays as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError("must be JSON (form fields carry objects and arrays as JSON text)") from None
-    return value
-
-
-Settings = Annotated[dict[str, Any], BeforeValidator(_json_text)]
+Settings = Annotated[dict[str, Any], BeforeValidator(json_text)]
 # Each entry is checked by the service (its fields depend on the slot's connection type).
-ConnectionsIn = Annotated[list[Any], BeforeValidator(_json_text)]
+ConnectionsIn = Annotated[list[Any], BeforeValidator(json_text)]
 
 
 class ProjectCreate(BaseModel):

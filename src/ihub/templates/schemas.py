@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from ihub.common.fields import Description, Name, json_text
 from ihub.common.ids import IdOut
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
-
-
-def _json_text(value: Any) -> Any:
-    """A form-encoded body carries the definition as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError("must be a JSON object (form fields carry it as JSON text)") from None
-    return value
-
-
 # Checked in depth by the service (JSON paths in errors), so any JSON value passes here.
-Definition = Annotated[Any, BeforeValidator(_json_text), WithJsonSchema({"type": "object"})]
+Definition = Annotated[Any, BeforeValidator(json_text), WithJsonSchema({"type": "object"})]
 
 EXAMPLE_DEFINITION: dict[str, Any] = {
     "connections": [{"id": "jira", "type": "jira", "name": "Jira Cloud"}],

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
+from ihub.common.fields import Name
 from ihub.common.ids import IdIn, IdOut
 from ihub.tenancy.permissions import Role
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 RoleIn = Annotated[str, AfterValidator(Role.parse)]
 
 

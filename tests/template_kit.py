@@ -1,0 +1,90 @@
+"""For template and project tests: a helper that builds orgs, users of each role, templates.
+
+Importable from any test folder (the root conftest puts tests/ on sys.path); each folder's conftest
+re-exports the `hub` fixture.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+JIRA_FLOW: dict[str, Any] = {
+    "key": "create-issue",
+    "name": "Create a Jira issue",
+    "trigger": {"type": "jwt"},
+    "steps": [
+        {
+            "id": "create",
+            "type": "http",
+            "connection": "jira",
+            "method": "POST",
+            "path": "/rest/api/3/issue",
+            "json": {"fields": {"summary": "{{ trigger.body.summary }}"}},
+        }
+    ],
+}
+
+
+def definition(*, slots: list[dict[str, Any]] | None = None, flows: list[dict[str, Any]] | None = None) -> dict:
+    """A valid definition: a jira slot and one jwt flow, unless told otherwise."""
+    return {
+        "connections": copy.deepcopy(slots if slots is not None else [{"id": "jira", "type": "jira", "name": "Jira"}]),
+        "flows": copy.deepcopy(flows if flows is not None else [JIRA_FLOW]),
+    }
+
+
+@dataclass
+class Hub:
+    """Drives /api/v1 as a client would; set-up calls must succeed."""
+
+    client: httpx.AsyncClient
+    auth: dict[str, str]
+    definition = staticmethod(definition)
+    jira_flow = JIRA_FLOW
+
+    async def org(self, name: str | None = None, parent: str = "1") -> str:
+        name = name or f"org-{uuid.uuid4().hex[:8]}"
+        response = await self.client.post("/api/v1/org", json={"name": name, "parentId": parent}, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return response.json()["organizations"][0]["id"]
+
+    async def login(self, org_id: str, role: str) -> dict[str, str]:
+        """A new user of `role` in `org_id`; returns its Authorization header."""
+        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+        response = await self.client.post(
+            f"/api/v1/user/org/{org_id}", json=[{"name": role, "email": email, "role": role}], headers=self.auth
+        )
+        assert response.status_code == 200, response.text
+        user_id = response.json()["users"][0]["id"]
+        response = await self.client.post(f"/api/v1/user/{user_id}/key", headers=self.auth)
+        assert response.status_code == 200, response.text
+        secret = response.json()["keys"][0]["secret"]
+        nonce = uuid.uuid4().hex
+        digest = hashlib.sha256((secret + nonce).encode()).hexdigest()
+        response = await self.client.post("/api/v1/token", json={"userId": user_id, "nonce": nonce, "hash": digest})
+        assert response.status_code == 200, response.text
+        return {"Authorization": response.json()["tokens"][0]["token"]}
+
+    async def template(self, org_id: str = "1", name: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        body = {"name": name or f"tpl-{uuid.uuid4().hex[:8]}", "description": "d", "definition": definition(**kwargs)}
+        response = await self.client.post(f"/api/v1/template/org/{org_id}", json=body, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return response.json()["templates"][0]
+
+    async def project(self, org_id: str, template_id: str, name: str | None = None) -> dict[str, Any]:
+        body = {"name": name or f"prj-{uuid.uuid4().hex[:8]}", "description": "p", "templateId": template_id}
+        response = await self.client.post(f"/api/v1/project/org/{org_id}", json=body, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return response.json()["projects"][0]
+
+
+@pytest.fixture
+def hub(client: httpx.AsyncClient, auth: dict[str, str]) -> Hub:
+    return Hub(client, auth)
