@@ -56,7 +56,12 @@ def create_engine(url: str, *, pool: bool = True) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if not pool:
         kwargs["poolclass"] = NullPool
-    elif not is_sqlite(url):
+    elif is_sqlite(url):
+        # SQLite lets one writer in at a time, and every transaction here takes the write lock. With one
+        # pooled connection, contenders inside the process queue on the pool (FIFO, no polling) instead of
+        # sleeping in SQLite's busy handler, whose back-off made tail latency spike to seconds under load.
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
+    else:
         kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
     engine = create_async_engine(async_url(url), **kwargs)
     if is_sqlite(url):
