@@ -7,13 +7,14 @@ re-exports the `hub` fixture.
 from __future__ import annotations
 
 import copy
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+
+from api_helpers import login_new_user
 
 JIRA_FLOW: dict[str, Any] = {
     "key": "create-issue",
@@ -57,20 +58,7 @@ class Hub:
 
     async def login(self, org_id: str, role: str) -> dict[str, str]:
         """A new user of `role` in `org_id`; returns its Authorization header."""
-        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-        response = await self.client.post(
-            f"/api/v1/user/org/{org_id}", json=[{"name": role, "email": email, "role": role}], headers=self.auth
-        )
-        assert response.status_code == 200, response.text
-        user_id = response.json()["users"][0]["id"]
-        response = await self.client.post(f"/api/v1/user/{user_id}/key", headers=self.auth)
-        assert response.status_code == 200, response.text
-        secret = response.json()["keys"][0]["secret"]
-        nonce = uuid.uuid4().hex
-        digest = hashlib.sha256((secret + nonce).encode()).hexdigest()
-        response = await self.client.post("/api/v1/token", json={"userId": user_id, "nonce": nonce, "hash": digest})
-        assert response.status_code == 200, response.text
-        return {"Authorization": response.json()["tokens"][0]["token"]}
+        return await login_new_user(self.client, self.auth, org_id, role)
 
     async def template(self, org_id: str = "1", name: str | None = None, **kwargs: Any) -> dict[str, Any]:
         body = {"name": name or f"tpl-{uuid.uuid4().hex[:8]}", "description": "d", "definition": definition(**kwargs)}

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from api_helpers import login_new_user
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -108,21 +109,8 @@ class Kit:
         return response.json()["organizations"][0]["id"]
 
     async def login(self, org_id: str, role: str = "Member") -> dict[str, str]:
-        """A new user of `role` in `org_id`; its Authorization header."""
-        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-        response = await self.client.post(
-            f"/api/v1/user/org/{org_id}", json=[{"name": role, "email": email, "role": role}], headers=self.auth
-        )
-        assert response.status_code == 200, response.text
-        user_id = response.json()["users"][0]["id"]
-        response = await self.client.post(f"/api/v1/user/{user_id}/key", headers=self.auth)
-        assert response.status_code == 200, response.text
-        secret = response.json()["keys"][0]["secret"]
-        nonce = uuid.uuid4().hex
-        digest = hashlib.sha256((secret + nonce).encode()).hexdigest()
-        response = await self.client.post("/api/v1/token", json={"userId": user_id, "nonce": nonce, "hash": digest})
-        assert response.status_code == 200, response.text
-        return {"Authorization": response.json()["tokens"][0]["token"]}
+        """A new user of `role` in `org_id`; returns its Authorization header."""
+        return await login_new_user(self.client, self.auth, org_id, role)
 
     def flow_id(self, project: dict[str, Any], key: str) -> str:
         return next(f["id"] for f in project["flows"] if f["key"] == key)

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import jwt
 
+from api_helpers import login_new_user
+
 PUBLIC_URL = "http://testserver"
 TOKEN_PATH = "/prod/incoming/token"
 AUD = PUBLIC_URL + TOKEN_PATH
@@ -146,22 +148,8 @@ class Incoming:
         return response.json()["organizations"][0]["id"]
 
     async def login(self, org_id: str, role: str) -> dict[str, str]:
-        """A new user with `role` in `org_id`; returns its Authorization header."""
-        import hashlib
-
-        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-        users = [{"name": role, "email": email, "role": role}]
-        response = await self.client.post(f"/api/v1/user/org/{org_id}", json=users, headers=self.auth)
-        assert response.status_code == 200, response.text
-        user_id = response.json()["users"][0]["id"]
-        response = await self.client.post(f"/api/v1/user/{user_id}/key", headers=self.auth)
-        assert response.status_code == 200, response.text
-        secret = response.json()["keys"][0]["secret"]
-        nonce = uuid.uuid4().hex
-        digest = hashlib.sha256((secret + nonce).encode()).hexdigest()
-        response = await self.client.post("/api/v1/token", json={"userId": user_id, "nonce": nonce, "hash": digest})
-        assert response.status_code == 200, response.text
-        return {"Authorization": response.json()["tokens"][0]["token"]}
+        """A new user of `role` in `org_id`; returns its Authorization header."""
+        return await login_new_user(self.client, self.auth, org_id, role)
 
     async def create(self, flow_id: str, body: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
         body = {"generateKey": True} if body is None else body
