@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, bad_request, conflict, not_found
 from ihub.db.base import utcnow
+from ihub.db.unique import commit_or_conflict, name_taken
 from ihub.flows.models import Flow
 from ihub.projects import connection_types
 from ihub.projects.models import Connection, Project
@@ -193,18 +193,11 @@ async def project_views(session: AsyncSession, projects: Sequence[Project]) -> l
 
 
 async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: int | None = None) -> bool:
-    query = select(Project.id).where(Project.org_id == org_id, Project.name == name)
-    if except_id is not None:
-        query = query.where(Project.id != except_id)
-    return (await session.scalar(query.limit(1))) is not None
+    return await name_taken(session, Project.org_id, org_id, Project.name, name, except_id)
 
 
 async def _commit(session: AsyncSession, name: str) -> None:
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict(f"a project named {name!r} already exists in this organization", "name_taken") from None
+    await commit_or_conflict(session, f"a project named {name!r} already exists in this organization", "name_taken")
 
 
 async def create_project(session: AsyncSession, principal: Principal, org_id: int, data: ProjectCreate) -> Project:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
+from ihub.db.unique import commit_or_conflict, name_taken
 from ihub.flows.definition import validate_flows
 from ihub.projects import connection_types
 from ihub.templates.models import Template
@@ -158,18 +158,11 @@ async def templates_for_org(session: AsyncSession, principal: Principal, org_id:
 
 
 async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: int | None = None) -> bool:
-    query = select(Template.id).where(Template.org_id == org_id, Template.name == name)
-    if except_id is not None:
-        query = query.where(Template.id != except_id)
-    return (await session.scalar(query.limit(1))) is not None
+    return await name_taken(session, Template.org_id, org_id, Template.name, name, except_id)
 
 
 async def _commit(session: AsyncSession, name: str) -> None:
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict(f"a template named {name!r} already exists in this organization", "name_taken") from None
+    await commit_or_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
 
 
 async def _insert(session: AsyncSession, org_id: int, name: str, description: str, definition: Any) -> Template:

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
+from ihub.db.unique import commit_or_conflict, name_taken
 from ihub.tenancy.models import Organization, User
 from ihub.tenancy.permissions import (
     Principal,
@@ -51,10 +52,7 @@ async def list_orgs(session: AsyncSession, principal: Principal) -> Sequence[Org
 
 
 async def _name_taken(session: AsyncSession, parent_id: int | None, name: str, except_id: int | None = None) -> bool:
-    query = select(Organization.id).where(Organization.parent_id == parent_id, Organization.name == name)
-    if except_id is not None:
-        query = query.where(Organization.id != except_id)
-    return (await session.scalar(query.limit(1))) is not None
+    return await name_taken(session, Organization.parent_id, parent_id, Organization.name, name, except_id)
 
 
 async def create_org(session: AsyncSession, principal: Principal, data: OrgCreate) -> Organization:
@@ -176,11 +174,7 @@ async def ensure_root(session: AsyncSession, name: str = "Root") -> tuple[Organi
 
 
 async def _commit_or_conflict(session: AsyncSession, message: str) -> None:
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict(message) from None
+    await commit_or_conflict(session, message)
 
 
 # -- users ---------------------------------------------------------------------------------------
