@@ -144,6 +144,14 @@ def auth(owner_token: str) -> dict[str, str]:
     return {"Authorization": owner_token}
 
 
+@pytest.fixture
+def api(client: httpx.AsyncClient, auth: dict[str, str]):  # noqa: ANN201
+    """Sets up org trees, users of each role and their tokens through the API (tests/api_helpers.py)."""
+    from api_helpers import Api
+
+    return Api(client, auth)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
