@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import html
+import json
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -41,15 +47,18 @@ class TokenCache:
     """OAuth2 client-credentials tokens per (token URL, client id, scope), kept until shortly before expiry."""
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+        self._locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
 
     def invalidate(self, fields: dict[str, Any]) -> None:
         self._tokens.pop(self._key(fields), None)
 
     @staticmethod
-    def _key(fields: dict[str, Any]) -> tuple[str, str, str]:
-        return (str(fields.get("tokenUrl", "")), str(fields.get("clientId", "")), str(fields.get("scope", "")))
+    def _key(fields: dict[str, Any]) -> tuple[str, str, str, str]:
+        # The secret is part of the key: a connection that knows only another's (public) token URL and client id
+        # must fetch, and fail, instead of being handed the cached token.
+        secret = hashlib.sha256(str(fields.get("clientSecret", "")).encode()).hexdigest()
+        return (str(fields.get("tokenUrl", "")), str(fields.get("clientId", "")), secret, str(fields.get("scope", "")))
 
     async def token(self, http: httpx.AsyncClient, fields: dict[str, Any]) -> str:
         key = self._key(fields)
@@ -102,12 +111,17 @@ def fields_of(runtime: dict[str, Any]) -> dict[str, Any]:
     return {**(runtime.get("config") or {}), **(runtime.get("secrets") or {})}
 
 
+# A shorter secret cannot be told apart from ordinary text: redacting it would erase every "abc" of a record.
+MIN_REDACTED_LENGTH = 4
+
+
 def secret_values(runtime: dict[str, Any]) -> list[str]:
-    values = [v for v in (runtime.get("secrets") or {}).values() if isinstance(v, str) and len(v) >= 4]
+    """The values redaction must know of a connection: its secrets, and the `user:password` pair."""
+    values = [v for v in (runtime.get("secrets") or {}).values() if isinstance(v, str)]
     fields = fields_of(runtime)
     user, password = fields.get("username"), fields.get("password")
     if isinstance(user, str) and isinstance(password, str):
-        values.append(base64.b64encode(f"{user}:{password}".encode()).decode())
+        values.append(f"{user}:{password}")
     return values
 
 
@@ -124,9 +138,28 @@ def build_url(fields: dict[str, Any], path: str | None, url: str | None) -> str:
     return base + "/" + path.lstrip("/")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) as the HTTP client will connect, default port made explicit; None if unusable.
+
+    Parsed by httpx, the parser that sends the request, so that no parser difference (`https://a\\@b/`,
+    `https://a#@b/`) can make the check see one host and the client connect to another.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
+    scheme = parsed.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parsed.host:
+        return None
+    return scheme, parsed.host.lower().rstrip("."), parsed.port or _DEFAULT_PORTS[scheme]
+
+
 def same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+    first, second = origin(a), origin(b)
+    return first is not None and first == second
 
 
 async def prepare_auth(
@@ -135,13 +168,14 @@ async def prepare_auth(
     """Headers/params that authenticate a request to `target_url` (only to the connection's own origin)."""
     fields = fields_of(runtime)
     auth = PreparedAuth(secrets=secret_values(runtime))
+    base = str(fields.get("baseUrl") or "")
+    if not same_origin(base, target_url):
+        # Nothing of a connection (auth, its extra headers) goes anywhere but the origin it was entered for:
+        # a step's absolute `url` or `path` elsewhere, or a connection without a base URL, gets none of it.
+        return auth
     extra = fields.get("headers")
     if isinstance(extra, dict):
         auth.headers.update({str(k): str(v) for k, v in extra.items()})
-    base = str(fields.get("baseUrl") or "")
-    if base and not same_origin(base, target_url):
-        # Credentials go only where the connection points; a URL elsewhere gets no auth.
-        return auth
     kind = fields.get("authType") or "none"
     if kind == "none":
         pass
@@ -171,11 +205,88 @@ async def prepare_auth(
     return auth
 
 
-def redact_text(text: str, secrets: list[str]) -> str:
-    for value in sorted(set(secrets), key=len, reverse=True):
-        if value:
-            text = text.replace(value, REDACTED)
-    return text
+def _base64_cores(raw: bytes) -> list[str]:
+    """The base64 characters that depend on `raw` alone, for each of the three alignments it can have inside a
+    longer encoded string (`user:password`, a JSON document, ...); padding and edge characters dropped."""
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        first = -(-offset * 8 // 6)  # the first character made of the secret's bits only
+        last = (offset + len(raw)) * 8 // 6  # one past the last such character
+        cores.append(encoded[first:last])
+    return cores
+
+
+def _percent_pattern(encoded: str) -> str:
+    """A regex for a percent-encoded form, whatever case the encoder used for its hex digits."""
+    parts = re.split(r"(%[0-9A-F]{2})", encoded)
+    return "".join(
+        "%" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in part[1:])
+        if part.startswith("%") and len(part) == 3
+        else re.escape(part)
+        for part in parts
+    )
+
+
+def secret_forms(secret: str) -> list[str]:
+    """Regexes for a secret as a target may echo it: itself, base64 at any alignment (so inside a `Basic` pair),
+    standard or URL-safe, URL-encoded (quote, quote_plus, either hex case), JSON- and HTML-escaped, hex."""
+    raw = secret.encode()
+    literal = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        html.escape(secret),
+        raw.hex(),
+        raw.hex().upper(),
+    }
+    cores = _base64_cores(raw)
+    # A core shorter than this would match unrelated base64; a secret that short still has its literal forms.
+    literal |= {c for core in cores for c in (core, core.replace("+", "-").replace("/", "_")) if len(core) >= 6}
+    patterns = {re.escape(form) for form in literal if form}
+    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret)):
+        patterns.add(_percent_pattern(encoded))
+    return sorted(patterns, key=len, reverse=True)
+
+
+@lru_cache(maxsize=256)
+def _redaction_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    forms = {form for secret in secrets for form in secret_forms(secret)}
+    if not forms:
+        return None
+    # One alternation, longest first: a secret containing another is replaced whole, never leaving a fragment.
+    return re.compile("|".join(sorted(forms, key=len, reverse=True)))
+
+
+def _redactable(secrets: Iterable[str]) -> frozenset[str]:
+    return frozenset(s for s in secrets if isinstance(s, str) and len(s) >= MIN_REDACTED_LENGTH)
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret in `secrets`, in every form `secret_forms` knows, replaced by REDACTED."""
+    pattern = _redaction_pattern(_redactable(secrets))
+    return text if pattern is None else pattern.sub(REDACTED, text)
+
+
+def redact_value(value: Any, secrets: Iterable[str]) -> Any:
+    """A JSON-like value with every string (keys included) passed through `redact_text`; a number whose digits
+    contain a secret becomes REDACTED. The one redaction for everything the engine stores."""
+    pattern = _redaction_pattern(_redactable(secrets))
+    if pattern is None:
+        return value
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(REDACTED, item)
+        if isinstance(item, dict):
+            return {walk(k) if isinstance(k, str) else k: walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        if isinstance(item, int | float) and not isinstance(item, bool) and pattern.search(str(item)):
+            return REDACTED
+        return item
+
+    return walk(value)
 
 
 def redact_headers(headers: dict[str, str], extra_names: set[str] | None = None) -> dict[str, str]:

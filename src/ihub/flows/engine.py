@@ -36,6 +36,7 @@ from ihub.flows.connections import (
     prepare_auth,
     redact_headers,
     redact_text,
+    redact_value,
     secret_values,
 )
 from ihub.flows.expressions import ExpressionError, evaluate, render
@@ -217,6 +218,8 @@ class RunExecution:
         self.records: dict[str, list[StepRecord]] = {}
         self.result: Any = None
         self.secrets: list[str] = []
+        self._secret_set: frozenset[str] = frozenset()
+        self._secrets_seen = 0
         self.connections: dict[str, dict[str, Any]] = {}
         self.context: dict[str, Any] = {}
         self.loaded: LoadedFlow | None = None
@@ -253,7 +256,7 @@ class RunExecution:
                         raise Cancelled()
                 raise LeaseLost()
             # Detached records from an earlier transaction are re-attached; their changes become UPDATEs.
-            session.add_all([*self.pending, *rows])
+            session.add_all([self._scrubbed(row) for row in (*self.pending, *rows)])
             self.pending = []
             await session.flush()
 
@@ -283,14 +286,14 @@ class RunExecution:
             values.update(status="queued", next_attempt_at=next_at)
         else:
             values.update(status=status, finished_at=now, error=self._redact(error) if error else None)
-            values["result"] = self.result if status == "succeeded" else None
+            values["result"] = self._redacted(self.result) if status == "succeeded" else None
         async with self.engine.sessions() as session, session.begin():
             result = await session.execute(
                 update(Run).where(self._owned()).values(**values).execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:
                 return False
-            session.add_all(self.pending)
+            session.add_all([self._scrubbed(row) for row in self.pending])
             self.pending = []
             return True
 
@@ -379,8 +382,28 @@ class RunExecution:
             log.warning("run %s: could not release after an error", self.run_id, exc_info=True)
         return None
 
+    # -- redaction: everything stored about a run passes through connections.redact_value ---------------------
+
+    def _known_secrets(self) -> frozenset[str]:
+        if len(self.secrets) != self._secrets_seen:
+            self._secret_set, self._secrets_seen = frozenset(self.secrets), len(self.secrets)
+        return self._secret_set
+
     def _redact(self, text: str) -> str:
-        return redact_text(text, self.secrets)
+        return redact_text(text, self._known_secrets())
+
+    def _redacted(self, value: Any) -> Any:
+        """`value` with every known secret (connection secrets, fetched tokens) replaced, in every encoding a
+        target may echo it in. Applied before any truncation, so a cut never leaves a secret's prefix behind."""
+        return redact_value(value, self._known_secrets())
+
+    def _scrubbed(self, record: StepRecord) -> StepRecord:
+        """A record as it may be stored: the last line of defence, whatever filled it in."""
+        record.request = self._redacted(record.request)
+        record.response = self._redacted(record.response)
+        record.state = self._redacted(record.state)
+        record.error = self._redacted(record.error)
+        return record
 
     def _ctx(self, scope: Scope) -> dict[str, Any]:
         return {**self.context, "steps": scope.steps, "vars": scope.vars, **scope.extra}
@@ -470,9 +493,9 @@ class RunExecution:
     async def _close(self, record: StepRecord, state: dict[str, Any], error: str | None) -> None:
         record.finished_at = utcnow()
         record.error = self._redact(error) if error else None
-        record.state = _cap_state(state)
+        record.state = _cap_state(self._redacted(state))
         if record.response is None and state.get("output") is not None and record.type != "http":
-            record.response = self._redacted({"output": summarize(_json_safe(state["output"]))})
+            record.response = {"output": summarize(self._redacted(_json_safe(state["output"])))}
         self.records.setdefault(record.path, []).append(record)
         if record.type in ("http", "delay") or record.status != "succeeded":
             await self._write(record)
@@ -617,7 +640,7 @@ class RunExecution:
             {
                 "status": response.status_code,
                 "headers": redact_headers(dict(response.headers)),
-                "body": summarize(_json_safe(body)),
+                "body": summarize(self._redacted(_json_safe(body))),
             }
         )
         state = {"response": response_state, "output": body}
@@ -640,13 +663,9 @@ class RunExecution:
             "url": url,
             "query": query,
             "headers": redact_headers(headers),
-            "body": summarize(body),
+            "body": summarize(self._redacted(body)),
         }
         return self._redacted(summary)
-
-    def _redacted(self, value: dict[str, Any]) -> dict[str, Any]:
-        """A record summary with every known secret value (connection secrets, fetched tokens) replaced."""
-        return json.loads(self._redact(_dumps(value)))
 
     async def _send(
         self,
