@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import NullPool
 
+from ihub.db.files import restrict_database_files
+
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 
 
@@ -53,6 +55,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, *, pool: bool = True) -> AsyncEngine:
+    restrict_database_files(url)
     kwargs: dict[str, Any] = {}
     if not pool:
         kwargs["poolclass"] = NullPool

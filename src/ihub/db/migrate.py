@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from ihub.db.engine import sync_url
+from ihub.db.files import restrict_database_files
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -21,4 +22,5 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    restrict_database_files(database_url)
     command.upgrade(alembic_config(database_url), revision)

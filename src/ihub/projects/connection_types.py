@@ -217,6 +217,8 @@ def _check_value(spec: Field, value: Any, where: str) -> Any:
         for key, item in value.items():
             if not key or not isinstance(item, str) or len(key) + len(item) > MAX_VALUE_LENGTH:
                 raise bad(f"header {key!r} must have a string value")
+            if key.strip().lower() in ROUTING_HEADERS:
+                raise bad(f"header {key!r} is not allowed: it would decide which server gets the credentials")
         return dict(value)
     if not isinstance(value, str):
         raise bad("must be a string")
@@ -302,6 +304,24 @@ def missing_required(
         if not is_set(name) and name not in missing:
             missing.append(name)
     return missing
+
+
+# The `http` fields that decide where, and in what form, a connection's secrets are sent: the origins they go to
+# (base URL, OAuth2 token URL) and their placement (auth type, API key header or query parameter name).
+TARGET_FIELDS = ("baseUrl", "tokenUrl", "authType", "apiKeyName", "apiKeyIn")
+# Headers that would route a request (and the credentials on it) to another virtual host than the base URL names.
+ROUTING_HEADERS = frozenset({"host", "forwarded", "x-forwarded-host", "x-original-url", "x-rewrite-url"})
+
+
+def target(type_name: str, config: Mapping[str, Any], secrets: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a connection's secrets go, as `TARGET_FIELDS` of its expansion to `http`.
+
+    Taken after expansion, so every preset field that feeds one (a Jira `siteUrl`, a ServiceNow `instanceUrl`
+    and the token URL defaulted from it, a Slack webhook URL) is covered without a list per type. Stored secrets
+    are bound to this value: see ihub.projects.service.
+    """
+    expanded, _ = expand(type_name, config, secrets)
+    return {name: expanded[name] for name in TARGET_FIELDS if expanded.get(name) is not None}
 
 
 def expand(

@@ -302,15 +302,53 @@ def _merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _open_secrets(box: SecretBox, connection: Connection) -> dict[str, Any]:
+# Sealed payload: {"format": 2, "target": <where the secrets go>, "secrets": {...}}. The target is inside the
+# authenticated ciphertext, so editing the row's config (or any other column) cannot move the secrets elsewhere.
+# Format 1 (before binding) is the bare secrets object; it is bound to the row's target when next written.
+SEALED_FORMAT = 2
+
+
+def _open_sealed(box: SecretBox, connection: Connection) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(secrets, the target they were entered for); the target is None for a format-1 payload."""
     if not connection.secrets_sealed:
-        return {}
-    return json.loads(box.open(connection.secrets_sealed, seal_context(connection)))
+        return {}, None
+    payload = json.loads(box.open(connection.secrets_sealed, seal_context(connection)))
+    if isinstance(payload, dict) and payload.get("format") == SEALED_FORMAT:
+        return dict(payload["secrets"]), dict(payload["target"])
+    return dict(payload), None
 
 
 def _store_secrets(box: SecretBox, connection: Connection, secrets: dict[str, Any]) -> None:
-    connection.secrets_sealed = box.seal(json.dumps(secrets), seal_context(connection)) if secrets else None
+    """Seal `secrets` bound to the connection's current target (its config must already be set)."""
+    secrets = {name: value for name, value in secrets.items() if value is not None}
+    payload = {
+        "format": SEALED_FORMAT,
+        "target": connection_types.target(connection.type, connection.config or {}, secrets),
+        "secrets": secrets,
+    }
+    connection.secrets_sealed = box.seal(json.dumps(payload), seal_context(connection)) if secrets else None
     connection.secret_fields = sorted(secrets)
+
+
+def _update_connection(
+    box: SecretBox, connection: Connection, config: dict[str, Any], secrets: dict[str, Any]
+) -> None:
+    """Apply one request's changes to a connection. Credential binding: when the change moves the connection's
+    target (`connection_types.target`: base URL, token URL, auth placement), no stored secret is kept; only the
+    secrets given in this same request are, bound to the new target. Who may do this is who may edit the
+    project (any role in its subtree): a new target can be entered, an old secret can never be carried to it."""
+    try:
+        stored, bound_to = _open_sealed(box, connection)
+    except ValueError:
+        stored, bound_to = {}, None  # unreadable with this key: useless anyway, and replaced below
+    current_config = connection.config or {}
+    before = bound_to if bound_to is not None else connection_types.target(connection.type, current_config, stored)
+    merged_config = _merge(current_config, config)
+    merged_secrets = _merge(stored, secrets)
+    if connection_types.target(connection.type, merged_config, merged_secrets) != before:
+        merged_secrets = {name: value for name, value in secrets.items() if value is not None}
+    connection.config = merged_config
+    _store_secrets(box, connection, merged_secrets)
 
 
 async def _connection_rows(session: AsyncSession, project_id: int) -> dict[str, Connection]:
@@ -341,9 +379,7 @@ async def update_project(
                 connection = Connection(project_id=project.id, slot_id=slot["id"], type=slot["type"], config={})
                 session.add(connection)
                 await session.flush()  # its id is part of the sealing context
-            connection.config = _merge(connection.config or {}, config)
-            if secrets:
-                _store_secrets(box, connection, _merge(_open_secrets(box, connection), secrets))
+            _update_connection(box, connection, config, secrets)
             connection.configured = not _missing(connection, slot)
     # Touch the row so updated_at moves even when only connections changed.
     project.updated_at = utcnow()
@@ -433,11 +469,22 @@ async def connection_runtime(session: AsyncSession, box: SecretBox, project_id: 
             "connection_not_configured",
         )
     try:
-        secrets = _open_secrets(box, connection)
+        secrets, bound_to = _open_sealed(box, connection)
     except ValueError as error:
         raise ApiError(
             400, f"connection {slot_id!r} of project {project_id}: {error}", "connection_unreadable"
         ) from None
+    if bound_to is not None:
+        now = connection_types.target(connection.type, connection.config or {}, secrets)
+        if now != bound_to:
+            # Only a write that bypassed update_project gets here: refuse rather than follow it.
+            moved = sorted(name for name in {*now, *bound_to} if now.get(name) != bound_to.get(name))
+            raise ApiError(
+                400,
+                f"connection {slot_id!r} of project {project_id}: its secrets were entered for another target "
+                f"(changed: {', '.join(moved)}); enter them again",
+                "connection_target_changed",
+            )
     config, secrets = connection_types.expand(connection.type, connection.config or {}, secrets)
     return {"type": "http", "sourceType": connection.type, "config": config, "secrets": secrets}
 
