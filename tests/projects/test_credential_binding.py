@@ -213,7 +213,7 @@ def stored_row(db_url: str, project_id: str) -> tuple[str, str | None, str]:
             {"p": int(project_id)},
         ).one()
     engine.dispose()
-    return tuple(json.dumps(v, sort_keys=True) if not isinstance(v, str) else v for v in row)  # type: ignore[return-value]
+    return tuple(v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True) for v in row)  # type: ignore[return-value]
 
 
 def edit_config(db_url: str, project_id: str, **changes: Any) -> None:
@@ -410,3 +410,46 @@ async def test_routing_headers_are_refused_on_a_connection(hub, targets) -> None
     response = await put_connection(hub.client, hub.auth, project["id"], {"headers": {"Host": "evil.example"}})
     assert response.status_code == 400
     assert "would decide which server gets the credentials" in response.text
+
+
+async def test_a_step_cannot_route_a_connection_elsewhere_with_a_host_header(hub, targets) -> None:
+    """On a shared front end the Host header picks the server: a step may not set it beside credentials, even
+    under a computed name."""
+    a, _ = targets
+    flow = {
+        **FLOW,
+        "steps": [{**FLOW["steps"][0], "headers": {"{{ 'Ho' ~ 'st' }}": "tenant-b.example"}}],
+    }
+    org = await hub.org()
+    template = await hub.template(org, slots=[{"id": "jira", "type": "http", "name": "T"}], flows=[flow])
+    project = await hub.project(org, template["id"])
+    details = {"type": "http", "baseUrl": a.url(), "authType": "bearer", "token": OLD + "host"}
+    response = await put_connection(hub.client, hub.auth, project["id"], details)
+    run = await run_flow(hub, response.json()["projects"][0])
+    assert run["status"] == "failed" and "header 'host' cannot be set" in run["error"], run
+    assert a.seen == []
+
+
+async def test_secrets_sealed_before_binding_still_work_and_are_bound_on_the_next_write(
+    app, hub, targets, db_url
+) -> None:
+    """A hub upgraded from before this rule: its sealed secrets (no target inside) keep working, and the first
+    change through the API binds them, or drops them if the change moves the connection."""
+    from ihub.projects.service import connection_runtime
+
+    a, b = targets
+    _, project = await make_project(hub, "http", {"baseUrl": a.url(), "authType": "bearer", "token": OLD + "legacy"})
+    context = app.state.context
+    engine = create_engine(sync_url(db_url))
+    with engine.begin() as conn:
+        where = {"p": int(project["id"])}
+        connection_id = conn.execute(text("SELECT id FROM connections WHERE project_id = :p"), where).scalar_one()
+        legacy = context.box.seal(json.dumps({"token": OLD + "legacy"}), f"connection:{connection_id}")
+        conn.execute(text("UPDATE connections SET secrets_sealed = :s WHERE project_id = :p"), {"s": legacy, **where})
+    engine.dispose()
+    async with context.sessions() as session:
+        runtime = await connection_runtime(session, context.box, int(project["id"]), "jira")
+    assert runtime["secrets"] == {"token": OLD + "legacy"}
+    response = await put_connection(hub.client, hub.auth, project["id"], {"baseUrl": b.url()})
+    assert response.json()["projects"][0]["connections"][0]["secretsSet"] == []
+    assert stored_row(db_url, project["id"])[1] is None

@@ -139,6 +139,9 @@ def build_url(fields: dict[str, Any], path: str | None, url: str | None) -> str:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Headers that route a request to another virtual host than its URL names (on a shared front end or proxy, to
+# another tenant's server): never set beside a connection's credentials, neither by the connection nor a step.
+ROUTING_HEADERS = frozenset({"host", "forwarded", "x-forwarded-host", "x-original-url", "x-rewrite-url"})
 
 
 def origin(url: str) -> tuple[str, str, int] | None:

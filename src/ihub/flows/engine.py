@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from ihub.common.errors import ApiError
 from ihub.db.base import utcnow
 from ihub.flows.connections import (
+    ROUTING_HEADERS,
     ConnectionError_,
     TokenCache,
     build_url,
@@ -620,6 +621,8 @@ class RunExecution:
             raise StepError("config", str(error)) from None
         query = {str(k): _text(v) for k, v in (render(step.get("query") or {}, ctx)).items() if v is not None}
         headers = {str(k): _text(v) for k, v in (render(step.get("headers") or {}, ctx)).items() if v is not None}
+        if "connection" in step and (routing := ROUTING_HEADERS & {name.strip().lower() for name in headers}):
+            raise StepError("config", f"header {min(routing)!r} cannot be set beside a connection's credentials")
         headers.setdefault("Idempotency-Key", f"{self.run_id}-{path}")
         content: bytes | None = None
         if "json" in step:

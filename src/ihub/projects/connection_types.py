@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ihub.common.errors import ApiError
+from ihub.flows.connections import ROUTING_HEADERS
 
 # Longest value accepted for one field; keeps a connection row (and its sealed secrets) small.
 MAX_VALUE_LENGTH = 8192
@@ -309,8 +310,6 @@ def missing_required(
 # The `http` fields that decide where, and in what form, a connection's secrets are sent: the origins they go to
 # (base URL, OAuth2 token URL) and their placement (auth type, API key header or query parameter name).
 TARGET_FIELDS = ("baseUrl", "tokenUrl", "authType", "apiKeyName", "apiKeyIn")
-# Headers that would route a request (and the credentials on it) to another virtual host than the base URL names.
-ROUTING_HEADERS = frozenset({"host", "forwarded", "x-forwarded-host", "x-original-url", "x-rewrite-url"})
 
 
 def target(type_name: str, config: Mapping[str, Any], secrets: Mapping[str, Any]) -> dict[str, Any]:
