@@ -218,3 +218,17 @@ def live_hub(tmp_path: Path) -> Iterator[LiveHub]:
     hub = start_hub(tmp_path)
     yield hub
     stop_hub(hub)
+
+
+@pytest.fixture
+def start_live_hub(tmp_path: Path) -> Iterator[object]:
+    """`start_hub(database_url, extra_env)` for tests that choose the database or settings; stopped at teardown."""
+    hubs: list[LiveHub] = []
+
+    def start(database_url: str = "", extra_env: dict[str, str] | None = None) -> LiveHub:
+        hubs.append(start_hub(tmp_path / f"hub-{len(hubs)}", database_url, extra_env))
+        return hubs[-1]
+
+    yield start
+    for hub in hubs:
+        stop_hub(hub)

@@ -11,7 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Scope
 
 from ihub import __version__
 from ihub.common.body import add_body_schemas
@@ -20,7 +23,7 @@ from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, envelope, status_slug
 from ihub.common.limits import BodySizeLimit
 from ihub.config import Settings, get_settings
-from ihub.db.engine import create_engine, create_sessionmaker
+from ihub.db.engine import create_engine, create_read_engine, create_sessionmaker, is_lock_timeout
 from ihub.provisioning.routes import router as provisioning_router
 from ihub.tenancy.routes import router as tenancy_router
 
@@ -67,6 +70,26 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def render_error(scope: Scope, error: ApiError) -> ASGIApp:
+    """An ApiError rendered outside the routes (BodySizeLimit answers before the app runs)."""
+    return error_response(Request(scope), error.status, error.code, error.message, error.headers)
+
+
+# Seconds a client should wait before retrying after a 503 for a busy database: a lock held past the
+# timeout is usually a burst or a stuck transaction that clears within a second or two.
+DB_BUSY_RETRY_AFTER = 2
+
+
+def database_busy(request: Request) -> JSONResponse:
+    return error_response(
+        request,
+        503,
+        "temporarily_unavailable",
+        "the database is busy; retry after a moment",
+        {"Retry-After": str(DB_BUSY_RETRY_AFTER)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -107,6 +130,19 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("recursion limit reached on %s %s", request.method, request.url.path)
         return error_response(request, 400, "invalid_request", "the request is nested too deeply to process")
 
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, error: PoolTimeout) -> JSONResponse:
+        # Every connection stayed busy for db_lock_timeout_seconds: ask the client to come back, don't 500.
+        log.warning("database connection wait timed out on %s %s", request.method, request.url.path)
+        return database_busy(request)
+
+    @app.exception_handler(OperationalError)
+    async def _database_error(request: Request, error: OperationalError) -> JSONResponse:
+        if is_lock_timeout(error):
+            log.warning("database lock wait timed out on %s %s", request.method, request.url.path)
+            return database_busy(request)
+        return await _unexpected(request, error)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         # Logged in full for the operator; the client learns nothing about the internals.
@@ -116,9 +152,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def build_context(settings: Settings) -> AppContext:
     master = settings.resolved_secret_key()
-    engine = create_engine(settings.resolved_database_url)
+    url, lock_timeout = settings.resolved_database_url, settings.db_lock_timeout_seconds
+    engine = create_engine(url, lock_timeout=lock_timeout)
+    read_engine = create_read_engine(url, engine, lock_timeout=lock_timeout)
     return AppContext(
-        settings=settings, engine=engine, sessions=create_sessionmaker(engine), box=SecretBox(master), master_key=master
+        settings=settings,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        box=SecretBox(master),
+        master_key=master,
+        read_sessions=create_sessionmaker(read_engine),
+        read_engine=read_engine,
     )
 
 
@@ -137,6 +181,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
             for _, stop in reversed(hooks):
                 await stop(app)
             await context.engine.dispose()
+            if context.read_engine is not None and context.read_engine is not context.engine:
+                await context.read_engine.dispose()
 
     app = FastAPI(
         title="ihub",
@@ -152,7 +198,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     for router in ROUTERS + _optional_routers():
         app.include_router(router)
     _install_lifecycle_hooks(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.body_read_timeout_seconds,
+        render=render_error,
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

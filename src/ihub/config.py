@@ -24,6 +24,18 @@ class Settings(BaseSettings):
 
     api_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Whole request body must arrive within this (408 otherwise), before any database work.",
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Longest wait for a database connection or lock; past it the request answers 503.",
+    )
     token_failures_per_user: int = Field(default=10, ge=1, description="Failed /token attempts per userId per window.")
     token_failures_per_client: int = Field(
         default=30, ge=1, description="Failed /token attempts per address per window."

@@ -22,14 +22,33 @@ class AppContext:
     master_key: str = field(repr=False)
     # Filled by other domains at start-up (executor, key caches, ...).
     extras: dict[str, Any] = field(default_factory=dict)
+    # Read-only work (GET requests, pollers): on SQLite, connections that never take the write lock
+    # (db/engine.py create_read_engine). Defaults to the write sessions.
+    read_sessions: async_sessionmaker[AsyncSession] | None = None
+    read_engine: AsyncEngine | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_sessions is None:
+            self.read_sessions = self.sessions
+
+    @property
+    def readers(self) -> async_sessionmaker[AsyncSession]:
+        return self.read_sessions or self.sessions
 
 
 def get_context(request: Request) -> AppContext:
     return request.app.state.context
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.context.sessions() as session:
+    """A session for the request: read-only connections for GET/HEAD (they must not write), so reading never
+    waits behind SQLite's single writer; the write connection otherwise."""
+    context: AppContext = request.app.state.context
+    sessions = context.readers if request.method in READ_METHODS else context.sessions
+    async with sessions() as session:
         yield session
 
 

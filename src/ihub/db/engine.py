@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import NullPool
@@ -37,24 +38,49 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+# A lock wait longer than this answers 503 + Retry-After instead of queueing on (see docs/security.md,
+# "Database under load"). Measured with bench/webhook_ingest.py, a healthy hub's slowest write waits well under
+# a second at 500 webhooks/s, so 5 s is only reached when something holds the lock (a stuck transaction, an
+# `ihub` command in another process); failing fast then frees the client to retry rather than pile up.
+DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
+
+# Read-only connections per process on SQLite. WAL lets any number read beside the one writer; four keep
+# GET requests and pollers off the write connection's queue without a thread per request (aiosqlite runs one
+# thread per connection, and SQLite reads of these sizes are CPU-bound on the same two cores anyway).
+SQLITE_READ_CONNECTIONS = 4
+
+
+def _sqlite_pragmas(dbapi_connection: Any, lock_timeout: float, *, read_only: bool) -> None:
+    # Let SQLAlchemy, not the driver, decide when a transaction starts (see _on_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    pragmas = ["journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(lock_timeout * 1000)}", "foreign_keys=ON"]
+    if read_only:
+        # A read connection that tried to write would take the write lock behind the pool's back: refuse it.
+        pragmas.append("query_only=ON")
+    for pragma in pragmas:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _tune_sqlite(engine: AsyncEngine, lock_timeout: float, *, read_only: bool = False) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide when a transaction starts (see _on_begin).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
+        _sqlite_pragmas(dbapi_connection, lock_timeout, read_only=read_only)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail with
-        # SQLITE_BUSY without waiting for busy_timeout, which a server must not do.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if read_only:
+            # Deferred: takes only a WAL read snapshot, never the write lock, so reads run beside a writer.
+            conn.exec_driver_sql("BEGIN")
+        else:
+            # Take the write lock up front: a deferred transaction that later writes can fail with
+            # SQLITE_BUSY without waiting for busy_timeout, which a server must not do.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, pool: bool = True) -> AsyncEngine:
+def create_engine(url: str, *, pool: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS) -> AsyncEngine:
+    """The engine for writes (and for everything, where no read engine is used)."""
     restrict_database_files(url)
     kwargs: dict[str, Any] = {}
     if not pool:
@@ -63,13 +89,42 @@ def create_engine(url: str, *, pool: bool = True) -> AsyncEngine:
         # SQLite lets one writer in at a time, and every transaction here takes the write lock. With one
         # pooled connection, contenders inside the process queue on the pool (FIFO, no polling) instead of
         # sleeping in SQLite's busy handler, whose back-off made tail latency spike to seconds under load.
-        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
+        # Reads go to create_read_engine's connections, so only writers wait here, and at most lock_timeout.
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=lock_timeout)
     else:
-        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=lock_timeout)
+    if not is_sqlite(url):
+        # The same bound as SQLite's busy_timeout: a statement waiting on a row or table lock longer than
+        # this fails (LockNotAvailable, answered 503) instead of holding a pooled connection while it waits.
+        kwargs["connect_args"] = {"options": f"-c lock_timeout={int(lock_timeout * 1000)}"}
     engine = create_async_engine(async_url(url), **kwargs)
     if is_sqlite(url):
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, lock_timeout)
     return engine
+
+
+def create_read_engine(
+    url: str, write_engine: AsyncEngine, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+) -> AsyncEngine:
+    """Connections for read-only work. On SQLite, a pool of its own whose transactions are deferred and
+    `query_only`, so a reader neither takes nor waits for the write lock (WAL readers see the last commit).
+    On PostgreSQL readers never wait for writers anyway: the write engine is returned as is."""
+    if not is_sqlite(url):
+        return write_engine
+    engine = create_async_engine(
+        async_url(url), pool_size=SQLITE_READ_CONNECTIONS, max_overflow=0, pool_timeout=lock_timeout
+    )
+    _tune_sqlite(engine, lock_timeout, read_only=True)
+    return engine
+
+
+def is_lock_timeout(error: DBAPIError) -> bool:
+    """A lock waited on past the timeout: SQLite's busy_timeout ran out, or PostgreSQL's lock_timeout."""
+    original = error.orig
+    if getattr(original, "sqlstate", None) == "55P03":  # PostgreSQL lock_not_available
+        return True
+    text = str(original).lower()
+    return "database is locked" in text or "database table is locked" in text
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

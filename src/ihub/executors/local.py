@@ -95,7 +95,8 @@ class LocalExecutor:
         while True:
             wait = self.poll_interval
             try:
-                async with self.context.sessions() as session:
+                # Read-only: the due-run poll must not take the write lock the API's writes queue on.
+                async with self.context.readers() as session:
                     free = max(self.concurrency * 4 - len(self._pending), 0)
                     ids = await due_run_ids(session, limit=free, exclude=self._pending) if free else []
                     upcoming = await next_wakeup(session)

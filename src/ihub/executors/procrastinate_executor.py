@@ -138,7 +138,7 @@ class ProcrastinateExecutor:
     async def _reconciler(self) -> None:
         while True:
             try:
-                async with self.context.sessions() as session:
+                async with self.context.readers() as session:
                     ids = await due_run_ids(session, limit=200, older_than=utcnow() - LOST_AFTER)
                 for run_id in ids:
                     await self.submit(run_id)

@@ -244,7 +244,7 @@ async def _webhook(request: Request, env: str | None) -> Response:
         raise _unauthorized(str(error)) from None
     if claims.env != resolved:
         raise _unauthorized(f"token was issued for env {claims.env}, not {resolved}")
-    client = await state.clients.get(context.sessions, claims.client_id)
+    client = await state.clients.get(context.readers, claims.client_id)
     if client is None or not client.enabled:
         raise _unauthorized("the trigger client is disabled or deleted")
     if client.flow_id != claims.flow_id or not client.triggerable:

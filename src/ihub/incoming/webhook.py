@@ -229,7 +229,7 @@ async def wait_for(context: AppContext, run_id: int, timeout: float) -> Outcome 
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        async with context.sessions() as session:
+        async with context.readers() as session:  # a poll must not take the write lock
             row = (await session.execute(select(Run.status, Run.result, Run.error).where(Run.id == run_id))).first()
         if row is not None and row.status in FINISHED:
             return Outcome(row.status, row.result, row.error)

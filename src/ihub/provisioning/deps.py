@@ -30,7 +30,8 @@ async def current_principal(
         )
     scheme, _, rest = header.strip().partition(" ")
     token = rest.strip() if scheme.lower() == "bearer" else header.strip()
-    async with request.app.state.context.sessions() as session:
+    # Read-only: authenticating a GET must not queue behind (or take) the database's write lock.
+    async with request.app.state.context.readers() as session:
         principal = await authenticate(session, token)
     if principal is None:
         raise ApiError(
