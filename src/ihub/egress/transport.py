@@ -17,15 +17,13 @@ import httpcore
 import httpx
 
 from ihub.egress.policy import EgressPolicy, IPAddress, parse_ip
+from ihub.logs import silence_sensitive_loggers
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (IP literals in any form, including `127.1`, without DNS)."""
-    literal = parse_ip(host)
-    if literal is not None:
-        return [literal]
+    """Every address `host` resolves to (the system resolver: /etc/hosts, then DNS)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
@@ -57,8 +55,9 @@ class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        literal = parse_ip(host)
         try:
-            addresses = await asyncio.wait_for(self.resolver(host, port), timeout)
+            addresses = [literal] if literal is not None else await asyncio.wait_for(self.resolver(host, port), timeout)
         except (OSError, UnicodeError) as error:
             raise httpcore.ConnectError(f"cannot resolve host: {error}") from None
         except TimeoutError:
@@ -90,7 +89,14 @@ class PolicyNetworkBackend(httpcore.AsyncNetworkBackend):
 class EgressTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (TLS, pooling, HTTP/1.1) over the policy-checking network backend."""
 
-    def __init__(self, policy: EgressPolicy, *, resolver: Resolver = resolve, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        resolver: Resolver = resolve,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(trust_env=False, **kwargs)
         limits: httpx.Limits = kwargs.get("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20))
         # httpx has no public way to hand its pool a network backend; rebuild the pool it made with one.
@@ -101,7 +107,7 @@ class EgressTransport(httpx.AsyncHTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PolicyNetworkBackend(policy, resolver),
+            network_backend=PolicyNetworkBackend(policy, resolver, inner),
         )
 
 
@@ -109,7 +115,9 @@ def egress_client(
     policy: EgressPolicy, *, timeout: float = 30.0, resolver: Resolver = resolve, **transport: Any
 ) -> httpx.AsyncClient:
     """An httpx client for tenant-chosen URLs: the egress policy on every connection, no redirects
-    followed (a redirect is just an answer), no proxy or credentials taken from the environment."""
+    followed (a redirect is just an answer), no proxy or credentials taken from the environment, and
+    httpx's own request log (full URLs at INFO) silenced."""
+    silence_sensitive_loggers()
     return httpx.AsyncClient(
         transport=EgressTransport(policy, resolver=resolver, **transport),
         follow_redirects=False,

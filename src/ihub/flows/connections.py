@@ -94,6 +94,8 @@ class TokenCache:
             raise ConnectionError_(f"token endpoint timed out: {error}", "timeout") from None
         except ResponseTooLarge as error:
             raise ConnectionError_(f"token endpoint answer refused: {error}", "too_large") from None
+        except httpx.InvalidURL:
+            raise ConnectionError_("tokenUrl is not a valid URL") from None
         except httpx.HTTPError as error:
             raise ConnectionError_(f"token endpoint unreachable: {type(error).__name__}", "connect") from None
         if response.status_code != 200:

@@ -720,6 +720,8 @@ class RunExecution:
                 raise StepError(
                     "too_large", f"{shown}: {error} (IHUB_HTTP_MAX_RESPONSE_BYTES); the rest was not read"
                 ) from None
+            except httpx.InvalidURL:
+                raise StepError("config", f"not a valid URL: {shown}") from None
             except httpx.ConnectError as error:
                 raise StepError("connect", f"cannot connect to {shown}: {error}") from None
             except httpx.HTTPError as error:

@@ -133,7 +133,7 @@ class JwksCache:
             entry.last_error = f"the JWKS URL is not fetched: the egress policy refuses it ({error.reason})"
         except (DeadlineExceeded, ResponseTooLarge) as error:
             entry.last_error = f"the JWKS URL gave {error}"
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             entry.last_error = f"the JWKS URL could not be fetched ({type(error).__name__})"
         except ValueError as error:
             entry.last_error = str(error) if str(error).startswith("the JWKS") else "the JWKS document is not JSON"
