@@ -25,6 +25,7 @@ from ihub.egress import (
     fetch,
 )
 from ihub.egress.policy import parse_ip
+from ihub.egress.transport import Resolver, resolve
 from ihub.incoming.keys import UnusableKey, algorithm_for, usable_jwk
 
 log = logging.getLogger("ihub.incoming.jwks")
@@ -80,6 +81,7 @@ class JwksCache:
         self.timeout = timeout
         self.interval = interval
         self.max_bytes = max_bytes
+        self.resolver: Resolver = resolve  # how host names become addresses (tests give a stub: no DNS)
         self._entries: dict[str, JwksEntry] = {}
 
     def _entry(self, url: str) -> JwksEntry:
@@ -114,7 +116,7 @@ class JwksCache:
     async def _fetch(self, url: str, entry: JwksEntry) -> None:
         entry.last_attempt = time.monotonic()
         try:
-            async with egress_client(self.policy, timeout=self.timeout) as http:
+            async with egress_client(self.policy, timeout=self.timeout, resolver=self.resolver) as http:
                 response = await fetch(
                     http,
                     "GET",
