@@ -189,6 +189,8 @@ def run_case(executor: str, runs: int, target: str, workdir: Path) -> dict:
         "IHUB_SECRET_KEY": "bench-" + "k" * 40,
         "IHUB_LOG_LEVEL": "WARNING",
         "IHUB_EXECUTOR": executor,
+        # The stand-in target listens on loopback, which the egress policy refuses unless allowed.
+        "IHUB_EGRESS_ALLOW": '["127.0.0.0/8"]',
     }
     database = None
     admin = os.environ.get("IHUB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

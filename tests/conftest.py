@@ -5,6 +5,7 @@ against a fresh SQLite file and against the PostgreSQL server at IHUB_TEST_POSTG
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -32,6 +33,7 @@ POSTGRES_ADMIN_URL = os.environ.get("IHUB_TEST_POSTGRES_URL", "postgresql://post
 BACKENDS = [b for b in os.environ.get("IHUB_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 TEST_SECRET_KEY = "test-master-key-" + "x" * 32
 PUBLIC_URL = "http://testserver"
+LOOPBACK_ALLOWED = ["127.0.0.0/8", "::1"]
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +88,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         public_url=PUBLIC_URL,
         secret_key=TEST_SECRET_KEY,
+        # Test targets (pytest-httpserver, small servers) listen on loopback, which the egress policy refuses
+        # by default; tests of the default policy use `settings.model_copy(update={"egress_allow": []})`.
+        egress_allow=LOOPBACK_ALLOWED,
         _env_file=None,
     )
 
@@ -170,13 +175,15 @@ class LiveHub:
 def start_hub(
     tmp_path: Path, database_url: str = "", extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> LiveHub:
-    """`ihub init --json` then `ihub serve` on a free port, as an operator would run them."""
+    """`ihub init --json` then `ihub serve` on a free port, as an operator would run them. Loopback test
+    targets are allowed through the egress policy unless `extra_env` sets IHUB_EGRESS_ALLOW itself."""
     port = free_port()
     env = {
         **os.environ,
         "IHUB_DATA_DIR": str(tmp_path / "hub-data"),
         "IHUB_PORT": str(port),
         "IHUB_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "IHUB_EGRESS_ALLOW": json.dumps(LOOPBACK_ALLOWED),
         **(extra_env or {}),
     }
     if database_url:
@@ -184,8 +191,6 @@ def start_hub(
     ihub = [sys.executable, "-m", "ihub"]
     init = subprocess.run([*ihub, "init", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
-    import json
-
     creds = json.loads(init.stdout)
     log = open(tmp_path / "hub.log", "w")  # noqa: SIM115
     process = subprocess.Popen([*ihub, "serve", *args], env=env, stdout=log, stderr=subprocess.STDOUT)

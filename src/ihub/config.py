@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ihub.egress.policy import EgressPolicy
+
 SECRET_KEY_FILE = "secret.key"
 
 
@@ -50,12 +52,26 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=8, ge=1, le=256)
     run_retention_days: int = Field(default=30, ge=1)
     redis_url: str = ""
+    egress_allow: list[str] = Field(
+        default_factory=list,
+        description='CIDRs and host names outgoing calls may reach although the egress policy refuses them by '
+        'default (loopback, private, link-local...), as JSON: \'["10.1.0.0/16", "api.internal", "*.corp.example"]\'.',
+    )
+    http_max_response_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
+    )
     log_level: str = "INFO"
 
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_egress_entries(cls, value: list[str]) -> list[str]:
+        EgressPolicy.from_entries(value)  # raises ValueError naming the bad entry
+        return value
 
     @property
     def resolved_database_url(self) -> str:

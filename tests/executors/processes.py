@@ -131,6 +131,8 @@ def start_hub(tmp_path: Path, *, env: dict[str, str], args: tuple[str, ...] = ()
         "IHUB_PORT": str(port),
         "IHUB_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "IHUB_SECRET_KEY": "crash-test-master-key-" + "y" * 32,
+        # The target server listens on loopback, which the egress policy refuses unless allowed.
+        "IHUB_EGRESS_ALLOW": '["127.0.0.0/8", "::1"]',
         **env,
     }
     init = subprocess.run([*IHUB, "init", "--json"], env=full_env, capture_output=True, text=True, timeout=60)

@@ -23,6 +23,8 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from ihub.egress import DeadlineExceeded, EgressRefused, FetchLimits, ResponseTooLarge, fetch
+
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
 
@@ -60,7 +62,7 @@ class TokenCache:
         secret = hashlib.sha256(str(fields.get("clientSecret", "")).encode()).hexdigest()
         return (str(fields.get("tokenUrl", "")), str(fields.get("clientId", "")), secret, str(fields.get("scope", "")))
 
-    async def token(self, http: httpx.AsyncClient, fields: dict[str, Any]) -> str:
+    async def token(self, http: httpx.AsyncClient, fields: dict[str, Any], limits: FetchLimits) -> str:
         key = self._key(fields)
         cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic():
@@ -70,13 +72,13 @@ class TokenCache:
             cached = self._tokens.get(key)
             if cached and cached[1] > time.monotonic():
                 return cached[0]
-            token, expires_in = await self._fetch(http, fields)
+            token, expires_in = await self._fetch(http, fields, limits)
             # Renew a little early so a token never expires between the check and the call.
             self._tokens[key] = (token, time.monotonic() + max(0.0, expires_in - min(30.0, expires_in / 10)))
             return token
 
     @staticmethod
-    async def _fetch(http: httpx.AsyncClient, fields: dict[str, Any]) -> tuple[str, float]:
+    async def _fetch(http: httpx.AsyncClient, fields: dict[str, Any], limits: FetchLimits) -> tuple[str, float]:
         token_url = fields.get("tokenUrl")
         client_id, client_secret = fields.get("clientId"), fields.get("clientSecret")
         if not token_url or not client_id or not client_secret:
@@ -86,11 +88,23 @@ class TokenCache:
             form["scope"] = str(fields["scope"])
         basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         try:
-            response = await http.post(
-                str(token_url), data=form, headers={"Authorization": f"Basic {basic}", "Accept": "application/json"}
+            response = await fetch(
+                http,
+                "POST",
+                str(token_url),
+                deadline=limits.deadline,
+                max_bytes=limits.max_bytes,
+                data=form,
+                headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
             )
-        except httpx.TimeoutException:
-            raise ConnectionError_("token endpoint timed out", "timeout") from None
+        except EgressRefused as error:
+            raise ConnectionError_(f"token endpoint not called: {error}", "egress") from None
+        except DeadlineExceeded as error:
+            raise ConnectionError_(f"token endpoint timed out: {error}", "timeout") from None
+        except ResponseTooLarge as error:
+            raise ConnectionError_(f"token endpoint answer refused: {error}", "too_large") from None
+        except httpx.InvalidURL:
+            raise ConnectionError_("tokenUrl is not a valid URL") from None
         except httpx.HTTPError as error:
             raise ConnectionError_(f"token endpoint unreachable: {type(error).__name__}", "connect") from None
         if response.status_code != 200:
@@ -166,7 +180,7 @@ def same_origin(a: str, b: str) -> bool:
 
 
 async def prepare_auth(
-    http: httpx.AsyncClient, tokens: TokenCache, runtime: dict[str, Any], target_url: str
+    http: httpx.AsyncClient, tokens: TokenCache, runtime: dict[str, Any], target_url: str, limits: FetchLimits
 ) -> PreparedAuth:
     """Headers/params that authenticate a request to `target_url` (only to the connection's own origin)."""
     fields = fields_of(runtime)
@@ -200,7 +214,7 @@ async def prepare_auth(
         else:
             auth.headers[name] = str(fields["apiKey"])
     elif kind == "oauth2_client_credentials":
-        token = await tokens.token(http, fields)
+        token = await tokens.token(http, fields, limits)
         auth.secrets.append(token)
         auth.headers["Authorization"] = f"Bearer {token}"
     else:

@@ -28,6 +28,16 @@ from sqlalchemy import and_, or_, select, update
 
 from ihub.common.errors import ApiError
 from ihub.db.base import utcnow
+from ihub.egress import (
+    DeadlineExceeded,
+    EgressRefused,
+    FetchedResponse,
+    FetchLimits,
+    ResponseTooLarge,
+    egress_client,
+    fetch,
+    policy_from_settings,
+)
 from ihub.flows.connections import (
     ROUTING_HEADERS,
     ConnectionError_,
@@ -140,7 +150,9 @@ class Engine:
         self.sessions = context.sessions
         self.owner = owner or f"local-{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
+        # Every outgoing call of a flow passes the egress policy on the address it connects to.
+        self.http = egress_client(policy_from_settings(context.settings), timeout=30.0)
+        self.max_response_bytes: int = context.settings.http_max_response_bytes
         self.tokens = TokenCache()
 
     async def close(self) -> None:
@@ -679,33 +691,63 @@ class RunExecution:
         headers: dict[str, str],
         content: bytes | None,
         record: StepRecord,
-    ) -> tuple[httpx.Response, list[str]]:
+    ) -> tuple[FetchedResponse, list[str]]:
+        try:
+            # The step's timeout is one deadline over everything it waits for: the token fetch, connecting,
+            # sending, and every byte of the answer (inner fetches carry it too, as their own limit).
+            async with asyncio.timeout(step["timeout"]):
+                return await self._send_within_deadline(step, runtime, url, query, headers, content, record)
+        except TimeoutError:
+            raise StepError("timeout", f"timed out after {step['timeout']:g}s: {self._shown(url)}") from None
+
+    async def _send_within_deadline(
+        self,
+        step: dict[str, Any],
+        runtime: dict[str, Any],
+        url: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        content: bytes | None,
+        record: StepRecord,
+    ) -> tuple[FetchedResponse, list[str]]:
         http, tokens = self.engine.http, self.engine.tokens
+        limits = FetchLimits(step["timeout"], self.engine.max_response_bytes)
         secrets: list[str] = []
         for attempt in (1, 2):
             try:
-                auth = await prepare_auth(http, tokens, runtime, url)
+                auth = await prepare_auth(http, tokens, runtime, url, limits)
             except ConnectionError_ as error:
-                raise StepError(error.kind, str(error)) from None
+                raise StepError(error.kind, self._redact(str(error))) from None
             secrets.extend(auth.secrets)
             self.secrets.extend(auth.secrets)
             sent_query, sent_headers = {**query, **auth.params}, {**auth.headers, **headers}
             record.request = self._request_summary(step["method"], url, sent_query, sent_headers, content)
+            shown = self._shown(url)
             try:
-                response = await http.request(
+                response = await fetch(
+                    http,
                     step["method"],
                     url,
+                    deadline=limits.deadline,
+                    max_bytes=limits.max_bytes,
                     params=sent_query or None,
                     headers=sent_headers,
                     content=content,
-                    timeout=step["timeout"],
                 )
-            except httpx.TimeoutException:
-                raise StepError("timeout", f"timed out after {step['timeout']:g}s: {_strip_query(url)}") from None
+            except EgressRefused as error:
+                raise StepError("egress", f"not sent to {shown}: {self._redact(str(error))}") from None
+            except DeadlineExceeded:
+                raise StepError("timeout", f"timed out after {step['timeout']:g}s: {shown}") from None
+            except ResponseTooLarge as error:
+                raise StepError(
+                    "too_large", f"{shown}: {error} (IHUB_HTTP_MAX_RESPONSE_BYTES); the rest was not read"
+                ) from None
+            except httpx.InvalidURL:
+                raise StepError("config", f"not a valid URL: {shown}") from None
             except httpx.ConnectError as error:
-                raise StepError("connect", f"cannot connect to {_strip_query(url)}: {error}") from None
+                raise StepError("connect", f"cannot connect to {shown}: {error}") from None
             except httpx.HTTPError as error:
-                raise StepError("network", f"{type(error).__name__} calling {_strip_query(url)}: {error}") from None
+                raise StepError("network", f"{type(error).__name__} calling {shown}: {error}") from None
             oauth = fields_of(runtime).get("authType") == "oauth2_client_credentials"
             if response.status_code == 401 and oauth and attempt == 1:
                 # The token may have been revoked or expired early: fetch a fresh one, once.
@@ -713,6 +755,10 @@ class RunExecution:
                 continue
             return response, secrets
         raise AssertionError("unreachable")
+
+    def _shown(self, url: str) -> str:
+        """A target URL as a run record may show it: no query string, no known secret."""
+        return self._redact(_strip_query(url))
 
 
 def _slots_used(steps: list[dict[str, Any]]) -> set[str]:
@@ -742,7 +788,7 @@ def _strip_query(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _parse_body(response: httpx.Response) -> Any:
+def _parse_body(response: FetchedResponse) -> Any:
     if not response.content:
         return None
     content_type = response.headers.get("content-type", "")

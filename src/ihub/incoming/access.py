@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ihub.common.crypto import derive_key, sha256_hex
+from ihub.egress import policy_from_settings
 from ihub.incoming.flowref import is_jwt_triggered, is_sync, load_flow, sync_timeout
 from ihub.incoming.jwks import JwksCache
 from ihub.incoming.models import TriggerClient, TriggerKey
@@ -212,7 +213,7 @@ def incoming_state(context: Any) -> IncomingState:
         state = IncomingState(
             tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),
             clients=ClientStateCache(),
-            jwks=JwksCache(),
+            jwks=JwksCache(policy_from_settings(context.settings)),
         )
         context.extras[STATE_KEY] = state
     return state

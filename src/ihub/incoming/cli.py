@@ -17,6 +17,7 @@ from ihub.cli import register
 from ihub.common.errors import ApiError
 from ihub.common.ids import parse_id
 from ihub.config import get_settings
+from ihub.egress import policy_from_settings
 from ihub.incoming import service
 from ihub.incoming.schemas import TriggerCreate, TriggerOut
 
@@ -100,7 +101,8 @@ def _add(flow_id: int, body: dict[str, Any]) -> TriggerOut:
 
     async def work(session: Any) -> TriggerOut:
         loaded = await service.visible_flow(session, None, flow_id, manage=True)
-        added = await service.add_key(session, loaded, TriggerCreate.model_validate(body))
+        data = TriggerCreate.model_validate(body)
+        added = await service.add_key(session, loaded, data, policy_from_settings(settings))
         keys = await service.keys_of(session, [added.client.id])
         return service.describe(added.client, keys[added.client.id], settings, added=added)
 

@@ -139,14 +139,27 @@ async def _candidates(
             return found
     published: list[Candidate] = []
     if client.jwks_url:
+        if state.jwks.needs_fetch(client.jwks_url, want_kid=kid):
+            # Nothing is written yet: end the read transaction so the fetch (up to its deadline) holds no
+            # database connection; on SQLite that connection is the one every writer of the process waits for.
+            await session.commit()
         keys = await state.jwks.keys(client.jwks_url, want_kid=kid)
         published = [Candidate(name, jwk, alg) for name, (jwk, alg) in keys.items() if name not in revoked]
     if kid is not None:
         found = [c for c in published if c.kid == kid]
         if not found:
-            raise invalid_grant(f"kid {kid!r} is not one of this client's keys")
+            raise invalid_grant(f"kid {kid!r} is not one of this client's keys{_jwks_problem(state, client)}")
         return found
+    if not stored and not published:
+        raise invalid_grant(
+            "this client has no usable key: add or un-revoke one on the trigger page" + _jwks_problem(state, client)
+        )
     return stored + published
+
+
+def _jwks_problem(state: IncomingState, client: TriggerClient) -> str:
+    problem = state.jwks.last_error(client.jwks_url) if client.jwks_url else None
+    return f" ({problem})" if problem else ""
 
 
 def _check_alg(header: dict[str, Any]) -> str:

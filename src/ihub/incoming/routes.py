@@ -61,8 +61,8 @@ async def create_trigger(
     """Create a JWT trigger client for a flow (or, with `iss`, add a key to one). A generated private key
     is returned once, in this response only."""
     loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
-    added = await service.add_key(session, loaded, body, created_by=caller.user_id)
     state = incoming_state(context)
+    added = await service.add_key(session, loaded, body, state.jwks.policy, created_by=caller.user_id)
     state.clients.invalidate(added.client.client_id)
     keys = await service.keys_of(session, [added.client.id])
     response.headers.update(NO_STORE)
@@ -105,7 +105,7 @@ async def update_trigger(
     loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
     client = await service.get_client(session, loaded.flow.id, iss)
     if body.jwks_url is not None:
-        await service.set_jwks_url(session, client, body.jwks_url)
+        await service.set_jwks_url(session, client, body.jwks_url, incoming_state(context).jwks.policy)
     if body.enabled is not None:
         await service.set_enabled(session, client, body.enabled)
     state = incoming_state(context)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.errors import ApiError, not_found
 from ihub.config import Settings
 from ihub.db.base import utcnow
+from ihub.egress import EgressPolicy
 from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
 from ihub.incoming.jwks import JwksCache, check_jwks_url
 from ihub.incoming.keys import UnusableKey, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
@@ -71,7 +72,11 @@ def _bad(error: Exception) -> ApiError:
 
 
 async def add_key(
-    session: AsyncSession, loaded: LoadedFlow, data: TriggerCreate, created_by: int | None = None
+    session: AsyncSession,
+    loaded: LoadedFlow,
+    data: TriggerCreate,
+    policy: EgressPolicy,
+    created_by: int | None = None,
 ) -> AddedKey:
     """A new client for the flow, or (with `iss`) a new key for an existing one. Commits."""
     if not is_jwt_triggered(loaded):
@@ -87,7 +92,7 @@ async def add_key(
     kid: str | None = None
     try:
         if data.jwks_url is not None:
-            client.jwks_url = check_jwks_url(data.jwks_url)
+            client.jwks_url = check_jwks_url(data.jwks_url, policy)
         else:
             if data.generate_key:
                 if data.alg not in (None, "RS256", "PS256"):
@@ -135,9 +140,9 @@ async def set_enabled(session: AsyncSession, client: TriggerClient, enabled: boo
     await session.commit()
 
 
-async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str) -> None:
+async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str, policy: EgressPolicy) -> None:
     try:
-        client.jwks_url = check_jwks_url(url)
+        client.jwks_url = check_jwks_url(url, policy)
     except UnusableKey as error:
         raise _bad(error) from None
     await session.commit()
