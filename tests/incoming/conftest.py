@@ -12,7 +12,6 @@ from incoming_support import PUBLIC_URL, Incoming, Trigger
 from ihub.app import create_app
 from ihub.config import Settings
 
-
 # The suite sends hundreds of refused assertions from one address; the failure limits have tests of their own
 # (test_incoming_throttle.py), which set them with `@pytest.mark.parametrize("settings_overrides", [...])`.
 UNLIMITED = {

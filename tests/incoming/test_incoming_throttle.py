@@ -85,8 +85,11 @@ async def test_successes_do_not_count(app, incoming: Incoming, trigger: Trigger)
 async def test_api_nodes_share_the_counts(app, settings, incoming: Incoming, trigger: Trigger):
     """A second app on the same database (another API node) sees the failures the first one counted."""
     other = create_app(settings, run_worker=False)
-    async with other.router.lifespan_context(other):
-        async with client_at(app, "10.0.0.6") as first, client_at(other, "10.0.0.6") as second:
-            for node in (first, second, first):
-                assert (await token(node, trigger.assertion(sub="999999"))).status_code == 400
-            assert_limited(await token(second, trigger.assertion()))
+    async with (
+        other.router.lifespan_context(other),
+        client_at(app, "10.0.0.6") as first,
+        client_at(other, "10.0.0.6") as second,
+    ):
+        for node in (first, second, first):
+            assert (await token(node, trigger.assertion(sub="999999"))).status_code == 400
+        assert_limited(await token(second, trigger.assertion()))
