@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ihub.egress.policy import EgressPolicy
 
@@ -38,15 +40,39 @@ class Settings(BaseSettings):
         le=300,
         description="Longest wait for a database connection or lock; past it the request answers 503.",
     )
-    token_failures_per_user: int = Field(default=10, ge=1, description="Failed /token attempts per userId per window.")
+    token_failures_per_user_and_client: int = Field(
+        default=10, ge=1, description="Failed /token attempts per (userId, address) pair per window."
+    )
     token_failures_per_client: int = Field(
         default=30, ge=1, description="Failed /token attempts per address per window."
     )
+    token_failures_per_user: int = Field(
+        default=300,
+        ge=1,
+        description="Failed /token attempts per userId per window, from all addresses together; past it only "
+        "addresses without a failure in the window may still try.",
+    )
     token_failure_window_seconds: int = Field(default=300, ge=1)
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed; empty = none.",
+    )
 
     incoming_envs: list[str] = Field(default_factory=lambda: ["prod", "test"])
     incoming_token_ttl_seconds: int = Field(default=3599, ge=60, le=86400)
     incoming_max_assertion_bytes: int = 8 * 1024
+    incoming_token_failures_per_client_and_address: int = Field(
+        default=10, ge=1, description="Failed /incoming/token requests per (iss, address) pair per window."
+    )
+    incoming_token_failures_per_address: int = Field(
+        default=30, ge=1, description="Failed /incoming/token requests per address per window."
+    )
+    incoming_token_failures_per_client: int = Field(
+        default=300,
+        ge=1,
+        description="Failed /incoming/token requests per iss per window, from all addresses together; past it "
+        "only addresses without a failure in the window may still try.",
+    )
 
     executor: str = Field(default="local", description="local | procrastinate")
     worker_concurrency: int = Field(default=8, ge=1, le=256)
@@ -61,6 +87,16 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
     )
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        """`10.0.0.0/8, 192.168.1.7` from the environment; a single address is a /32 (or /128)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [ip_network(item, strict=False) if isinstance(item, str) else item for item in value]
+        return value
 
     @field_validator("public_url")
     @classmethod

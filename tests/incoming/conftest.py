@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -10,6 +11,24 @@ from incoming_support import PUBLIC_URL, Incoming, Trigger
 
 from ihub.app import create_app
 from ihub.config import Settings
+
+# The suite sends hundreds of refused assertions from one address; the failure limits have tests of their own
+# (test_incoming_throttle.py), which set them with `@pytest.mark.parametrize("settings_overrides", [...])`.
+UNLIMITED = {
+    "incoming_token_failures_per_client_and_address": 10**6,
+    "incoming_token_failures_per_address": 10**6,
+    "incoming_token_failures_per_client": 10**6,
+}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def settings(settings: Settings, settings_overrides: dict[str, Any]) -> Settings:
+    return settings.model_copy(update={**UNLIMITED, **settings_overrides})
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import logging
 import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 
 import httpx
 import pytest
@@ -246,7 +247,15 @@ async def test_user_without_a_key_looks_unknown(client, api):
 
 # -- rate limits ---------------------------------------------------------------------------------
 
-LIMITS = {"token_failures_per_user": 3, "token_failures_per_client": 5, "token_failure_window_seconds": 300}
+LIMITS = {
+    "token_failures_per_user_and_client": 3,
+    "token_failures_per_client": 5,
+    "token_failures_per_user": 100,
+    "token_failure_window_seconds": 300,
+}
+# A low per-userId ceiling, to watch it act on a distributed attack.
+CEILING = {**LIMITS, "token_failures_per_user": 4}
+PROXIED = {**LIMITS, "trusted_proxies": [ip_network("10.9.0.0/16"), ip_network("fd00::/8")]}
 
 
 def client_at(app, address: str) -> httpx.AsyncClient:  # noqa: ANN001
@@ -254,21 +263,75 @@ def client_at(app, address: str) -> httpx.AsyncClient:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("settings_overrides", [LIMITS])
-async def test_failures_per_user_are_limited(app, owner):
-    async with client_at(app, "10.0.0.1") as first, client_at(app, "10.0.0.2") as second:
+async def test_an_attacker_exhausts_its_own_tries_but_cannot_lock_out_the_owner(app, owner):
+    async with client_at(app, "10.0.0.1") as attacker, client_at(app, "10.0.0.2") as rightful:
         for _ in range(3):
-            response = await first.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
+            response = await attacker.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
             assert response.status_code == 401
-        limited = await second.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
+        limited = await attacker.post("/api/v1/token", json=credentials(owner.user_id, "wrong"))
         assert limited.status_code == 429, limited.text
         assert limited.json()["metadata"]["code"] == "rate_limited"
         assert 1 <= int(limited.headers["retry-after"]) <= 300
-        # Correct credentials, from any address, are refused too while the user is limited ...
-        refused = await second.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+        # Even the right hash is refused from the attacker's address: guessing stays slow ...
+        refused = await attacker.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
         assert refused.status_code == 429
-        # ... but other users are not affected (this address has failed once only).
-        other = await second.post("/api/v1/token", json=credentials("424242", "wrong"))
+        # ... while the rightful user, from an address with no failures, gets a token.
+        granted = await rightful.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+        assert granted.status_code == 200, granted.text
+        # The attacker's address may still fail for other users (its per-address budget is not spent).
+        other = await attacker.post("/api/v1/token", json=credentials("424242", "wrong"))
         assert other.status_code == 401
+
+
+@pytest.mark.parametrize("settings_overrides", [CEILING])
+async def test_the_per_user_ceiling_slows_a_distributed_attack_but_lets_clean_addresses_in(app, owner):
+    """Ceiling 4: after four failures from all addresses together, every address that has failed waits,
+    a fresh address gets one guess, and an address that never failed still gets in with the right hash."""
+    async with client_at(app, "10.1.0.1") as first, client_at(app, "10.1.0.2") as second:
+        for _ in range(3):
+            assert (await first.post("/api/v1/token", json=credentials(owner.user_id, "x"))).status_code == 401
+        assert (await second.post("/api/v1/token", json=credentials(owner.user_id, "x"))).status_code == 401
+        # second has failed once (below its pair limit of 3) but the ceiling is reached: it waits now.
+        limited = await second.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 300
+    async with client_at(app, "10.1.0.3") as fresh:
+        assert (await fresh.post("/api/v1/token", json=credentials(owner.user_id, "x"))).status_code == 401
+        assert (await fresh.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))).status_code == 429
+    async with client_at(app, "10.1.0.4") as rightful:
+        assert (await rightful.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))).status_code == 200
+    # Other users are not affected by this user's ceiling.
+    async with client_at(app, "10.1.0.2") as second:
+        assert (await second.post("/api/v1/token", json=credentials("424242", "x"))).status_code == 401
+
+
+@pytest.mark.parametrize("settings_overrides", [PROXIED])
+async def test_behind_a_trusted_proxy_failures_count_against_the_forwarded_address(app, owner):
+    async with client_at(app, "10.9.0.1") as proxy:
+        attacker = {"X-Forwarded-For": "198.51.100.7"}
+        # The client's own claim on the left is ignored: the proxy appended the address it saw.
+        rightful = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+        for _ in range(3):
+            response = await proxy.post("/api/v1/token", json=credentials(owner.user_id, "x"), headers=attacker)
+            assert response.status_code == 401
+        limited = await proxy.post("/api/v1/token", json=credentials(owner.user_id, owner.secret), headers=attacker)
+        assert limited.status_code == 429
+        # Another client behind the same proxy is a different address: it gets in.
+        granted = await proxy.post("/api/v1/token", json=credentials(owner.user_id, owner.secret), headers=rightful)
+        assert granted.status_code == 200, granted.text
+
+
+@pytest.mark.parametrize("settings_overrides", [PROXIED])
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(app, owner):
+    async with client_at(app, "10.0.0.7") as spoofer:
+        for index in range(3):
+            forged = {"X-Forwarded-For": f"198.51.100.{index + 1}"}
+            response = await spoofer.post("/api/v1/token", json=credentials(owner.user_id, "x"), headers=forged)
+            assert response.status_code == 401
+        # A new made-up address does not buy new tries: the failures were counted against the peer.
+        forged = {"X-Forwarded-For": "198.51.100.200"}
+        limited = await spoofer.post("/api/v1/token", json=credentials(owner.user_id, owner.secret), headers=forged)
+        assert limited.status_code == 429
 
 
 @pytest.mark.parametrize("settings_overrides", [LIMITS])

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ihub.common.crypto import SecretBox
+from ihub.common.proxies import forwarded_client
 from ihub.config import Settings
 
 
@@ -57,4 +58,7 @@ Session = Annotated[AsyncSession, Depends(get_session)]
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's address for limits and logs: the peer, or behind a trusted proxy its X-Forwarded-For."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.context.settings.trusted_proxies
+    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), trusted)

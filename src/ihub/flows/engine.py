@@ -50,8 +50,10 @@ from ihub.flows.connections import (
     redact_value,
     secret_values,
 )
+from ihub.flows.definition import MAX_DELAY_SECONDS
 from ihub.flows.expressions import ExpressionError, evaluate, render
 from ihub.flows.service import LoadedFlow, load_flow
+from ihub.flows.storage import cannot_store, unstorable
 from ihub.projects.service import connection_runtime, project_settings
 from ihub.runs.models import Run, StepRecord
 
@@ -369,7 +371,9 @@ class RunExecution:
         except LeaseLost:
             log.warning("run %s: lease lost to another worker; stopping here", self.run_id)
             return None
-        except Exception:
+        except Exception as error:
+            if cannot_store(error):
+                return await self._fail_unstorable(error)
             # A bug or an outage (database, disk): release the run for a later attempt instead of holding it until
             # its lease expires; MAX_CLAIMS bounds how often that can happen.
             log.exception("run %s: unexpected error; retrying later", self.run_id)
@@ -379,6 +383,20 @@ class RunExecution:
         if not await self._finish("succeeded"):
             return None
         return Outcome("succeeded")
+
+    async def _fail_unstorable(self, error: BaseException) -> Outcome | None:
+        """Data the database refuses is refused again on every retry: fail the run now, with a clear error,
+        instead of retrying it for hours. The records that could not be written are dropped."""
+        log.warning("run %s: its state cannot be stored (%s); failing it", self.run_id, type(error).__name__)
+        self.pending = []
+        self.result = None
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        try:
+            if await self._finish("failed", error=f"the run's state cannot be stored: {reason}"):
+                return Outcome("failed")
+        except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
+            log.warning("run %s: could not record the failure", self.run_id, exc_info=True)
+        return None
 
     async def release_after_error(self, claims: int | None = None) -> Outcome | None:
         if claims is None:
@@ -460,6 +478,11 @@ class RunExecution:
             await self._write(check_cancel=True)
         try:
             state = await self._dispatch(step, scope, path, prior, record)
+            reason = unstorable(state)
+            if reason is not None:
+                if isinstance(record.response, dict) and unstorable(record.response) is not None:
+                    record.response = {"status": record.response.get("status"), "body": f"[not stored: {reason}]"}
+                raise StepError("state", f"the step's result cannot be stored: it holds {reason}")
         except StepError as error:
             state = error.state or {"status": "failed", "response": None, "output": None}
             state.update(status="failed", error=self._redact(error.message), attempts=failures + 1)
@@ -593,8 +616,11 @@ class RunExecution:
         seconds = render(step["seconds"], self._ctx(scope))
         try:
             seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise StepError("expression", f"delay seconds {seconds!r} is not a number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise StepError("expression", f"delay seconds {str(seconds)[:50]!r} is not a number") from None
+        # The same bound as a literal `seconds` in the definition (NaN fails the comparison too).
+        if not 0 <= seconds <= MAX_DELAY_SECONDS:
+            raise StepError("expression", f"delay seconds {seconds:g} must be between 0 and {MAX_DELAY_SECONDS}")
         if seconds <= INLINE_DELAY_MAX:
             await asyncio.sleep(max(0.0, seconds))
             return {"output": {"seconds": seconds}}

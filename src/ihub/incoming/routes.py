@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from ihub.common.body import json_or_form, read_body, request_body
-from ihub.common.context import Context, Session
+from ihub.common.context import Context, Session, client_address
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
-from ihub.incoming import grant, service
+from ihub.incoming import grant, service, throttle
 from ihub.incoming.access import InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
@@ -176,15 +176,22 @@ async def _token(request: Request, context: Context, env: str | None) -> JSONRes
         raise grant.invalid_request(error.message) from None
     state = incoming_state(context)
     audience = context.settings.public_url + request.url.path
+    limits = throttle.failure_limits(context.settings, throttle.claimed_issuer(form), client_address(request))
     async with context.sessions() as session:
-        issued = await grant.exchange(session, state, context.settings, env=resolved, audience=audience, form=form)
+        await throttle.refuse_if_limited(session, limits)
+        try:
+            issued = await grant.exchange(session, state, context.settings, env=resolved, audience=audience, form=form)
+        except ApiError as error:
+            if error.status in (400, 401):
+                await throttle.count_failure(session, limits)
+            raise
     body = AccessTokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
     return JSONResponse(body.model_dump(), headers=NO_STORE)
 
 
 _TOKEN_DOC: dict[str, Any] = {
     "tags": ["incoming"],
-    "responses": oauth_errors(400, 401, 404, 413),
+    "responses": oauth_errors(400, 401, 404, 413, 429),
     "response_model": AccessTokenResponse,
     "openapi_extra": {
         "requestBody": {

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ihub.common.fields import Description, Name, json_text
 from ihub.common.ids import IdIn, IdOut
+from ihub.common.jsonbounds import bounded_json
 
-Settings = Annotated[dict[str, Any], BeforeValidator(json_text)]
+# Bounded before anything is stored: settings are read back by every project read and every run.
+Settings = Annotated[dict[str, Any], BeforeValidator(json_text), AfterValidator(bounded_json())]
 # Each entry is checked by the service (its fields depend on the slot's connection type).
-ConnectionsIn = Annotated[list[Any], BeforeValidator(json_text)]
+ConnectionsIn = Annotated[list[Any], BeforeValidator(json_text), AfterValidator(bounded_json())]
 
 
 class ProjectCreate(BaseModel):

@@ -70,12 +70,16 @@ async def generate_key_for(session: AsyncSession, box: SecretBox, principal: Pri
     return await generate_key(session, box, user.id)
 
 
-def _failure_limits(settings: Settings, user_id: int, client: str) -> list[ratelimit.Limit]:
-    window = settings.token_failure_window_seconds
-    return [
-        ratelimit.Limit(f"token-fail:user:{user_id}", settings.token_failures_per_user, window),
-        ratelimit.Limit(f"token-fail:client:{client}", settings.token_failures_per_client, window),
-    ]
+def _failure_limits(settings: Settings, user_id: int, client: str) -> ratelimit.FailureLimits:
+    return ratelimit.failure_limits(
+        "token-fail",
+        str(user_id),
+        client,
+        per_pair=settings.token_failures_per_user_and_client,
+        per_address=settings.token_failures_per_client,
+        per_subject=settings.token_failures_per_user,
+        window=settings.token_failure_window_seconds,
+    )
 
 
 INVALID_CREDENTIALS = "invalid credentials: check userId, the secret key and how the hash is computed"
@@ -92,7 +96,7 @@ async def exchange(
     client: str,
 ) -> IssuedToken:
     limits = _failure_limits(settings, user_id, client)
-    wait = await ratelimit.retry_after(session, limits)
+    wait = await limits.retry_after(session)
     if wait is not None:
         await session.rollback()
         raise ApiError(
@@ -107,7 +111,7 @@ async def exchange(
     matches = constant_time_equals(sha256_hex(secret + nonce), hash_hex.lower())
 
     async def fail(message: str, code: str) -> ApiError:
-        await ratelimit.record(session, limits)
+        await limits.record(session)
         await session.commit()
         return ApiError(401, message, code)
 

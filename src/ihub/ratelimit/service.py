@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,3 +54,45 @@ async def record(session: AsyncSession, limits: list[Limit], now: float | None =
         await session.execute(
             delete(RateLimitCounter).where(RateLimitCounter.key == limit.key, RateLimitCounter.window_start < start)
         )
+
+
+@dataclass(frozen=True)
+class FailureLimits:
+    """Failed attempts at one credential (a userId, a trigger client), counted so that an attacker cannot turn
+    the limit into a lockout of the rightful owner:
+
+    - per (subject, address) pair: guessing from one address is slow;
+    - per address: one address guessing many subjects is slow;
+    - per subject, from all addresses: a generous ceiling on a distributed attack. Past it, only addresses
+      with a failure of their own in the window are refused, so the owner (who has not failed) still gets in,
+      and each fresh attacker address gets at most one guess per window.
+    """
+
+    pair: Limit
+    address: Limit
+    subject: Limit
+
+    async def retry_after(self, session: AsyncSession, now: float | None = None) -> int | None:
+        wait = await retry_after(session, [self.pair, self.address], now)
+        if wait is not None:
+            return wait
+        subject_wait = await retry_after(session, [self.subject], now)
+        if subject_wait is None:
+            return None
+        has_failed = replace(self.address, max_events=1)
+        return subject_wait if await retry_after(session, [has_failed], now) is not None else None
+
+    async def record(self, session: AsyncSession, now: float | None = None) -> None:
+        await record(session, [self.pair, self.address, self.subject], now)
+
+
+def failure_limits(
+    prefix: str, subject: str, address: str, *, per_pair: int, per_address: int, per_subject: int, window: int
+) -> FailureLimits:
+    # Keys must fit the 300-character column; an address is at most 45 characters, anything longer is junk.
+    subject, address = subject[:100], address[:100]
+    return FailureLimits(
+        pair=Limit(f"{prefix}:pair:{subject}:{address}", per_pair, window),
+        address=Limit(f"{prefix}:client:{address}", per_address, window),
+        subject=Limit(f"{prefix}:subject:{subject}", per_subject, window),
+    )

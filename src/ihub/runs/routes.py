@@ -16,7 +16,7 @@ from ihub.executors import dispatch
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
 from ihub.runs.models import RUN_STATUSES
-from ihub.runs.schemas import RunCreated, RunDetail, RunList, run_out
+from ihub.runs.schemas import RunCreated, RunDetail, RunList, parse_cursor, parse_flow, parse_since, run_out
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
 
@@ -37,12 +37,14 @@ async def list_runs(
     await service.visible_project_path(session, caller, pid)
     if status is not None and status not in RUN_STATUSES:
         raise ApiError(400, f"status must be one of {', '.join(RUN_STATUSES)}", "invalid_request")
-    if cursor is not None and not cursor.isdigit():
-        raise ApiError(400, "cursor must be the nextCursor of a previous page", "invalid_request")
-    if since is not None and since.tzinfo is None:
-        raise ApiError(400, "since must carry a time zone, e.g. 2026-01-01T00:00:00Z", "invalid_request")
     runs, next_cursor = await service.list_runs(
-        session, pid, status=status, flow=flow, since=since, limit=limit, cursor=int(cursor) if cursor else None
+        session,
+        pid,
+        status=status,
+        flow=parse_flow(flow),
+        since=parse_since(since),
+        limit=limit,
+        cursor=parse_cursor(cursor),
     )
     keys = await service.flow_keys(session, {r.flow_id for r in runs})
     return RunList(

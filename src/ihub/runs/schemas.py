@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ihub.common.ids import IdOut
+from ihub.common.errors import ApiError
+from ihub.common.ids import MAX_ID, IdOut, parse_id
+from ihub.flows.definition import KEY_PATTERN
 from ihub.runs.models import Run, StepRecord
 
 
@@ -70,6 +72,49 @@ class RunCreated(BaseModel):
     run_id: IdOut = Field(serialization_alias="runId")
     flow_id: IdOut = Field(serialization_alias="flowId")
     status: str
+
+
+# -- query parameters of the run list: each refused with a 400 that says what is expected ----------------------
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request")
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """`nextCursor` is a run id; anything else (`²`, a sign, a number past the id range) is refused."""
+    if cursor is None:
+        return None
+    try:
+        return parse_id(cursor)
+    except ValueError:
+        raise _invalid(f"cursor must be the nextCursor of a previous page (a decimal id up to {MAX_ID})") from None
+
+
+def parse_flow(flow: str | None) -> str | None:
+    """A flow id (ASCII digits, within the id range) or a flow key; the service tells them apart by digits."""
+    if flow is None:
+        return None
+    if flow.isascii() and flow.isdigit():
+        try:
+            return str(parse_id(flow))
+        except ValueError:
+            raise _invalid(f"flow must be a flow id from 1 to {MAX_ID} or a flow key") from None
+    if KEY_PATTERN.fullmatch(flow) is None:
+        raise _invalid("flow must be a flow id or a flow key (letters, digits, _ and -)")
+    return flow
+
+
+def parse_since(since: datetime | None) -> datetime | None:
+    """An aware time that exists in UTC: `9999-12-31T23:59:59-23:59` parses but is past the calendar's end."""
+    if since is None:
+        return None
+    if since.tzinfo is None:
+        raise _invalid("since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+    try:
+        return since.astimezone(UTC)
+    except OverflowError:
+        raise _invalid("since is outside the calendar once converted to UTC (years 1 to 9999)") from None
 
 
 def step_out(record: StepRecord) -> StepOut:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from ihub.common.fields import Description, Name, json_text
 from ihub.common.ids import IdOut
+from ihub.common.jsonbounds import MAX_DEFINITION_DEPTH, bounded_json
 
-# Checked in depth by the service (JSON paths in errors), so any JSON value passes here.
-Definition = Annotated[Any, BeforeValidator(json_text), WithJsonSchema({"type": "object"})]
+# Checked in depth by the service (JSON paths in errors); here only bounded, so it can always be read back.
+Definition = Annotated[
+    Any,
+    BeforeValidator(json_text),
+    AfterValidator(bounded_json(MAX_DEFINITION_DEPTH, max_bytes=None)),
+    WithJsonSchema({"type": "object"}),
+]
 
 EXAMPLE_DEFINITION: dict[str, Any] = {
     "connections": [{"id": "jira", "type": "jira", "name": "Jira Cloud"}],
