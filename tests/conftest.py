@@ -86,6 +86,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         public_url=PUBLIC_URL,
         secret_key=TEST_SECRET_KEY,
+        # In-process execution keeps each test's app cheap; live hubs (start_hub) use worker processes.
+        workers=0,
         _env_file=None,
     )
 
