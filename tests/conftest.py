@@ -91,6 +91,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         # Test targets (pytest-httpserver, small servers) listen on loopback, which the egress policy refuses
         # by default; tests of the default policy use `settings.model_copy(update={"egress_allow": []})`.
         egress_allow=LOOPBACK_ALLOWED,
+        # In-process execution keeps each test's app cheap; live hubs (start_hub) use worker processes.
+        workers=0,
         _env_file=None,
     )
 

@@ -76,6 +76,19 @@ class Settings(BaseSettings):
 
     executor: str = Field(default="local", description="local | procrastinate")
     worker_concurrency: int = Field(default=8, ge=1, le=256)
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Worker processes `ihub serve` supervises (local executor); 0 executes flows inside the API "
+        "process (tests and debugging only: a busy flow then delays every API call).",
+    )
+    run_time_budget_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds of computation one execution of a run may use (waits for HTTP answers and delays "
+        "excluded) before the run fails.",
+    )
     run_retention_days: int = Field(default=30, ge=1)
     redis_url: str = ""
     egress_allow: list[str] = Field(

@@ -24,7 +24,17 @@ async def start(app: Any) -> None:
         return
     if not app.state.run_worker:
         return
+    if settings.workers > 0:
+        from ihub.executors.supervisor import WorkerSupervisor
+
+        # Flows execute in worker processes: nothing a flow does can hold the API's event loop.
+        supervisor = WorkerSupervisor(settings, workers=settings.workers)
+        await supervisor.start()
+        context.extras[EXECUTOR_KEY] = supervisor
+        return
     from ihub.executors.local import LocalExecutor
+
+    # IHUB_WORKERS=0 (tests, debugging): flows execute on the API's own event loop.
 
     executor = LocalExecutor(
         context,

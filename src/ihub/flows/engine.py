@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +68,9 @@ INLINE_DELAY_MAX = 1.0
 MAX_CLAIMS = 100
 # Every iteration's steps are recorded; a larger list belongs in several runs (or a batch API call).
 MAX_FOREACH_ITEMS = 1000
+# Steps one execution of a run may walk (nested foreach multiplies): their records are kept until written.
+MAX_STEPS_PER_EXECUTION = 20_000
+DEFAULT_RUN_TIME_BUDGET = 300.0
 FINAL = ("succeeded", "failed")
 
 
@@ -98,6 +103,10 @@ class Cancelled(Exception):
 
 class LeaseLost(Exception):
     pass
+
+
+class OverBudget(Exception):
+    """The run used up its time budget (or step count): it fails, whatever its steps' on_error says."""
 
 
 @dataclass
@@ -245,6 +254,16 @@ class RunExecution:
         self.run: Run | None = None
         self.connection_errors: dict[str, str] = {}
         self.settings: dict[str, Any] = {}
+        # The run time budget counts this execution's wall-clock time minus the time it waited for HTTP
+        # answers and delays (those have their own limits): computation, database writes, and the event loop
+        # time other runs of the same worker took meanwhile.
+        settings = getattr(engine.context, "settings", None)
+        self.budget = float(getattr(settings, "run_time_budget_seconds", DEFAULT_RUN_TIME_BUDGET))
+        self.started = time.monotonic()
+        self.waited = 0.0
+        self.waiting = 0
+        self.waiting_since = 0.0
+        self.steps_walked = 0
 
     # -- database -------------------------------------------------------------------------------------------
 
@@ -371,6 +390,9 @@ class RunExecution:
         except LeaseLost:
             log.warning("run %s: lease lost to another worker; stopping here", self.run_id)
             return None
+        except OverBudget as over:
+            await self._finish("failed", error=str(over))
+            return Outcome("failed")
         except Exception as error:
             if cannot_store(error):
                 return await self._fail_unstorable(error)
@@ -443,7 +465,31 @@ class RunExecution:
         for step in steps:
             if self.lease_lost:
                 raise LeaseLost()
+            self._check_budget()
+            # Pure steps never wait: yield so that the heartbeat and the worker's other runs keep going.
+            await asyncio.sleep(0)
             await self.run_step(step, scope, prefix)
+
+    def _check_budget(self) -> None:
+        self.steps_walked += 1
+        if self.steps_walked > MAX_STEPS_PER_EXECUTION:
+            raise OverBudget(f"run executed more than {MAX_STEPS_PER_EXECUTION} steps at once")
+        waited = self.waited + (time.monotonic() - self.waiting_since if self.waiting else 0.0)
+        if time.monotonic() - self.started - waited > self.budget:
+            raise OverBudget(f"run exceeded its time budget of {self.budget:g} s")
+
+    @asynccontextmanager
+    async def _waiting(self) -> Any:
+        """Time spent in here (HTTP calls, delays; overlapping ones once) is not charged to the run budget."""
+        if self.waiting == 0:
+            self.waiting_since = time.monotonic()
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+            if self.waiting == 0:
+                self.waited += time.monotonic() - self.waiting_since
 
     async def run_step(self, step: dict[str, Any], scope: Scope, prefix: str) -> None:
         path = prefix + step["id"]
@@ -544,7 +590,8 @@ class RunExecution:
         kind = step["type"]
         try:
             if kind == "http":
-                return await self._http(step, scope, path, record)
+                async with self._waiting():
+                    return await self._http(step, scope, path, record)
             if kind == "map":
                 values = render(step["set"], self._ctx(scope))
                 return {"output": values}
@@ -553,7 +600,8 @@ class RunExecution:
             if kind == "foreach":
                 return await self._foreach(step, scope, path, prior)
             if kind == "delay":
-                return await self._delay(step, scope, record)
+                async with self._waiting():
+                    return await self._delay(step, scope, record)
             if kind == "respond":
                 ctx = self._ctx(scope)
                 status = render(step["status"], ctx)
@@ -595,7 +643,7 @@ class RunExecution:
                 results[index] = {s["id"]: inner.steps.get(s["id"]) for s in step["steps"]}
 
         outcomes = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)), return_exceptions=True)
-        for kind in (LeaseLost, Cancelled, StepFailed):
+        for kind in (LeaseLost, Cancelled, OverBudget, StepFailed):
             for outcome in outcomes:
                 if isinstance(outcome, kind):
                     raise outcome

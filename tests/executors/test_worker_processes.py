@@ -1,0 +1,111 @@
+"""`ihub serve` executes flows in worker processes it supervises: a flow that computes as hard as its budgets
+allow leaves the API answering; a crashed worker is replaced; stopping the hub stops its workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from processes import Api, start_hub, stop
+
+pytestmark = pytest.mark.slow
+
+# Each evaluation of BURN would take hours (2^40 macro calls): only the expression time budget ends it.
+BURN = (
+    "{% macro burn(n) %}{% if n > 0 %}{{ burn(n - 1) }}{{ burn(n - 1) }}{% endif %}{% endmacro %}{{ burn(40) }}"
+)
+BUSY_FLOW = {
+    "key": "busy",
+    "trigger": "manual",
+    "steps": [
+        {
+            "id": "spin",
+            "type": "foreach",
+            "items": "{{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20] }}",
+            "steps": [{"id": "burn", "type": "map", "on_error": "continue", "set": {"x": BURN}}],
+        }
+    ],
+}
+QUICK_FLOW = {"key": "quick", "trigger": "manual", "steps": [{"id": "out", "type": "respond", "body": "ok"}]}
+DEFINITION = {"connections": [], "flows": [BUSY_FLOW, QUICK_FLOW]}
+
+
+def children(pid: int) -> set[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    if request.param not in os.environ.get("IHUB_TEST_BACKENDS", "sqlite,postgresql").split(","):
+        pytest.skip(f"{request.param} not in IHUB_TEST_BACKENDS")
+    return "" if request.param == "sqlite" else request.getfixturevalue("empty_postgres")
+
+
+def hub_env(database_url: str, **settings: str) -> dict[str, str]:
+    return {**({"IHUB_DATABASE_URL": database_url} if database_url else {}), "IHUB_POLL_INTERVAL": "0.2", **settings}
+
+
+def test_api_answers_while_a_run_computes(tmp_path: Path, database_url: str) -> None:
+    hub = start_hub(tmp_path, env=hub_env(database_url, IHUB_RUN_TIME_BUDGET_SECONDS="8"))
+    try:
+        api = Api(hub.url, hub.user_id, hub.secret)
+        project = api.project(DEFINITION, [])
+        flow_id = next(f["id"] for f in project["flows"] if f["key"] == "busy")
+        run_id = api.trigger(flow_id, {})
+        deadline = time.monotonic() + 30
+        while api.run(run_id)["status"] != "running":
+            assert time.monotonic() < deadline, "the busy run never started"
+            time.sleep(0.1)
+        time.sleep(0.5)  # well inside the first evaluation of BURN
+
+        # Generous bounds: a stalled event loop answers after minutes (or never), a free one at once.
+        with httpx.Client(base_url=hub.url, timeout=10) as probe:
+            assert probe.get("/healthz").status_code == 200
+        assert api.http.get("/api/v1/org", timeout=10).status_code == 200
+        assert api.run(run_id)["status"] == "running", "the run was meant to be busy during the calls"
+
+        run = api.wait(run_id, timeout=60)
+        assert run["status"] == "failed"
+        assert "time budget of 8 s" in run["error"], run["error"]
+        burns = [s for s in run["steps"] if s["stepId"] == "burn"]
+        assert burns and all("time budget" in (s["error"] or "") for s in burns), burns
+    finally:
+        stop(hub.process)
+
+
+def test_a_killed_worker_is_replaced_and_workers_stop_with_the_hub(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path, env=hub_env("", IHUB_WORKERS="2"))
+    try:
+        deadline = time.monotonic() + 20
+        while len(children(hub.process.pid)) < 2:
+            assert time.monotonic() < deadline, "ihub serve did not start two workers"
+            time.sleep(0.1)
+        first = children(hub.process.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = children(hub.process.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, f"the killed worker was not replaced: {first} -> {now}"
+            time.sleep(0.1)
+        api = Api(hub.url, hub.user_id, hub.secret)
+        project = api.project(DEFINITION, [])
+        flow_id = next(f["id"] for f in project["flows"] if f["key"] == "quick")
+        runs = [api.trigger(flow_id, {}) for _ in range(6)]
+        assert [api.wait(run_id, timeout=30)["status"] for run_id in runs] == ["succeeded"] * 6
+        workers = children(hub.process.pid)
+    finally:
+        stop(hub.process)
+    assert hub.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped on
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
