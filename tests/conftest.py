@@ -218,3 +218,8 @@ def live_hub(tmp_path: Path) -> Iterator[LiveHub]:
     hub = start_hub(tmp_path)
     yield hub
     stop_hub(hub)
+
+
+# -- added for issue 7 (tests that catch what users would hit) -------------------------------------
+
+from clock import clock  # noqa: E402, F401 - a fixture: a clock tests can move (tests/clock.py)
