@@ -35,3 +35,19 @@ async def snapshot(sessions: async_sessionmaker[AsyncSession]) -> Snapshot:
 
 def changed_tables(before: Snapshot, after: Snapshot) -> set[str]:
     return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+class NothingWritten:
+    """`async with NothingWritten(app): ...` fails if the block changed any row (for refused requests)."""
+
+    def __init__(self, app: Any) -> None:
+        self.sessions = app.state.context.sessions
+
+    async def __aenter__(self) -> NothingWritten:
+        self.before = await snapshot(self.sessions)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            changed = changed_tables(self.before, await snapshot(self.sessions))
+            assert not changed, f"a refused request changed {sorted(changed)}"
