@@ -239,3 +239,8 @@ def start_live_hub(tmp_path: Path) -> Iterator[object]:
     yield start
     for hub in hubs:
         stop_hub(hub)
+
+
+# -- added for issue 7 (tests that catch what users would hit) -------------------------------------
+
+from clock import clock  # noqa: E402, F401 - a fixture: a clock tests can move (tests/clock.py)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from incoming_support import PUBLIC_URL, Incoming
+
+from db_snapshot import NothingWritten
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +102,7 @@ async def test_weak_private_and_foreign_keys_are_refused(incoming: Incoming) -> 
     assert response.status_code == 400 and "P-256" in response.json()["metadata"]["message"]
 
 
-async def test_who_may_see_and_manage_triggers(incoming: Incoming) -> None:
+async def test_who_may_see_and_manage_triggers(app: Any, incoming: Incoming) -> None:
     flow = incoming.flows["create-issue"]
     created = (await incoming.create(flow)).json()["triggers"][0]
     iss, kid = created["iss"], created["kid"]
@@ -112,7 +116,8 @@ async def test_who_may_see_and_manage_triggers(incoming: Incoming) -> None:
         ("DELETE", f"/api/v1/flow/{flow}/trigger/jwt/{iss}/key/{kid}", None),
         ("DELETE", f"/api/v1/flow/{flow}/trigger/jwt/{iss}", None),
     ]:
-        response = await incoming.client.request(method, url, json=body, headers=member)
+        async with NothingWritten(app):
+            response = await incoming.client.request(method, url, json=body, headers=member)
         assert response.status_code == 403, (method, url, response.text)
     response = await incoming.client.post(f"/api/v1/flow/{flow}/trigger/jwt", json={"generateKey": True}, headers=admin)
     assert response.status_code == 200
@@ -120,7 +125,8 @@ async def test_who_may_see_and_manage_triggers(incoming: Incoming) -> None:
     # An Owner of a sibling organization does not see the flow at all.
     sibling = await incoming.login(await incoming.org(), "Owner")
     for method, url in [("GET", f"/api/v1/flow/{flow}/trigger/jwt"), ("POST", f"/api/v1/flow/{flow}/trigger/jwt")]:
-        response = await incoming.client.request(method, url, json={"generateKey": True}, headers=sibling)
+        async with NothingWritten(app):
+            response = await incoming.client.request(method, url, json={"generateKey": True}, headers=sibling)
         assert response.status_code == 404, response.text
     assert (await incoming.client.get(f"/api/v1/flow/{flow}/trigger/jwt")).status_code == 401
     assert (await incoming.client.get("/api/v1/flow/999999/trigger/jwt", headers=incoming.auth)).status_code == 404

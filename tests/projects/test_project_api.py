@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from db_snapshot import NothingWritten
+
 pytestmark = pytest.mark.anyio
 
 SLOTS = [
@@ -229,12 +231,17 @@ async def test_every_role_manages_projects_in_its_subtree(client, hub, role):
         url, json={"connections": [{"id": "jira", "details": {"type": "jira"}}]}, headers=caller
     )
     assert response.status_code == 200
+    # The effect, read back as the root Owner.
+    seen = (await client.get(url, headers=hub.auth)).json()["projects"][0]
+    assert seen["name"] == "mine" and seen["orgId"] == below
+    assert [c["id"] for c in seen["connections"]] == ["jira"]
     assert (await client.get(f"/api/v1/project/org/{below}", headers=caller)).status_code == 200
     assert (await client.get(url, headers=caller)).status_code == 200
     assert (await client.delete(url, headers=caller)).status_code == 200
+    assert (await client.get(url, headers=hub.auth)).status_code == 404
 
 
-async def test_outside_subtree_is_404_and_no_token_is_401(client, hub):
+async def test_outside_subtree_is_404_and_no_token_is_401(client, hub, app):
     org_a = await hub.org()
     org_b = await hub.org()
     template = await hub.template("1")
@@ -250,10 +257,11 @@ async def test_outside_subtree_is_404_and_no_token_is_401(client, hub):
         ("GET", "/api/v1/project/0", None),
         ("GET", "/api/v1/project/abc", None),
     ]:
-        response = await client.request(method, target, json=body, headers=caller)
-        assert response.status_code == 404, (method, target, response.text)
-        response = await client.request(method, target, json=body)
-        assert response.status_code == 401, (method, target, response.text)
+        async with NothingWritten(app):
+            response = await client.request(method, target, json=body, headers=caller)
+            assert response.status_code == 404, (method, target, response.text)
+            response = await client.request(method, target, json=body)
+            assert response.status_code == 401, (method, target, response.text)
     # Nothing changed.
     response = await client.get(url, headers=hub.auth)
     assert response.json()["projects"][0]["name"] == project_b["name"]

@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from db_snapshot import NothingWritten
+
 pytestmark = pytest.mark.anyio
 
 
@@ -72,12 +74,13 @@ async def test_owner_may_generate_for_users_in_subtree_only(client, api):
 
 
 @pytest.mark.parametrize("role", ["Admin", "Member"])
-async def test_admins_and_members_may_not_generate_keys(client, api, role):
+async def test_admins_and_members_may_not_generate_keys(client, api, app, role):
     caller = await api.add_user("1", role)
     member = await api.add_user("1", "Member", with_key=False)
     headers = await token_for(client, caller)
     for target in (caller, member):
-        response = await client.post(f"/api/v1/user/{target.user_id}/key", headers=headers)
+        async with NothingWritten(app):
+            response = await client.post(f"/api/v1/user/{target.user_id}/key", headers=headers)
         assert response.status_code == 403, response.text
         assert "Owner" in response.json()["metadata"]["message"]
     # Nothing changed: the caller's own secret still works.

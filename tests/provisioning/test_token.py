@@ -83,9 +83,25 @@ async def test_authorization_bare_or_bearer(client, owner_token):
 
 
 @pytest.mark.parametrize("settings_overrides", [{"api_token_ttl_seconds": 120}])
-async def test_ttl_is_configurable(client, owner):
+async def test_ttl_is_configurable_and_enforced(client, owner, clock):
+    """IHUB_API_TOKEN_TTL_SECONDS by its effect: the token works until its lifetime is over, then never."""
     response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
-    assert response.json()["tokens"][0]["expiresIn"] == 120
+    entry = response.json()["tokens"][0]
+    assert entry["expiresIn"] == 120
+    assert datetime.fromisoformat(entry["expires"]) < datetime.now(UTC) + timedelta(seconds=125)
+    clock.advance_to(110)
+    assert (await orgs_with(client, entry["token"])).status_code == 200
+    clock.advance_to(130)
+    response = await orgs_with(client, entry["token"])
+    assert response.status_code == 401
+    assert "expired" in response.json()["metadata"]["message"]
+
+
+async def test_default_ttl_is_an_hour(client, owner_token, clock):
+    clock.advance_to(3500)
+    assert (await orgs_with(client, owner_token)).status_code == 200
+    clock.advance_to(3610)
+    assert (await orgs_with(client, owner_token)).status_code == 401
 
 
 # -- tokens that must not work -------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+
+from db_snapshot import NothingWritten
 
 pytestmark = pytest.mark.anyio
 
@@ -92,15 +96,18 @@ async def test_inherited_templates_are_listed_and_readable(client, hub):
     assert response.status_code == 404
 
 
-async def test_inherited_templates_are_read_only_below(client, hub):
+async def test_inherited_templates_are_read_only_below(client, hub, app):
     child = await hub.org()
     root_tpl = await hub.template("1")
     owner_below = await hub.login(child, "Owner")
-    response = await client.put(f"/api/v1/template/{root_tpl['id']}", json={"description": "x"}, headers=owner_below)
-    assert response.status_code == 403
-    assert "read-only" in message(response)
-    response = await client.delete(f"/api/v1/template/{root_tpl['id']}", headers=owner_below)
-    assert response.status_code == 403
+    async with NothingWritten(app):
+        response = await client.put(
+            f"/api/v1/template/{root_tpl['id']}", json={"description": "x"}, headers=owner_below
+        )
+        assert response.status_code == 403
+        assert "read-only" in message(response)
+        response = await client.delete(f"/api/v1/template/{root_tpl['id']}", headers=owner_below)
+        assert response.status_code == 403
     # The owner below may create templates in their own org, and names are per org.
     response = await client.post(
         f"/api/v1/template/org/{child}",
@@ -110,7 +117,7 @@ async def test_inherited_templates_are_read_only_below(client, hub):
     assert response.status_code == 200, response.text
 
 
-async def test_outside_subtree_is_404(client, hub):
+async def test_outside_subtree_is_404(client, hub, app):
     org_a = await hub.org()
     org_b = await hub.org()
     tpl_b = await hub.template(org_b)
@@ -124,27 +131,43 @@ async def test_outside_subtree_is_404(client, hub):
         ("GET", "/api/v1/template/999999", None),
         ("GET", "/api/v1/template/not-a-number", None),
     ]:
-        response = await client.request(method, url, json=body, headers=admin_a)
+        async with NothingWritten(app):
+            response = await client.request(method, url, json=body, headers=admin_a)
         assert response.status_code == 404, (method, url, response.text)
         assert response.json()["metadata"]["status"] == 404
 
 
 @pytest.mark.parametrize("role,allowed", [("Owner", True), ("Admin", True), ("Member", False)])
-async def test_roles_writing_templates(client, hub, role, allowed):
+async def test_roles_writing_templates(client, hub, app, role, allowed):
     org = await hub.org()
     existing = await hub.template(org)
     caller = await hub.login(org, role)
-    responses = [
-        await client.post(
-            f"/api/v1/template/org/{org}", json={"name": "mine", "definition": hub.definition()}, headers=caller
-        ),
-        await client.put(f"/api/v1/template/{existing['id']}", json={"description": "changed"}, headers=caller),
-        await client.delete(f"/api/v1/template/{existing['id']}", headers=caller),
-    ]
+
+    async def templates_in_org() -> dict[str, str]:
+        response = await client.get(f"/api/v1/org/{org}/templates", headers=hub.auth)
+        return {t["name"]: t["description"] for t in response.json()["templates"] if t["orgId"] == org}
+
+    before = await templates_in_org()
+    async with NothingWritten(app) if not allowed else contextlib.nullcontext():
+        responses = [
+            await client.post(
+                f"/api/v1/template/org/{org}", json={"name": "mine", "definition": hub.definition()}, headers=caller
+            ),
+            await client.put(f"/api/v1/template/{existing['id']}", json={"description": "changed"}, headers=caller),
+        ]
+        after_update = await templates_in_org()
+        responses.append(await client.delete(f"/api/v1/template/{existing['id']}", headers=caller))
     for response in responses:
         assert response.status_code == (200 if allowed else 403), response.text
         if not allowed:
             assert response.json()["metadata"]["code"] == "forbidden"
+            assert "Owner or Admin" in response.json()["metadata"]["message"]
+    # The effect, read back as the root Owner: created, changed, deleted; or nothing at all.
+    if allowed:
+        assert after_update == {**before, "mine": "", existing["name"]: "changed"}
+        assert await templates_in_org() == {"mine": ""}
+    else:
+        assert after_update == before == await templates_in_org()
     # Everyone may read.
     response = await client.get(f"/api/v1/org/{org}/templates", headers=caller)
     assert response.status_code == 200

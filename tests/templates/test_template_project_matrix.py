@@ -6,6 +6,9 @@
 Each case gets a fresh target org (under A1 = inside, under B = outside) holding a template used by a
 project and an unused template. Inside, the role decides (200 or 403); outside, everything is 404.
 All cases run in one test per backend (one app, one set of callers) and report every mismatch at once.
+
+Each case also checks the effect, from a snapshot of the whole database before and after: a refused request
+(403/404) and every read leave it identical; an allowed write changes the row's table.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 
 import pytest
 
+from db_snapshot import changed_tables, snapshot
+
 pytestmark = pytest.mark.anyio
 
 EVERYONE = {"Owner", "Admin", "Member"}
 MANAGERS = {"Owner", "Admin"}
+TEMPLATES, PROJECTS = "templates", "projects"
 
 
 @dataclass(frozen=True)
@@ -29,16 +35,32 @@ class Row:
     path: str
     allowed: set[str]
     body: Any = None
+    # The table an allowed request must change; None for reads (which must change nothing).
+    changes: str | None = None
 
 
 ROWS = [
     Row("list templates", "GET", "/api/v1/org/{org}/templates", EVERYONE),
-    Row("create template", "POST", "/api/v1/template/org/{org}", MANAGERS, {"name": "new-{uid}", "definition": {}}),
+    Row(
+        "create template",
+        "POST",
+        "/api/v1/template/org/{org}",
+        MANAGERS,
+        {"name": "new-{uid}", "definition": {}},
+        TEMPLATES,
+    ),
     Row("get template", "GET", "/api/v1/template/{tpl}", EVERYONE),
-    Row("update template", "PUT", "/api/v1/template/{tpl}", MANAGERS, {"description": "changed"}),
-    Row("delete template", "DELETE", "/api/v1/template/{free_tpl}", MANAGERS),
+    Row("update template", "PUT", "/api/v1/template/{tpl}", MANAGERS, {"description": "changed"}, TEMPLATES),
+    Row("delete template", "DELETE", "/api/v1/template/{free_tpl}", MANAGERS, changes=TEMPLATES),
     Row("list projects", "GET", "/api/v1/project/org/{org}", EVERYONE),
-    Row("create project", "POST", "/api/v1/project/org/{org}", EVERYONE, {"name": "p-{uid}", "templateId": "{tpl}"}),
+    Row(
+        "create project",
+        "POST",
+        "/api/v1/project/org/{org}",
+        EVERYONE,
+        {"name": "p-{uid}", "templateId": "{tpl}"},
+        PROJECTS,
+    ),
     Row("get project", "GET", "/api/v1/project/{prj}", EVERYONE),
     Row(
         "update project",
@@ -46,8 +68,9 @@ ROWS = [
         "/api/v1/project/{prj}",
         EVERYONE,
         {"name": "renamed-{uid}", "connections": [{"id": "jira", "details": {"type": "jira"}}]},
+        PROJECTS,
     ),
-    Row("delete project", "DELETE", "/api/v1/project/{prj}", EVERYONE),
+    Row("delete project", "DELETE", "/api/v1/project/{prj}", EVERYONE, changes=PROJECTS),
 ]
 
 
@@ -61,7 +84,7 @@ def fill(value: Any, targets: dict[str, str]) -> Any:
     return value
 
 
-async def test_permission_matrix(client, hub):
+async def test_permission_matrix(client, hub, app):
     a = await hub.org("A")
     sides = {"inside": await hub.org("A1", parent=a), "outside": await hub.org("B")}
     callers = {role: await hub.login(a, role) for role in sorted(EVERYONE)}
@@ -81,15 +104,24 @@ async def test_permission_matrix(client, hub):
                     "prj": (await hub.project(org, template["id"]))["id"],
                 }
                 expected = (200 if role in row.allowed else 403) if side == "inside" else 404
+                before = await snapshot(app.state.context.sessions)
                 response = await client.request(
                     row.method, fill(row.path, targets), json=fill(row.body, targets), headers=headers
                 )
+                changed = changed_tables(before, await snapshot(app.state.context.sessions))
                 cases += 1
-                ok = response.status_code == expected
-                if ok and expected != 200:
+                case = f"{row.name} as {role} ({side})"
+                if response.status_code != expected:
+                    mismatches.append(f"{case}: expected {expected}, got {response.text}")
+                elif expected != 200:
                     metadata = response.json()["metadata"]
-                    ok = metadata["status"] == expected and bool(metadata["message"])
-                if not ok:
-                    mismatches.append(f"{row.name} as {role} ({side}): expected {expected}, got {response.text}")
+                    if not (metadata["status"] == expected and metadata["message"]):
+                        mismatches.append(f"{case}: error body {response.text}")
+                    if changed:
+                        mismatches.append(f"{case}: refused with {expected}, yet {sorted(changed)} changed")
+                elif row.changes is None and changed:
+                    mismatches.append(f"{case}: a read changed {sorted(changed)}")
+                elif row.changes is not None and row.changes not in changed:
+                    mismatches.append(f"{case}: answered 200 but {row.changes} is unchanged")
     assert cases == len(ROWS) * 3 * 2
     assert not mismatches, "\n".join(mismatches)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pytest
 
+from db_snapshot import NothingWritten
 from ihub.projects.models import Project
 from ihub.templates.models import Template
 
@@ -265,17 +266,18 @@ async def test_cascade_deletes_the_subtree_with_its_users(client, app, api):
     assert (await client.get("/api/v1/org", headers=owner_headers)).status_code == 401
 
 
-async def test_root_and_own_org_are_never_deleted(client, api):
+async def test_root_and_own_org_are_never_deleted(client, api, app):
     a = await api.add_org("A", "1")
     owner_a = await api.headers_for(await api.add_user(a, "Owner"))
     for query in ("", "?cascade=true"):
-        root = await client.delete(f"/api/v1/org/1{query}", headers=api.auth)
-        assert root.status_code == 403, root.text
-        assert "root" in root.json()["metadata"]["message"]
-        own = await client.delete(f"/api/v1/org/{a}{query}", headers=owner_a)
-        assert own.status_code == 403, own.text
-        assert "own organization" in own.json()["metadata"]["message"]
-        assert (await client.delete(f"/api/v1/org/1{query}", headers=owner_a)).status_code == 404
+        async with NothingWritten(app):
+            root = await client.delete(f"/api/v1/org/1{query}", headers=api.auth)
+            assert root.status_code == 403, root.text
+            assert "root" in root.json()["metadata"]["message"]
+            own = await client.delete(f"/api/v1/org/{a}{query}", headers=owner_a)
+            assert own.status_code == 403, own.text
+            assert "own organization" in own.json()["metadata"]["message"]
+            assert (await client.delete(f"/api/v1/org/1{query}", headers=owner_a)).status_code == 404
     assert await api.org_ids(api.auth) == {"1", a}
 
 

@@ -9,6 +9,9 @@ Each case gets fresh targets so cases cannot disturb each other: an org under A1
 (outside), holding an empty child org and one user of each role. Expected: inside → 200 when the role is
 allowed, else 403; outside → 404 for everyone (existence is not revealed).
 
+Every case also checks the effect, from a snapshot of the whole database before and after the request: a
+refused request (403/404) and every read leave it identical; an allowed write changes the row's table.
+
 EXTENSION POINT: to cover another domain (templates, projects ...), append `Row`s to `ROWS` and, if the
 rows need new kinds of targets, a builder to `TARGET_BUILDERS` that creates them in the target org and
 returns their ids by placeholder name.
@@ -30,6 +33,7 @@ import pytest
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 
+from db_snapshot import changed_tables, snapshot
 from ihub.app import create_app
 from ihub.bootstrap import initialize
 from ihub.config import Settings
@@ -43,6 +47,7 @@ ROLES = (OWNER, ADMIN, MEMBER)
 EVERYONE = frozenset(ROLES)
 MANAGERS = frozenset({OWNER, ADMIN})
 OWNERS = frozenset({OWNER})
+ORGS, USERS, KEYS = "organizations", "users", "api_keys"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class Row:
     body: Any = None
     # False for requests that name no target (such as listing the caller's own orgs): inside only.
     targeted: bool = True
+    # The table an allowed request must change; None for reads (which must change nothing).
+    changes: str | None = None
 
 
 def new_user(role: str) -> dict[str, str]:
@@ -67,29 +74,36 @@ ROWS: list[Row] = [
     # organizations
     Row("list orgs", "GET", "/api/v1/org", EVERYONE, targeted=False),
     Row("get org", "GET", "/api/v1/org/{org}", EVERYONE),
-    Row("create org under target", "POST", "/api/v1/org", OWNERS, {"name": "sub-{uid}", "parentId": "{org}"}),
-    Row("rename org", "PUT", "/api/v1/org/{org}", OWNERS, {"name": "renamed-{uid}"}),
-    Row("move org", "PUT", "/api/v1/org/{leaf}", OWNERS, {"parentId": "{member_org}"}),
-    Row("delete empty org", "DELETE", "/api/v1/org/{leaf}", OWNERS),
-    Row("delete org with cascade", "DELETE", "/api/v1/org/{org}?cascade=true", OWNERS),
+    Row(
+        "create org under target",
+        "POST",
+        "/api/v1/org",
+        OWNERS,
+        {"name": "sub-{uid}", "parentId": "{org}"},
+        changes=ORGS,
+    ),
+    Row("rename org", "PUT", "/api/v1/org/{org}", OWNERS, {"name": "renamed-{uid}"}, changes=ORGS),
+    Row("move org", "PUT", "/api/v1/org/{leaf}", OWNERS, {"parentId": "{member_org}"}, changes=ORGS),
+    Row("delete empty org", "DELETE", "/api/v1/org/{leaf}", OWNERS, changes=ORGS),
+    Row("delete org with cascade", "DELETE", "/api/v1/org/{org}?cascade=true", OWNERS, changes=ORGS),
     # users
     Row("list users", "GET", "/api/v1/user/org/{org}", EVERYONE),
-    Row("create Member", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(MEMBER)]),
-    Row("create Admin", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(ADMIN)]),
-    Row("create Owner", "POST", "/api/v1/user/org/{org}", OWNERS, [new_user(OWNER)]),
+    Row("create Member", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(MEMBER)], changes=USERS),
+    Row("create Admin", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(ADMIN)], changes=USERS),
+    Row("create Owner", "POST", "/api/v1/user/org/{org}", OWNERS, [new_user(OWNER)], changes=USERS),
     Row("get user", "GET", "/api/v1/user/{member}", EVERYONE),
-    Row("rename Member", "PUT", "/api/v1/user/{member}", MANAGERS, {"name": "renamed-{uid}"}),
-    Row("rename Admin", "PUT", "/api/v1/user/{admin}", MANAGERS, {"name": "renamed-{uid}"}),
-    Row("rename Owner", "PUT", "/api/v1/user/{owner}", OWNERS, {"name": "renamed-{uid}"}),
-    Row("make Member an Admin", "PUT", "/api/v1/user/{member}", MANAGERS, {"role": ADMIN}),
-    Row("make Member an Owner", "PUT", "/api/v1/user/{member}", OWNERS, {"role": OWNER}),
-    Row("make Owner a Member", "PUT", "/api/v1/user/{owner}", OWNERS, {"role": MEMBER}),
-    Row("delete Member", "DELETE", "/api/v1/user/{member}", MANAGERS),
-    Row("delete Admin", "DELETE", "/api/v1/user/{admin}", MANAGERS),
-    Row("delete Owner", "DELETE", "/api/v1/user/{owner}", OWNERS),
+    Row("rename Member", "PUT", "/api/v1/user/{member}", MANAGERS, {"name": "renamed-{uid}"}, changes=USERS),
+    Row("rename Admin", "PUT", "/api/v1/user/{admin}", MANAGERS, {"name": "renamed-{uid}"}, changes=USERS),
+    Row("rename Owner", "PUT", "/api/v1/user/{owner}", OWNERS, {"name": "renamed-{uid}"}, changes=USERS),
+    Row("make Member an Admin", "PUT", "/api/v1/user/{member}", MANAGERS, {"role": ADMIN}, changes=USERS),
+    Row("make Member an Owner", "PUT", "/api/v1/user/{member}", OWNERS, {"role": OWNER}, changes=USERS),
+    Row("make Owner a Member", "PUT", "/api/v1/user/{owner}", OWNERS, {"role": MEMBER}, changes=USERS),
+    Row("delete Member", "DELETE", "/api/v1/user/{member}", MANAGERS, changes=USERS),
+    Row("delete Admin", "DELETE", "/api/v1/user/{admin}", MANAGERS, changes=USERS),
+    Row("delete Owner", "DELETE", "/api/v1/user/{owner}", OWNERS, changes=USERS),
     # keys
-    Row("key for Member", "POST", "/api/v1/user/{member}/key", OWNERS),
-    Row("key for Owner", "POST", "/api/v1/user/{owner}/key", OWNERS),
+    Row("key for Member", "POST", "/api/v1/user/{member}/key", OWNERS, changes=KEYS),
+    Row("key for Owner", "POST", "/api/v1/user/{owner}/key", OWNERS, changes=KEYS),
 ]
 
 
@@ -97,6 +111,7 @@ ROWS: list[Row] = [
 class Hub:
     client: httpx.AsyncClient
     root: dict[str, str]
+    sessions: Any = None
     orgs: dict[str, str] = field(default_factory=dict)
     callers: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -180,7 +195,7 @@ async def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             response = await client.post(
                 "/api/v1/token", json={"userId": str(first.user_id), "nonce": nonce, "hash": digest}
             )
-            hub = Hub(client, {"Authorization": response.json()["tokens"][0]["token"]})
+            hub = Hub(client, {"Authorization": response.json()["tokens"][0]["token"]}, context.sessions)
             a = await hub.org("A", "1")
             hub.orgs = {"A": a, "A1": await hub.org("A1", a), "B": await hub.org("B", "1")}
             callers = await hub.users(a, *ROLES)
@@ -204,8 +219,15 @@ async def test_permission_matrix(hub: Hub, row: Row, role: str, side: str):
         targets.update(await build(hub, org, uid))
     # Outside the subtree everything is 404; inside, the role decides.
     expected = (200 if role in row.allowed else 403) if side == "inside" else 404
+    before = await snapshot(hub.sessions)
     response = await hub.call(row.method, fill(row.path, targets), hub.callers[role], fill(row.body, targets))
+    changed = changed_tables(before, await snapshot(hub.sessions))
     assert response.status_code == expected, f"{row.method} {row.path} as {role} ({side}): {response.text}"
     if expected != 200:
         metadata = response.json()["metadata"]
         assert metadata["status"] == expected and metadata["message"]
+        assert not changed, f"refused with {expected}, yet {sorted(changed)} changed"
+    elif row.changes is None:
+        assert not changed, f"a read changed {sorted(changed)}"
+    else:
+        assert row.changes in changed, f"answered 200 but {row.changes} is unchanged"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from db_snapshot import NothingWritten
+
 pytestmark = pytest.mark.anyio
 
 SEED_USERS = [
@@ -177,35 +179,45 @@ async def test_put_validation_and_conflicts(client, api):
     assert same.status_code == 200
 
 
-async def test_nobody_deletes_or_demotes_themselves(client, api, owner):
-    response = await client.delete(f"/api/v1/user/{owner.user_id}", headers=api.auth)
-    assert response.status_code == 403
-    response = await client.put(f"/api/v1/user/{owner.user_id}", json={"role": "Member"}, headers=api.auth)
-    assert response.status_code == 403
+async def test_nobody_deletes_or_demotes_themselves(client, api, owner, app):
+    async with NothingWritten(app):
+        response = await client.delete(f"/api/v1/user/{owner.user_id}", headers=api.auth)
+        assert response.status_code == 403
+        assert response.json()["metadata"]["message"] == "you cannot delete yourself"
+        response = await client.put(f"/api/v1/user/{owner.user_id}", json={"role": "Member"}, headers=api.auth)
+        assert response.status_code == 403
+        assert response.json()["metadata"]["message"] == "you cannot change your own role"
     assert (await client.get(f"/api/v1/user/{owner.user_id}", headers=api.auth)).json()["users"][0]["role"] == "Owner"
     # Renaming oneself is fine.
     assert (await client.put(f"/api/v1/user/{owner.user_id}", json={"name": "Me"}, headers=api.auth)).status_code == 200
 
 
-async def test_admin_manages_members_and_admins_but_not_owners(client, api):
+async def test_admin_manages_members_and_admins_but_not_owners(client, api, app):
     admin = await api.add_user("1", "Admin")
     headers = await api.headers_for(admin)
     member, other_admin, an_owner = await api.add_users("1", "Member", "Admin", "Owner")
     assert (
         await client.put(f"/api/v1/user/{member.user_id}", json={"role": "Admin"}, headers=headers)
     ).status_code == 200
-    promote = await client.put(f"/api/v1/user/{member.user_id}", json={"role": "Owner"}, headers=headers)
-    assert promote.status_code == 403
+    async with NothingWritten(app):
+        promote = await client.put(f"/api/v1/user/{member.user_id}", json={"role": "Owner"}, headers=headers)
+        assert promote.status_code == 403
+        assert promote.json()["metadata"]["message"] == "only an Owner may make a user an Owner"
+    assert (await client.get(f"/api/v1/user/{member.user_id}", headers=api.auth)).json()["users"][0]["role"] == "Admin"
     assert (await client.delete(f"/api/v1/user/{other_admin.user_id}", headers=headers)).status_code == 200
-    assert (await client.delete(f"/api/v1/user/{an_owner.user_id}", headers=headers)).status_code == 403
-    create_owner = await client.post(
-        "/api/v1/user/org/1",
-        json=[
-            {"name": "m", "email": "m@example.com", "role": "Member"},
-            {"name": "o", "email": "o@example.com", "role": "Owner"},
-        ],
-        headers=headers,
-    )
-    assert create_owner.status_code == 403
+    assert (await client.get(f"/api/v1/user/{other_admin.user_id}", headers=api.auth)).status_code == 404
+    async with NothingWritten(app):
+        refused = await client.delete(f"/api/v1/user/{an_owner.user_id}", headers=headers)
+        assert refused.status_code == 403
+        assert refused.json()["metadata"]["message"] == "only an Owner may delete an Owner"
+        create_owner = await client.post(
+            "/api/v1/user/org/1",
+            json=[
+                {"name": "m", "email": "m@example.com", "role": "Member"},
+                {"name": "o", "email": "o@example.com", "role": "Owner"},
+            ],
+            headers=headers,
+        )
+        assert create_owner.status_code == 403
     assert create_owner.json()["metadata"]["message"].startswith("users[1].role")
     assert "m@example.com" not in await emails_in(client, api.auth, "1")
