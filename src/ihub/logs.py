@@ -11,7 +11,7 @@ import structlog
 # in a query string, a Slack webhook URL that is the whole credential), httpcore logs hosts and headers at
 # DEBUG, and aiosqlite / SQLAlchemy print SQL parameters (connection settings, step data) at DEBUG / INFO.
 # They stay at WARNING whatever IHUB_LOG_LEVEL says; none of them warns with request contents.
-QUIET_LOGGERS = ("httpx", "httpcore", "aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
+QUIET_LOGGERS = ("httpx", "httpcore", "aiosqlite", "sqlalchemy.engine")
 
 
 def silence_sensitive_loggers() -> None:

@@ -185,3 +185,14 @@ async def test_tls_verifies_the_certificate_and_sends_sni_for_the_name(tmp_path:
         server.close()
         await server.wait_closed()
 
+
+
+async def test_redirects_are_answers_not_followed(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/go").respond_with_data(
+        "", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+    )
+    backend = Recording()
+    async with egress_client(LOOPBACK, inner=backend) as http:
+        response = await fetch(http, "GET", f"http://127.0.0.1:{httpserver.port}/go", deadline=5, max_bytes=1024)
+    assert response.status_code == 302
+    assert backend.hosts == ["127.0.0.1"]  # the Location was never connected to

@@ -57,6 +57,9 @@ async def test_refused_jwks_urls_are_refused_when_entered(incoming: Incoming) ->
         response = await incoming.create(flow, {"jwksUrl": url})
         assert response.status_code == 400, (url, response.text)
         assert "egress policy refuses" in response.json()["metadata"]["message"], url
+    for malformed in ("https://[::1/keys", "https://keys.example.test:99999/keys"):
+        response = await incoming.create(flow, {"jwksUrl": malformed})
+        assert response.status_code == 400 and response.json()["metadata"]["code"] == "invalid_key", malformed
     assert await triggers_of(incoming, flow) == []  # nothing was created
 
     good = await incoming.trigger(body={"jwksUrl": "https://jwks.example.test/keys"})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,52 @@ class FetchedResponse:
         return json.loads(self.content)
 
 
+class BoundedDecoder:
+    """Content-Encoding decoding (gzip, deflate: what httpx offers in Accept-Encoding) that never inflates
+    more than the caller has room for. httpx's own decoders inflate a whole network read at once, and 64 KiB
+    of gzip can hold 64 MiB; here each step yields at most `room + 1` bytes, so the cap check sees it first.
+    Unknown encodings pass through as received, as httpx does."""
+
+    def __init__(self, content_encoding: str) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        if len(codings) > 1:
+            raise httpx.DecodingError(f"stacked content encodings are not supported: {content_encoding[:100]}")
+        self.coding = codings[0] if codings else ""
+        self._inflater: Any = None
+        if self.coding in ("gzip", "x-gzip"):
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self.coding == "deflate":
+            # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate: decided on the first bytes.
+            self._inflater = zlib.decompressobj()
+        self._started = False
+
+    def decode(self, data: bytes, room: int) -> Iterator[bytes]:
+        if self._inflater is None:
+            yield data
+            return
+        try:
+            while data:
+                piece = self._inflater.decompress(data, max(room, 0) + 1)
+                self._started = True
+                room -= len(piece)
+                yield piece
+                data = self._inflater.unconsumed_tail
+        except zlib.error as error:
+            if self.coding == "deflate" and not self._started:
+                self._inflater, self.coding = zlib.decompressobj(-zlib.MAX_WBITS), "raw-deflate"
+                yield from self.decode(data, room)
+                return
+            raise httpx.DecodingError(f"the answer's {self.coding} encoding is broken: {error}") from None
+
+    def flush(self) -> bytes:
+        if self._inflater is None:
+            return b""
+        try:
+            return bytes(self._inflater.flush())
+        except zlib.error as error:
+            raise httpx.DecodingError(f"the answer's {self.coding} encoding is broken: {error}") from None
+
+
 async def fetch(
     http: httpx.AsyncClient, method: str, url: str, *, deadline: float, max_bytes: int, **request: Any
 ) -> FetchedResponse:
@@ -69,14 +117,20 @@ async def fetch(
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise ResponseTooLarge(max_bytes)
+                decoder = BoundedDecoder(response.headers.get("content-encoding", ""))
                 chunks: list[bytes] = []
                 received = 0
                 # Counted after content decoding: the cap is on what is held in memory.
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise ResponseTooLarge(max_bytes)
-                    chunks.append(chunk)
+                async for raw in response.aiter_raw():
+                    for piece in decoder.decode(raw, room=max_bytes - received):
+                        received += len(piece)
+                        if received > max_bytes:
+                            raise ResponseTooLarge(max_bytes)
+                        chunks.append(piece)
+                tail = decoder.flush()
+                if received + len(tail) > max_bytes:
+                    raise ResponseTooLarge(max_bytes)
+                chunks.append(tail)
                 return FetchedResponse(
                     response.status_code, response.headers, b"".join(chunks), response.charset_encoding or "utf-8"
                 )

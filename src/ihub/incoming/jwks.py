@@ -39,7 +39,11 @@ MAX_JWKS_BYTES = 64 * 1024
 def check_jwks_url(url: str, policy: EgressPolicy) -> str:
     """https anywhere the egress policy allows; plain http only to this machine (local test servers).
     A name is resolved and checked again on every fetch: here only what needs no DNS is refused."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - validates the port (a bad one raises ValueError)
+    except ValueError:
+        raise UnusableKey("jwksUrl must be an absolute https:// URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise UnusableKey("jwksUrl must be an absolute https:// URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
