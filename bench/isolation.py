@@ -21,8 +21,9 @@ loops (one request at a time each, 20 ms apart) for `--seconds` per phase, at mo
   slow-jwks             token requests for clients whose JWKS host drips 1 byte a second
   quiet-after           the quiet phase again (how much the machine itself drifted)
 
-Flow scenarios keep two runs in flight for the whole phase (a new one as soon as one finishes). After each
-phase the attack stops, its runs are cancelled and the bench waits (at most `--settle` s) for them to finish.
+Each phase runs on a fresh hub, so that what one attack leaves behind cannot slow down the next. Flow scenarios
+keep two runs in flight for the whole phase (a new one as soon as one finishes); when the phase ends the attack
+stops, its runs are cancelled and their outcome (waited for at most `--settle` s) is reported.
 A scenario the hub refuses to set up (a guard that rejects the flow at save time, for example) is reported,
 not fatal. Target: every phase's p99 within 2x of quiet, and zero errors.
 """
@@ -500,15 +501,15 @@ SCENARIOS = [
 ]
 
 
-async def run_phase(
-    name: str, hub: Hub, http: httpx.Client, token: str, target: str, args: argparse.Namespace
-) -> dict[str, Any]:
+async def run_phase(name: str, hub: Hub, target: str, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"scenario": name}
     try:
-        attack = build_attack(name, hub, http, token, target, args.settle)
+        token = login(hub)
+        with httpx.Client(base_url=hub.url, headers={"Authorization": token}, timeout=60) as http:
+            grant = token_client(http)
+            attack = build_attack(name, hub, http, token, target, args.settle)
     except (SetupError, httpx.HTTPError) as error:
         return {**row, "note": f"scenario not set up: {error}"[:200]}
-    grant = token_client(http)
     if attack is not None:
         await attack.start()
         await asyncio.sleep(1.0)  # let the attack take hold before measuring
@@ -522,6 +523,15 @@ async def run_phase(
             row[call]["statuses"] = result.statuses
     row["note"] = note
     return row
+
+
+def stop_hub(hub: Hub) -> None:
+    hub.process.terminate()
+    try:
+        hub.process.wait(10)
+    except subprocess.TimeoutExpired:
+        hub.process.kill()
+        hub.process.wait()
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -550,7 +560,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="measured time per phase (default 6)")
     parser.add_argument("--max-requests", type=int, default=300, help="cap per call per phase (default 300)")
-    parser.add_argument("--settle", type=float, default=60.0, help="longest wait for a phase's runs to end")
+    parser.add_argument("--settle", type=float, default=10.0, help="longest wait for a phase's runs to end")
     parser.add_argument("--only", default="", help="comma-separated scenarios (quiet is always measured)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     parser.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
@@ -564,26 +574,20 @@ def main() -> None:
         names = ["quiet", *[n for n in SCENARIOS if n in wanted and n != "quiet"]]
     targets, target = start_targets()
     started = time.monotonic()
+    rows: list[dict[str, Any]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="ihub-isolation-") as tmp:
-            hub = start_hub(Path(tmp))
-            try:
-                token = login(hub)
-                rows = []
-                with httpx.Client(base_url=hub.url, headers={"Authorization": token}, timeout=60) as http:
-                    for name in names:
-                        row = asyncio.run(run_phase(name, hub, http, token, target, args))
-                        rows.append(row)
-                        print(json.dumps(row), file=sys.stderr, flush=True)
-                        if hub.process.poll() is not None:
-                            rows.append({"scenario": "(hub exited)", "note": f"exit code {hub.process.returncode}"})
-                            break
-            finally:
-                hub.process.terminate()
+        for name in names:
+            # A fresh hub per phase: whatever one attack leaves running cannot slow down the next phase.
+            with tempfile.TemporaryDirectory(prefix="ihub-isolation-") as tmp:
+                hub = start_hub(Path(tmp))
                 try:
-                    hub.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    hub.process.kill()
+                    row = asyncio.run(run_phase(name, hub, target, args))
+                    if hub.process.poll() is not None:
+                        row["note"] += f"; the hub exited (code {hub.process.returncode})"
+                finally:
+                    stop_hub(hub)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         targets.terminate()
     print(table(rows))

@@ -317,3 +317,22 @@ async def test_a_busy_write_connection_answers_503_in_each_error_format(app, cli
         assert_busy(token)
         assert token.json()["error"] == "temporarily_unavailable"
         await writer.rollback()
+
+
+async def test_the_sync_webhook_wait_reads_beside_a_held_write_transaction(app, client, auth) -> None:  # noqa: ANN001
+    from ihub.incoming.webhook import wait_for
+
+    definition = {"connections": [], "flows": [MANUAL_FLOW]}
+    response = await client.post("/api/v1/template/org/1", json={"name": "w", "definition": definition}, headers=auth)
+    template_id = response.json()["templates"][0]["id"]
+    response = await client.post("/api/v1/project/org/1", json={"name": "w", "templateId": template_id}, headers=auth)
+    flow_id = response.json()["projects"][0]["flows"][0]["id"]
+    run_id = (await client.post(f"/api/v1/flow/{flow_id}/run", json={}, headers=auth)).json()["runId"]
+    context = app.state.context
+    assert await wait_for(context, int(run_id), 60) is not None  # executed by the app's own executor
+    async with context.sessions() as writer:
+        await writer.execute(text("UPDATE organizations SET name = name WHERE id = 1"))
+        # The poll a waiting sync caller makes must not queue behind the writer (it would time out at 1 s).
+        outcome = await wait_for(context, int(run_id), 30)
+        assert outcome is not None and outcome.status == "succeeded"
+        await writer.rollback()

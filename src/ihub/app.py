@@ -180,9 +180,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         finally:
             for _, stop in reversed(hooks):
                 await stop(app)
-            await context.engine.dispose()
-            if context.read_engine is not None and context.read_engine is not context.engine:
-                await context.read_engine.dispose()
+            await context.engine.dispose()  # and the read engine with it (db/engine.py)
 
     app = FastAPI(
         title="ihub",

@@ -115,6 +115,13 @@ def create_read_engine(
         async_url(url), pool_size=SQLITE_READ_CONNECTIONS, max_overflow=0, pool_timeout=lock_timeout
     )
     _tune_sqlite(engine, lock_timeout, read_only=True)
+
+    @event.listens_for(write_engine.sync_engine, "engine_disposed")
+    def _dispose_readers(_engine: Any) -> None:
+        # Whoever disposes the write engine (serve's shutdown, a CLI command, a worker) closes the readers too:
+        # each aiosqlite connection is a non-daemon thread that would otherwise keep the process from exiting.
+        engine.sync_engine.dispose()
+
     return engine
 
 
