@@ -453,3 +453,12 @@ async def test_secrets_sealed_before_binding_still_work_and_are_bound_on_the_nex
     response = await put_connection(hub.client, hub.auth, project["id"], {"baseUrl": b.url()})
     assert response.json()["projects"][0]["connections"][0]["secretsSet"] == []
     assert stored_row(db_url, project["id"])[1] is None
+
+
+async def test_a_routing_header_written_into_the_row_stops_the_connection(hub, targets, db_url) -> None:
+    a, _ = targets
+    _, project = await make_project(hub, "http", {"baseUrl": a.url(), "authType": "bearer", "token": OLD + "row"})
+    edit_config(db_url, project["id"], headers={"X-Forwarded-Host": "tenant-b.example"})
+    run = await run_flow(hub, project)
+    assert run["status"] == "failed" and "'x-forwarded-host' is not allowed" in run["error"], run
+    assert a.seen == []

@@ -178,6 +178,9 @@ async def prepare_auth(
         return auth
     extra = fields.get("headers")
     if isinstance(extra, dict):
+        routing = ROUTING_HEADERS & {str(name).strip().lower() for name in extra}
+        if routing:  # refused when entered; a row stored before that rule, or edited directly, gets here
+            raise ConnectionError_(f"the connection's header {min(routing)!r} is not allowed beside its credentials")
         auth.headers.update({str(k): str(v) for k, v in extra.items()})
     kind = fields.get("authType") or "none"
     if kind == "none":
