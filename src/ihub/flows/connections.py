@@ -261,7 +261,9 @@ def _redaction_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
     if not forms:
         return None
     # One alternation, longest first: a secret containing another is replaced whole, never leaving a fragment.
-    return re.compile("|".join(sorted(forms, key=len, reverse=True)))
+    # REDACTED itself comes first and is replaced by itself, so that redacting twice changes nothing even for a
+    # secret that happens to be part of it ("dact").
+    return re.compile("|".join([re.escape(REDACTED), *sorted(forms, key=len, reverse=True)]))
 
 
 def _redactable(secrets: Iterable[str]) -> frozenset[str]:
