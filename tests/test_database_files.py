@@ -9,6 +9,7 @@ import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,35 +31,32 @@ def permissive_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def test_a_started_hub_keeps_its_database_files_private(permissive_umask, tmp_path: Path) -> None:
-    from conftest import start_hub, stop_hub  # the root conftest: `ihub init` then `ihub serve`
+@pytest.fixture
+def hub_under_umask(permissive_umask: None, request: pytest.FixtureRequest) -> Any:
+    """`ihub init` then `ihub serve` (the root conftest's live_hub), started after the umask is set."""
+    return request.getfixturevalue("live_hub")
 
-    hub = start_hub(tmp_path)
-    try:
-        data = Path(hub.env["IHUB_DATA_DIR"])
-        # Write through the API so the WAL and shared-memory files exist while the hub runs.
-        token = httpx.post(
-            hub.url + "/api/v1/token",
-            json={"userId": hub.user_id, "nonce": (nonce := uuid.uuid4().hex), "hash": _hash(hub.secret, nonce)},
-            timeout=10,
-        )
-        assert token.status_code == 200, token.text
-        created = httpx.post(
-            hub.url + "/api/v1/org",
-            json={"name": "files", "parentId": "1"},
-            headers={"Authorization": token.json()["tokens"][0]["token"]},
-            timeout=10,
-        )
-        assert created.status_code == 200, created.text
-        files = {p.name: mode(p) for p in data.iterdir()}
-        assert {"ihub.db", "ihub.db-wal", "ihub.db-shm"} <= set(files), files
-        assert {name: m for name, m in files.items() if name.startswith("ihub.db")} == {
-            "ihub.db": 0o600,
-            "ihub.db-wal": 0o600,
-            "ihub.db-shm": 0o600,
-        }
-    finally:
-        stop_hub(hub)
+
+def test_a_started_hub_keeps_its_database_files_private(hub_under_umask: Any) -> None:
+    hub = hub_under_umask
+    data = Path(hub.env["IHUB_DATA_DIR"])
+    # Write through the API so the WAL and shared-memory files exist while the hub runs.
+    nonce = uuid.uuid4().hex
+    token = httpx.post(
+        hub.url + "/api/v1/token",
+        json={"userId": hub.user_id, "nonce": nonce, "hash": _hash(hub.secret, nonce)},
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    created = httpx.post(
+        hub.url + "/api/v1/org",
+        json={"name": "files", "parentId": "1"},
+        headers={"Authorization": token.json()["tokens"][0]["token"]},
+        timeout=10,
+    )
+    assert created.status_code == 200, created.text
+    files = {p.name: mode(p) for p in data.iterdir() if p.name.startswith("ihub.db")}
+    assert files == {"ihub.db": 0o600, "ihub.db-wal": 0o600, "ihub.db-shm": 0o600}
 
 
 def test_existing_files_are_tightened(permissive_umask, tmp_path: Path) -> None:
@@ -71,8 +69,8 @@ def test_existing_files_are_tightened(permissive_umask, tmp_path: Path) -> None:
     connection.commit()
     assert mode(path) == 0o644 and mode(Path(f"{path}-wal")) == 0o644
     restrict_database_files(f"sqlite:///{path}")
-    connection.close()
     assert mode(path) == 0o600 and mode(Path(f"{path}-wal")) == 0o600
+    connection.close()
 
 
 def test_only_sqlite_files_are_touched(tmp_path: Path) -> None:

@@ -453,3 +453,31 @@ async def test_secrets_sealed_before_binding_still_work_and_are_bound_on_the_nex
     response = await put_connection(hub.client, hub.auth, project["id"], {"baseUrl": b.url()})
     assert response.json()["projects"][0]["connections"][0]["secretsSet"] == []
     assert stored_row(db_url, project["id"])[1] is None
+
+
+async def test_a_routing_header_written_into_the_row_stops_the_connection(hub, targets, db_url) -> None:
+    a, _ = targets
+    _, project = await make_project(hub, "http", {"baseUrl": a.url(), "authType": "bearer", "token": OLD + "row"})
+    edit_config(db_url, project["id"], headers={"X-Forwarded-Host": "tenant-b.example"})
+    run = await run_flow(hub, project)
+    assert run["status"] == "failed" and "'x-forwarded-host' is not allowed" in run["error"], run
+    assert a.seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://user:password@api.example.com", "must not contain a user name or password"),
+        ("https://", "must be an http:// or https:// URL"),
+        ("http://:8080/path", "must be an http:// or https:// URL"),
+    ],
+)
+async def test_url_fields_carry_no_credentials_and_name_a_host(hub, url: str, message: str) -> None:
+    """A URL is plain config (returned by the API, outside the binding) and must be one the origin check can
+    read: credentials in it, or a URL without a host, are refused when entered."""
+    org = await hub.org()
+    template = await hub.template(org, slots=[{"id": "jira", "type": "http", "name": "T"}], flows=[FLOW])
+    project = await hub.project(org, template["id"])
+    response = await put_connection(hub.client, hub.auth, project["id"], {"baseUrl": url})
+    assert response.status_code == 400 and message in response.text, response.text
+    assert "password@" not in response.text

@@ -192,6 +192,9 @@ async def prepare_auth(
         return auth
     extra = fields.get("headers")
     if isinstance(extra, dict):
+        routing = ROUTING_HEADERS & {str(name).strip().lower() for name in extra}
+        if routing:  # refused when entered; a row stored before that rule, or edited directly, gets here
+            raise ConnectionError_(f"the connection's header {min(routing)!r} is not allowed beside its credentials")
         auth.headers.update({str(k): str(v) for k, v in extra.items()})
     kind = fields.get("authType") or "none"
     if kind == "none":
@@ -272,7 +275,9 @@ def _redaction_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
     if not forms:
         return None
     # One alternation, longest first: a secret containing another is replaced whole, never leaving a fragment.
-    return re.compile("|".join(sorted(forms, key=len, reverse=True)))
+    # REDACTED itself comes first and is replaced by itself, so that redacting twice changes nothing even for a
+    # secret that happens to be part of it ("dact").
+    return re.compile("|".join([re.escape(REDACTED), *sorted(forms, key=len, reverse=True)]))
 
 
 def _redactable(secrets: Iterable[str]) -> frozenset[str]:

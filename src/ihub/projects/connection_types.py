@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from ihub.common.errors import ApiError
-from ihub.flows.connections import ROUTING_HEADERS
+from ihub.flows.connections import ROUTING_HEADERS, origin
 
 # Longest value accepted for one field; keeps a connection row (and its sealed secrets) small.
 MAX_VALUE_LENGTH = 8192
@@ -228,8 +230,11 @@ def _check_value(spec: Field, value: Any, where: str) -> Any:
         raise bad("must not be empty (send null to clear it)")
     if len(value) > MAX_VALUE_LENGTH:
         raise bad(f"longer than {MAX_VALUE_LENGTH} characters")
-    if spec.kind == "url" and not value.lower().startswith(("https://", "http://")):
+    if spec.kind == "url" and (not value.lower().startswith(("https://", "http://")) or origin(value) is None):
         raise bad("must be an http:// or https:// URL")
+    if spec.kind == "url" and not spec.secret and httpx.URL(value).userinfo:
+        # The URL is plain config, returned by the API and outside the credential binding: no credentials in it.
+        raise bad("must not contain a user name or password (use the connection's secret fields)")
     if spec.kind == "email" and ("@" not in value or value.startswith("@") or value.endswith("@")):
         raise bad("must be an email address")
     if spec.kind == "enum" and value not in spec.choices:
