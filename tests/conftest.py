@@ -93,6 +93,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         egress_allow=LOOPBACK_ALLOWED,
         # In-process execution keeps each test's app cheap; live hubs (start_hub) use worker processes.
         workers=0,
+        # Two loaded cores can queue a test's requests for seconds; tests of the 503 set their own short timeout.
+        db_lock_timeout_seconds=30,
         _env_file=None,
     )
 
