@@ -40,6 +40,7 @@ from ihub.flows.connections import (
 )
 from ihub.flows.definition import MAX_DELAY_SECONDS
 from ihub.flows.expressions import ExpressionError, evaluate, render
+from ihub.flows.reply import InvalidReply, check_reply
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.projects.service import connection_runtime, project_settings
@@ -519,21 +520,31 @@ class RunExecution:
             if kind == "delay":
                 return await self._delay(step, scope, record)
             if kind == "respond":
-                ctx = self._ctx(scope)
-                status = render(step["status"], ctx)
-                try:
-                    status = int(status)
-                except (TypeError, ValueError):
-                    raise StepError("expression", f"status {status!r} is not an HTTP status code") from None
-                output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
-                if "headers" in step:
-                    output["headers"] = {str(k): str(v) for k, v in render(step["headers"], ctx).items()}
-                return {"output": output}
+                return {"output": self._reply(step, scope)}
             if kind == "fail":
                 raise StepError("fail", str(render(step["message"], self._ctx(scope))))
         except ExpressionError as error:
             raise StepError("expression", f"expression error: {error}") from None
         raise StepError("config", f"unknown step type {kind}")
+
+    def _reply(self, step: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        ctx = self._ctx(scope)
+        status = render(step["status"], ctx)
+        try:
+            status = int(status)
+        except (TypeError, ValueError, OverflowError):
+            raise StepError("expression", f"status {str(status)[:50]!r} is not an HTTP status code") from None
+        output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
+        if "headers" in step:
+            headers = render(step["headers"], ctx)
+            if not isinstance(headers, dict):
+                raise StepError("respond", "headers must be an object of names to values")
+            output["headers"] = {str(k): _text(v) for k, v in headers.items()}
+        try:
+            check_reply(output)
+        except InvalidReply as error:
+            raise StepError("respond", f"invalid reply: {error}") from None
+        return output
 
     async def _if(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
         condition = bool(evaluate(step["condition"], self._ctx(scope)))
