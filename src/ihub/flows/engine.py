@@ -8,7 +8,8 @@ Durability rules (the database is the truth):
 - Every step's result is stored (`run_steps`) when it finishes. A resumed run walks the flow again, restores
   finished steps from their records (never repeating them) and continues at the first unfinished one.
 - At-least-once: an `http` step whose worker died after sending the request but before recording the answer is
-  sent again when the run resumes. Targets get `Idempotency-Key: <runId>-<step path>` to deduplicate.
+  sent again when the run resumes. Targets get `Idempotency-Key: <run uid>-<step path>` to deduplicate; the
+  run's uid is a UUID made when the run is inserted, so keys never repeat across hubs or database resets.
 - A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
   executor picks it up when it is due.
 """
@@ -230,6 +231,7 @@ class RunExecution:
         self.run: Run | None = None
         self.connection_errors: dict[str, str] = {}
         self.settings: dict[str, Any] = {}
+        self.run_uid = ""
 
     # -- database -------------------------------------------------------------------------------------------
 
@@ -303,6 +305,7 @@ class RunExecution:
         """Read the run, its flow, finished steps, settings and connections (inside the claim's transaction)."""
         run = await session.get(Run, self.run_id)
         self.run = run
+        self.run_uid = run.uid
         self.loaded = await load_flow(session, run.flow_id)
         records = (
             await session.scalars(select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id))
@@ -634,7 +637,7 @@ class RunExecution:
             raise StepError("config", str(error)) from None
         query = {str(k): _text(v) for k, v in (render(step.get("query") or {}, ctx)).items() if v is not None}
         headers = {str(k): _text(v) for k, v in (render(step.get("headers") or {}, ctx)).items() if v is not None}
-        headers.setdefault("Idempotency-Key", f"{self.run_id}-{path}")
+        headers.setdefault("Idempotency-Key", f"{self.run_uid}-{path}")
         content: bytes | None = None
         if "json" in step:
             headers.setdefault("Content-Type", "application/json")
