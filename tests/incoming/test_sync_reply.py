@@ -116,3 +116,21 @@ def test_a_stored_reply_is_checked_again_before_it_is_sent() -> None:
     assert "transfer-encoding" not in response.headers
     response = sync_reply(ids, "succeeded", {"status": 201, "body": {"ok": True}}, None)
     assert (response.status_code, response.body) == (201, b'{"ok":true}')
+
+
+async def test_webhook_payloads_nested_too_deep_are_refused(incoming: Incoming, trigger: Trigger) -> None:
+    import json
+
+    from ihub.common.jsonbounds import MAX_PAYLOAD_DEPTH
+
+    value: dict = {}
+    for _ in range(300):
+        value = {"a": value}
+    token = await incoming.access_token(trigger)
+    response = await incoming.webhook(
+        token, content=json.dumps(value), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert f"nested deeper than {MAX_PAYLOAD_DEPTH}" in response.json()["error_description"]
+    runs = await incoming.client.get(f"/api/v1/project/{incoming.project_id}/runs", headers=incoming.auth)
+    assert runs.status_code == 200 and runs.json()["runs"] == []
