@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 
@@ -86,11 +87,18 @@ class FailureLimits:
         await record(session, [self.pair, self.address, self.subject], now)
 
 
+def _key_part(text: str) -> str:
+    """Client-chosen text as part of a key: kept when short and printable, else its digest (PostgreSQL text
+    cannot hold NUL, and keys must fit the 300-character column)."""
+    if len(text) <= 100 and text.isprintable():
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def failure_limits(
     prefix: str, subject: str, address: str, *, per_pair: int, per_address: int, per_subject: int, window: int
 ) -> FailureLimits:
-    # Keys must fit the 300-character column; an address is at most 45 characters, anything longer is junk.
-    subject, address = subject[:100], address[:100]
+    subject, address = _key_part(subject), _key_part(address)
     return FailureLimits(
         pair=Limit(f"{prefix}:pair:{subject}:{address}", per_pair, window),
         address=Limit(f"{prefix}:client:{address}", per_address, window),
