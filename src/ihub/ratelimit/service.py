@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,19 +23,26 @@ class Limit:
         return int(now) // self.window_seconds * self.window_seconds
 
 
+async def _counts(session: AsyncSession, limits: list[Limit], now: float) -> dict[tuple[str, int], int]:
+    """The current window's count of every limit, in one query (the token endpoints ask on every request)."""
+    counter = RateLimitCounter
+    windows = [and_(counter.key == lim.key, counter.window_start == lim.window_start(now)) for lim in limits]
+    query = select(counter.key, counter.window_start, counter.count).where(or_(*windows))
+    return {(key, start): count for key, start, count in (await session.execute(query)).all()}
+
+
+def _wait(limit: Limit, counts: dict[tuple[str, int], int], now: float) -> int | None:
+    start = limit.window_start(now)
+    if counts.get((limit.key, start), 0) < limit.max_events:
+        return None
+    return max(1, int(start + limit.window_seconds - now + 0.999))
+
+
 async def retry_after(session: AsyncSession, limits: list[Limit], now: float | None = None) -> int | None:
     """Seconds until the most distant exhausted limit resets, or None while every limit has room."""
     now = time.time() if now is None else now
-    waits = []
-    for limit in limits:
-        start = limit.window_start(now)
-        count = await session.scalar(
-            select(RateLimitCounter.count).where(
-                RateLimitCounter.key == limit.key, RateLimitCounter.window_start == start
-            )
-        )
-        if count is not None and count >= limit.max_events:
-            waits.append(max(1, int(start + limit.window_seconds - now + 0.999)))
+    counts = await _counts(session, limits, now)
+    waits = [wait for limit in limits if (wait := _wait(limit, counts, now)) is not None]
     return max(waits) if waits else None
 
 
@@ -74,14 +81,16 @@ class FailureLimits:
     subject: Limit
 
     async def retry_after(self, session: AsyncSession, now: float | None = None) -> int | None:
-        wait = await retry_after(session, [self.pair, self.address], now)
-        if wait is not None:
-            return wait
-        subject_wait = await retry_after(session, [self.subject], now)
+        now = time.time() if now is None else now
+        counts = await _counts(session, [self.pair, self.address, self.subject], now)
+        waits = [wait for limit in (self.pair, self.address) if (wait := _wait(limit, counts, now)) is not None]
+        if waits:
+            return max(waits)
+        subject_wait = _wait(self.subject, counts, now)
         if subject_wait is None:
             return None
-        has_failed = replace(self.address, max_events=1)
-        return subject_wait if await retry_after(session, [has_failed], now) is not None else None
+        has_failed = _wait(replace(self.address, max_events=1), counts, now) is not None
+        return subject_wait if has_failed else None
 
     async def record(self, session: AsyncSession, now: float | None = None) -> None:
         await record(session, [self.pair, self.address, self.subject], now)
