@@ -124,7 +124,7 @@ async def test_stale_worker_cannot_record_after_takeover(kit, httpserver: HTTPSe
         ("call", "succeeded"),
         ("out", "succeeded"),
     ]
-    assert calls == [f"{run_id}-call", f"{run_id}-call"]
+    assert calls == [f"{run.uid}-call", f"{run.uid}-call"]
 
 
 async def test_stopping_a_worker_hands_its_runs_back(kit, httpserver: HTTPServer) -> None:

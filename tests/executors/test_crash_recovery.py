@@ -93,8 +93,11 @@ def test_sigkill_during_step_two_then_restart(tmp_path: Path, executor: str, req
 
     assert run["status"] == "succeeded", run
     assert run["result"]["body"] == {"one": "A-1", "two": "B-2"}
-    assert calls["one"] == [f"{run_id}-one"]  # exactly once
-    assert calls["two"] == [f"{run_id}-two", f"{run_id}-two"]  # at-least-once, same key both times
+    # Keys are <run uid>-<step path>: exactly once for `one`; at-least-once, same key both times, for `two`.
+    uid = calls["one"][0].removesuffix("-one")
+    assert len(uid) == 36
+    assert calls["one"] == [f"{uid}-one"]
+    assert calls["two"] == [f"{uid}-two", f"{uid}-two"]
     statuses = [(s["path"], s["status"]) for s in run["steps"]]
     assert statuses == [("one", "succeeded"), ("two", "interrupted"), ("two", "succeeded"), ("out", "succeeded")]
     assert run["attempt"] == 2

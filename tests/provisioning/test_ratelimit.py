@@ -46,3 +46,19 @@ async def test_counts_accumulate_across_sessions(app):
             await session.commit()
     async with app.state.context.sessions() as session:
         assert await retry_after(session, [limit], now=T0 + 2) == 98
+
+
+async def test_failure_keys_hold_any_client_text(app):
+    """An iss or address a client chose (NUL, very long) still makes a key both databases can store."""
+    from ihub.ratelimit.service import failure_limits
+
+    for subject in ("client\x00id", "x" * 5000, "ü\u2028"):
+        limits = failure_limits("test", subject, "10.0.0.1", per_pair=1, per_address=5, per_subject=5, window=100)
+        async with app.state.context.sessions() as session:
+            await limits.record(session, now=T0)
+            await session.commit()
+            assert await limits.retry_after(session, now=T0 + 1) == 99
+    # Distinct long subjects stay distinct.
+    one = failure_limits("t", "x" * 5000, "a", per_pair=1, per_address=1, per_subject=1, window=1)
+    two = failure_limits("t", "x" * 4999 + "y", "a", per_pair=1, per_address=1, per_subject=1, window=1)
+    assert one.subject.key != two.subject.key and len(one.pair.key) <= 300

@@ -77,3 +77,35 @@ def test_unstorable_finds_values_anywhere() -> None:
     for _ in range(5000):
         deep = [deep]
     assert unstorable([deep, float("-inf")]) is not None
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+async def test_payloads_that_would_break_the_run_list_are_refused(kit) -> None:
+    """A payload 300 deep used to be stored, then break GET /run and the project's whole run list (500)."""
+    import json
+
+    project = await kit.project(jira_definition([flow("echo", {"id": "m", "type": "map", "set": {"x": 1}})]))
+    url = f"/api/v1/flow/{kit.flow_id(project, 'echo')}/run"
+    headers = {**kit.auth, "Content-Type": "application/json"}
+    for body, message in (
+        (json.dumps({"b": nested(300)}), "nested deeper than 64"),
+        (json.dumps({"b": nested(64)}), "nested deeper than 64"),
+        ('{"n": NaN}', "not finite"),
+        ('{"n": 1e999}', "not finite"),
+        (json.dumps({"n": 2**64}), "beyond 64 bits"),
+    ):
+        response = await kit.client.post(url, content=body, headers=headers)
+        assert response.status_code == 400, response.text
+        assert message in response.json()["metadata"]["message"]
+    accepted = await kit.client.post(url, content=json.dumps(nested(63)), headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    await kit.wait(accepted.json()["runId"])
+    listed = await kit.client.get(f"/api/v1/project/{project['id']}/runs", headers=kit.auth)
+    assert listed.status_code == 200, listed.text
+    assert [r["id"] for r in listed.json()["runs"]] == [accepted.json()["runId"]]

@@ -17,6 +17,9 @@ MAX_JSON_DEPTH = 32
 MAX_JSON_BYTES = 64 * 1024
 # Definitions nest steps up to 8 deep (two JSON levels each) and carry request bodies: more room, same reason.
 MAX_DEFINITION_DEPTH = 64
+# Trigger payloads (manual runs, webhooks) are stored with the run and shown by the run API, which fails past
+# a depth of about 250: one deep payload would break the whole project's run list.
+MAX_PAYLOAD_DEPTH = 64
 
 
 def json_depth(value: Any, give_up_at: int) -> int:
@@ -32,6 +35,13 @@ def json_depth(value: Any, give_up_at: int) -> int:
                 return depth
             stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
+
+
+def payload_depth_error(value: Any) -> str | None:
+    """Why a trigger payload is too deep to store, or None."""
+    if json_depth(value, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+        return f"body is nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+    return None
 
 
 def bounded_json(max_depth: int = MAX_JSON_DEPTH, max_bytes: int | None = MAX_JSON_BYTES) -> Callable[[Any], Any]:

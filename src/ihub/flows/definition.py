@@ -15,6 +15,7 @@ from croniter import croniter
 
 from ihub.common.errors import ApiError
 from ihub.flows.expressions import ExpressionError, check_expression, check_syntax
+from ihub.flows.reply import MAX_STATUS, MIN_STATUS, InvalidReply, check_header_name
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 STEP_ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
@@ -283,11 +284,18 @@ class _Walker:
         if isinstance(status, str):
             _templates(status, f"{path}.status")
         else:
-            _integer(status, f"{path}.status", minimum=100, maximum=599)
+            _integer(status, f"{path}.status", minimum=MIN_STATUS, maximum=MAX_STATUS)
         out["status"] = status
         if "headers" in step:
             _mapping(step["headers"], f"{path}.headers")
             _templates(step["headers"], f"{path}.headers")
+            for name in step["headers"]:
+                if "{{" in name:
+                    continue  # a templated name is checked by the engine once rendered
+                try:
+                    check_header_name(name)
+                except InvalidReply as error:
+                    raise invalid(f"{path}.headers", str(error)) from None
             out["headers"] = step["headers"]
         out["body"] = step.get("body")
         _templates(out["body"], f"{path}.body")

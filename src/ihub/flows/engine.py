@@ -8,7 +8,8 @@ Durability rules (the database is the truth):
 - Every step's result is stored (`run_steps`) when it finishes. A resumed run walks the flow again, restores
   finished steps from their records (never repeating them) and continues at the first unfinished one.
 - At-least-once: an `http` step whose worker died after sending the request but before recording the answer is
-  sent again when the run resumes. Targets get `Idempotency-Key: <runId>-<step path>` to deduplicate.
+  sent again when the run resumes. Targets get `Idempotency-Key: <run uid>-<step path>` to deduplicate; the
+  run's uid is a UUID made when the run is inserted, so keys never repeat across hubs or database resets.
 - A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
   executor picks it up when it is due.
 """
@@ -54,6 +55,7 @@ from ihub.flows.connections import (
 )
 from ihub.flows.definition import MAX_DELAY_SECONDS
 from ihub.flows.expressions import ExpressionError, evaluate, render
+from ihub.flows.reply import InvalidReply, check_reply
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.projects.service import connection_runtime, project_settings
@@ -264,6 +266,7 @@ class RunExecution:
         self.waiting = 0
         self.waiting_since = 0.0
         self.steps_walked = 0
+        self.run_uid = ""
 
     # -- database -------------------------------------------------------------------------------------------
 
@@ -337,6 +340,7 @@ class RunExecution:
         """Read the run, its flow, finished steps, settings and connections (inside the claim's transaction)."""
         run = await session.get(Run, self.run_id)
         self.run = run
+        self.run_uid = run.uid
         self.loaded = await load_flow(session, run.flow_id)
         records = (
             await session.scalars(select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id))
@@ -603,21 +607,31 @@ class RunExecution:
                 async with self._waiting():
                     return await self._delay(step, scope, record)
             if kind == "respond":
-                ctx = self._ctx(scope)
-                status = render(step["status"], ctx)
-                try:
-                    status = int(status)
-                except (TypeError, ValueError):
-                    raise StepError("expression", f"status {status!r} is not an HTTP status code") from None
-                output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
-                if "headers" in step:
-                    output["headers"] = {str(k): str(v) for k, v in render(step["headers"], ctx).items()}
-                return {"output": output}
+                return {"output": self._reply(step, scope)}
             if kind == "fail":
                 raise StepError("fail", str(render(step["message"], self._ctx(scope))))
         except ExpressionError as error:
             raise StepError("expression", f"expression error: {error}") from None
         raise StepError("config", f"unknown step type {kind}")
+
+    def _reply(self, step: dict[str, Any], scope: Scope) -> dict[str, Any]:
+        ctx = self._ctx(scope)
+        status = render(step["status"], ctx)
+        try:
+            status = int(status)
+        except (TypeError, ValueError, OverflowError):
+            raise StepError("expression", f"status {str(status)[:50]!r} is not an HTTP status code") from None
+        output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
+        if "headers" in step:
+            headers = render(step["headers"], ctx)
+            if not isinstance(headers, dict):
+                raise StepError("respond", "headers must be an object of names to values")
+            output["headers"] = {str(k): _text(v) for k, v in headers.items()}
+        try:
+            check_reply(output)
+        except InvalidReply as error:
+            raise StepError("respond", f"invalid reply: {error}") from None
+        return output
 
     async def _if(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
         condition = bool(evaluate(step["condition"], self._ctx(scope)))
@@ -709,7 +723,7 @@ class RunExecution:
         headers = {str(k): _text(v) for k, v in (render(step.get("headers") or {}, ctx)).items() if v is not None}
         if "connection" in step and (routing := ROUTING_HEADERS & {name.strip().lower() for name in headers}):
             raise StepError("config", f"header {min(routing)!r} cannot be set beside a connection's credentials")
-        headers.setdefault("Idempotency-Key", f"{self.run_id}-{path}")
+        headers.setdefault("Idempotency-Key", f"{self.run_uid}-{path}")
         content: bytes | None = None
         if "json" in step:
             headers.setdefault("Content-Type", "application/json")

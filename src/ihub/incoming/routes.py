@@ -14,6 +14,7 @@ from ihub.common.context import Context, Session, client_address
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
+from ihub.flows.reply import BODYLESS, InvalidReply, check_reply
 from ihub.incoming import grant, service, throttle
 from ihub.incoming.access import InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
@@ -280,13 +281,24 @@ async def _webhook(request: Request, env: str | None) -> Response:
     outcome = await wait_for(context, accepted.run_id, client.timeout)
     if outcome is None:
         return JSONResponse({**ids, "status": "running", "timedOut": True}, status_code=202)
-    result = outcome.result
-    if isinstance(result, dict) and isinstance(result.get("status"), int) and 100 <= result["status"] <= 599:
-        extra = result.get("headers") if isinstance(result.get("headers"), dict) else {}
-        headers = {str(k): str(v) for k, v in extra.items() if str(k).lower() not in ("content-length", "content-type")}
-        return JSONResponse(result.get("body"), status_code=result["status"], headers={**headers, **ids_headers(ids)})
-    code = 200 if outcome.status == "succeeded" else 502
-    return JSONResponse({**ids, "status": outcome.status, "result": result, "error": outcome.error}, status_code=code)
+    return sync_reply(ids, outcome.status, outcome.result, outcome.error)
+
+
+def sync_reply(ids: dict[str, str], status: str, result: Any, error: str | None) -> Response:
+    """The respond step's reply, checked again here (a run stored before the checks existed, or by another
+    version, must not write a malformed response); without a reply, or with a bad one, a run summary."""
+    if status == "succeeded" and result is not None:
+        try:
+            reply = check_reply(result)
+        except InvalidReply as invalid:
+            status, result, error = "failed", None, f"invalid reply: {invalid}"
+        else:
+            headers = {**reply["headers"], **ids_headers(ids)}
+            if reply["status"] in BODYLESS:
+                return Response(status_code=reply["status"], headers=headers)
+            return JSONResponse(reply["body"], status_code=reply["status"], headers=headers)
+    code = 200 if status == "succeeded" else 502
+    return JSONResponse({**ids, "status": status, "result": result, "error": error}, status_code=code)
 
 
 def ids_headers(ids: dict[str, str]) -> dict[str, str]:
@@ -295,7 +307,15 @@ def ids_headers(ids: dict[str, str]) -> dict[str, str]:
 
 _WEBHOOK_DOC: dict[str, Any] = {
     "tags": ["incoming"],
-    "responses": {**oauth_errors(400, 401, 404, 413), 200: {"description": "sync flow: the respond step's answer"}},
+    "responses": {
+        **oauth_errors(400, 401, 404, 413),
+        200: {"description": "sync flow: the respond step's answer (its status, headers and JSON body)"},
+        502: {
+            "description": "sync flow: the run failed, or its respond step set a reply ihub refuses to send "
+            "(a 1xx status, a connection header, a line break or non-latin-1 text in a header, a non-finite "
+            'number): `{runId, flowId, status: "failed", result, error}` with the reason in `error`'
+        },
+    },
     "status_code": 202,
     "openapi_extra": {
         "requestBody": {"required": False, "content": {"application/json": {"schema": {}}, "*/*": {"schema": {}}}}

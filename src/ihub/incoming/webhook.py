@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ihub.common.context import AppContext
 from ihub.common.crypto import sha256_hex
 from ihub.common.errors import ApiError
+from ihub.common.jsonbounds import payload_depth_error
 from ihub.db.base import utcnow
 from ihub.executors import dispatch
 from ihub.flows.models import Flow
@@ -55,9 +56,13 @@ def payload(raw: bytes, content_type: str) -> dict[str, Any]:
         if not raw.strip():
             return {"body": None, "contentType": content_type or "application/json"}
         try:
-            return {"body": strict_json(raw), "contentType": content_type or "application/json"}
+            body = strict_json(raw)
         except (ValueError, UnicodeDecodeError) as error:
             raise ApiError(400, f"body is not valid JSON: {error}", "invalid_request") from None
+        too_deep = payload_depth_error(body)
+        if too_deep is not None:
+            raise ApiError(400, too_deep, "invalid_request")
+        return {"body": body, "contentType": content_type or "application/json"}
     try:
         return {"body": raw.decode("utf-8"), "contentType": content_type}
     except UnicodeDecodeError:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,19 +23,26 @@ class Limit:
         return int(now) // self.window_seconds * self.window_seconds
 
 
+async def _counts(session: AsyncSession, limits: list[Limit], now: float) -> dict[tuple[str, int], int]:
+    """The current window's count of every limit, in one query (the token endpoints ask on every request)."""
+    counter = RateLimitCounter
+    windows = [and_(counter.key == lim.key, counter.window_start == lim.window_start(now)) for lim in limits]
+    query = select(counter.key, counter.window_start, counter.count).where(or_(*windows))
+    return {(key, start): count for key, start, count in (await session.execute(query)).all()}
+
+
+def _wait(limit: Limit, counts: dict[tuple[str, int], int], now: float) -> int | None:
+    start = limit.window_start(now)
+    if counts.get((limit.key, start), 0) < limit.max_events:
+        return None
+    return max(1, int(start + limit.window_seconds - now + 0.999))
+
+
 async def retry_after(session: AsyncSession, limits: list[Limit], now: float | None = None) -> int | None:
     """Seconds until the most distant exhausted limit resets, or None while every limit has room."""
     now = time.time() if now is None else now
-    waits = []
-    for limit in limits:
-        start = limit.window_start(now)
-        count = await session.scalar(
-            select(RateLimitCounter.count).where(
-                RateLimitCounter.key == limit.key, RateLimitCounter.window_start == start
-            )
-        )
-        if count is not None and count >= limit.max_events:
-            waits.append(max(1, int(start + limit.window_seconds - now + 0.999)))
+    counts = await _counts(session, limits, now)
+    waits = [wait for limit in limits if (wait := _wait(limit, counts, now)) is not None]
     return max(waits) if waits else None
 
 
@@ -73,24 +81,33 @@ class FailureLimits:
     subject: Limit
 
     async def retry_after(self, session: AsyncSession, now: float | None = None) -> int | None:
-        wait = await retry_after(session, [self.pair, self.address], now)
-        if wait is not None:
-            return wait
-        subject_wait = await retry_after(session, [self.subject], now)
+        now = time.time() if now is None else now
+        counts = await _counts(session, [self.pair, self.address, self.subject], now)
+        waits = [wait for limit in (self.pair, self.address) if (wait := _wait(limit, counts, now)) is not None]
+        if waits:
+            return max(waits)
+        subject_wait = _wait(self.subject, counts, now)
         if subject_wait is None:
             return None
-        has_failed = replace(self.address, max_events=1)
-        return subject_wait if await retry_after(session, [has_failed], now) is not None else None
+        has_failed = _wait(replace(self.address, max_events=1), counts, now) is not None
+        return subject_wait if has_failed else None
 
     async def record(self, session: AsyncSession, now: float | None = None) -> None:
         await record(session, [self.pair, self.address, self.subject], now)
 
 
+def _key_part(text: str) -> str:
+    """Client-chosen text as part of a key: kept when short and printable, else its digest (PostgreSQL text
+    cannot hold NUL, and keys must fit the 300-character column)."""
+    if len(text) <= 100 and text.isprintable():
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def failure_limits(
     prefix: str, subject: str, address: str, *, per_pair: int, per_address: int, per_subject: int, window: int
 ) -> FailureLimits:
-    # Keys must fit the 300-character column; an address is at most 45 characters, anything longer is junk.
-    subject, address = subject[:100], address[:100]
+    subject, address = _key_part(subject), _key_part(address)
     return FailureLimits(
         pair=Limit(f"{prefix}:pair:{subject}:{address}", per_pair, window),
         address=Limit(f"{prefix}:client:{address}", per_address, window),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ class Run(CreatedAtMixin, Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Unique across hubs and database resets (ids restart at 1): the outgoing Idempotency-Key is built on it.
+    uid: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
     flow_version: Mapped[int] = mapped_column(Integer, default=1)

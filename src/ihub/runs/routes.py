@@ -11,14 +11,21 @@ from ihub.common.body import read_body, request_body
 from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
+from ihub.common.jsonbounds import payload_depth_error
 from ihub.common.responses import errors
 from ihub.executors import dispatch
+from ihub.flows.storage import unstorable
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
 from ihub.runs.models import RUN_STATUSES
 from ihub.runs.schemas import RunCreated, RunDetail, RunList, parse_cursor, parse_flow, parse_since, run_out
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
+
+
+def unstorable_number(body: Any) -> str | None:
+    reason = unstorable(body)
+    return f"body holds {reason}" if reason is not None else None
 
 
 @router.get("/project/{project_id}/runs", response_model=RunList, response_model_by_alias=True)
@@ -95,6 +102,9 @@ async def run_flow(flow_id: str, request: Request, caller: Caller, session: Sess
     """Trigger a flow by hand with a JSON body (it becomes `trigger.body`); answers 202 with the run id."""
     loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"))
     body = await read_body(request)
+    problem = payload_depth_error(body) or unstorable_number(body)
+    if problem is not None:
+        raise ApiError(400, problem, "invalid_request")
     trigger = {
         "body": body,
         "contentType": request.headers.get("content-type", "application/json"),

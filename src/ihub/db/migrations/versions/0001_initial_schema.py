@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 20:57:12.249458
+Create Date: 2026-11-25 16:51:28.971039
 """
 
 from __future__ import annotations
@@ -185,6 +185,7 @@ def upgrade() -> None:
     op.create_table(
         "runs",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("uid", sa.String(length=36), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("flow_id", sa.Integer(), nullable=False),
         sa.Column("flow_version", sa.Integer(), nullable=False),
