@@ -99,9 +99,12 @@ def _budgeted() -> Iterator[None]:
     try:
         yield
     finally:
-        _budget.reset(token)
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            # Reset even if the alarm raises right here: a budget left behind would fail every later evaluation.
+            _budget.reset(token)
 
 
 _alarm_installed = False
