@@ -95,14 +95,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default IHUB_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default IHUB_PORT or 8080).")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the API only; run no flows here.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes that execute flows (default IHUB_WORKERS or 1).", min=1, max=64),
+    ] = None,
 ) -> None:
-    """Migrate, initialize on first start, and serve the API (with the local executor unless --no-worker)."""
+    """Migrate, initialize on first start, and serve the API; flows run in supervised worker processes."""
     import uvicorn
 
     from ihub.app import create_app
     from ihub.logs import configure_logging
 
     settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
     configure_logging(settings.log_level)
     migrate_database(settings)
     first = asyncio.run(_initialize(settings, "owner@ihub.local"))

@@ -109,3 +109,45 @@ def test_a_killed_worker_is_replaced_and_workers_stop_with_the_hub(tmp_path: Pat
     assert hub.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped on
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
+
+
+def test_stopping_the_hub_hands_running_runs_back(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+    import threading
+
+    from processes import target_server
+    from werkzeug import Request, Response
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(request: Request) -> Response:
+        entered.set()
+        release.wait(30)
+        return Response(json.dumps({}), status=200, content_type="application/json")
+
+    flow = {
+        "key": "slow",
+        "trigger": "manual",
+        "steps": [{"id": "call", "type": "http", "connection": "target", "method": "POST", "path": "/hang"}],
+    }
+    definition = {"connections": [{"id": "target", "type": "http", "name": "T"}], "flows": [flow]}
+    with target_server() as target:
+        target.expect_request("/hang").respond_with_handler(hang)
+        hub = start_hub(tmp_path, env=hub_env(""), args=("--workers", "3"))
+        try:
+            api = Api(hub.url, hub.user_id, hub.secret)
+            connection = {"id": "target", "details": {"type": "http", "baseUrl": target.url_for("/")}}
+            project = api.project(definition, [connection])
+            run_id = api.trigger(project["flows"][0]["id"], {})
+            assert entered.wait(30), "the run never called the target"
+            workers = children(hub.process.pid)
+        finally:
+            stop(hub.process)
+            release.set()
+    assert len(workers) == 3  # --workers
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    with sqlite3.connect(tmp_path / "hub-data" / "ihub.db") as db:
+        status, lease = db.execute("SELECT status, lease_expires_at FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+    # Handed back, due now: the next worker (of this hub or another) starts it without waiting for a lease.
+    assert (status, lease) == ("queued", None)

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+from pydantic import SecretBytes, SecretStr
+
 log = logging.getLogger("ihub.executors.supervisor")
 
 STOP_GRACE = 15.0
@@ -138,4 +140,15 @@ class WorkerSupervisor:
 
 def settings_line(settings: Any) -> bytes:
     """The worker's first line: every setting, so that it runs exactly the hub the API serves."""
-    return json.dumps(settings.model_dump(mode="json")).encode() + b"\n"
+    return json.dumps(settings.model_dump(), default=_plain).encode() + b"\n"
+
+
+def _plain(value: Any) -> Any:
+    # Secret fields travel in clear (the pipe is private to the two processes); JSON mode would mask them.
+    if isinstance(value, SecretStr | SecretBytes):
+        return _plain(value.get_secret_value())
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)

@@ -2,8 +2,11 @@
 
 A string that is exactly one `{{ expr }}` evaluates to the expression's value (a dict stays a dict, a number a
 number); any other string containing `{{`/`{%` renders to text. Attribute access prefers dict keys, so
-`trigger.body.items` is the body's "items" key, never the dict method. Evaluation is bounded: rendered text and
-structured values have a size cap, ranges are capped by the sandbox, and no Python callables are reachable.
+`trigger.body.items` is the body's "items" key, never the dict method.
+
+Evaluation is bounded before work is done, not after: sizes are checked before a value is built (one C call
+that formats 100 MB cannot be interrupted), every evaluation has a time budget, and expressions see data and a
+few functions that print as their names, never Python objects (docs/security.md, "Runtime isolation").
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ MAX_EXPONENT = 256
 # C call that nothing can interrupt); JSON tools lose precision past 53 bits anyway.
 MAX_INT_BITS = 4096
 # Wall-clock seconds one evaluation may take. Checked on every call, loop iteration, attribute and item
-# access, operator and filter (a clock read, ~60 ns: under 3 % of a typical evaluation, see
-# docs/security.md), and by SIGALRM where the evaluation runs on the main thread (a worker process), for code
-# that does not pass through those hooks.
+# access, operator, filter and test (a clock read, ~60 ns), and by SIGALRM where the evaluation runs on the
+# main thread (a worker process) for code that does not pass through those hooks. With the size checks this
+# took a mix of flow templates from 52 to 75 us per evaluation (docs/security.md).
 TIME_BUDGET_SECONDS = 2.0
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 # printf-style conversions: widths and precisions are checked before the text is allocated.
@@ -99,9 +102,12 @@ def _budgeted() -> Iterator[None]:
     try:
         yield
     finally:
-        _budget.reset(token)
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            # Reset even if the alarm raises right here: a budget left behind would fail every later evaluation.
+            _budget.reset(token)
 
 
 _alarm_installed = False

@@ -1,0 +1,110 @@
+"""A run has a time budget (IHUB_RUN_TIME_BUDGET_SECONDS) and a step budget per execution: past either it fails
+with a clear error, whatever its steps' on_error says; pure steps yield, so other runs keep going meanwhile."""
+
+from __future__ import annotations
+
+import pytest
+from flowkit import jira_definition
+
+from ihub.config import Settings
+
+pytestmark = pytest.mark.anyio
+
+# Each evaluation would take hours (2^40 macro calls): only the expression time budget ends it.
+BURN = "{% macro burn(n) %}{% if n > 0 %}{{ burn(n - 1) }}{{ burn(n - 1) }}{% endif %}{% endmacro %}{{ burn(40) }}"
+BUSY = {
+    "key": "busy",
+    "trigger": "manual",
+    "steps": [
+        {
+            "id": "spin",
+            "type": "foreach",
+            "items": "{{ range(20) }}",
+            "on_error": "continue",
+            "steps": [{"id": "burn", "type": "map", "on_error": "continue", "set": {"x": BURN}}],
+        },
+        {"id": "out", "type": "respond", "body": "done"},
+    ],
+}
+QUICK = {"key": "quick", "trigger": "manual", "steps": [{"id": "out", "type": "respond", "body": "ok"}]}
+# 100 x 100 x 3 = 30 000 pure steps: more than one execution may walk.
+NESTED = {
+    "key": "nested",
+    "trigger": "manual",
+    "steps": [
+        {
+            "id": "outer",
+            "type": "foreach",
+            "items": "{{ range(100) }}",
+            "steps": [
+                {
+                    "id": "inner",
+                    "type": "foreach",
+                    "items": "{{ range(100) }}",
+                    "steps": [
+                        {"id": "a", "type": "map", "set": {"v": "{{ item }}"}},
+                        {"id": "b", "type": "map", "set": {"w": "{{ vars.v }}"}},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"run_time_budget_seconds": 3.0})
+
+
+async def test_a_computing_run_fails_at_its_time_budget_and_others_go_on(kit, monkeypatch) -> None:  # noqa: ANN001
+    from ihub.flows import expressions
+
+    # Short evaluations (each BURN step computes 0.25 s), so that the quick run's few turns on the shared event
+    # loop come well before the busy run's 3 s budget is spent.
+    monkeypatch.setattr(expressions, "TIME_BUDGET_SECONDS", 0.25)
+    project = await kit.project(jira_definition([BUSY, QUICK]))
+    busy = await kit.trigger(kit.flow_id(project, "busy"), {})
+    await kit.wait(busy, statuses=("running",))
+    quick = await kit.trigger(kit.flow_id(project, "quick"), {})
+
+    quick_run = await kit.wait(quick, timeout=60)
+    busy_run = await kit.wait(busy, timeout=60)
+
+    assert quick_run["status"] == "succeeded"
+    # The quick run did not wait for the busy one to end: pure steps yield between them.
+    assert quick_run["finishedAt"] < busy_run["finishedAt"]
+    assert busy_run["status"] == "failed"
+    # The budget ends the run although every step says on_error: continue.
+    assert busy_run["error"] == "run exceeded its time budget of 3 s"
+    burns = [s for s in busy_run["steps"] if s["stepId"] == "burn"]
+    assert 1 <= len(burns) < 20
+    assert all("time budget of 0.25 s" in s["error"] for s in burns), burns
+    assert not [s for s in busy_run["steps"] if s["stepId"] == "out"]
+
+
+async def test_nested_foreach_of_pure_steps_stops_at_a_budget(kit) -> None:  # noqa: ANN001
+    from ihub.flows.engine import MAX_STEPS_PER_EXECUTION
+
+    project = await kit.project(jira_definition([NESTED]))
+    run_id = await kit.trigger(kit.flow_id(project, "nested"), {})
+    run = await kit.wait(run_id, timeout=120)
+    assert run["status"] == "failed"
+    # Whichever comes first on this machine: 3 s of computation, or 20 000 steps (about 3 s at 150 us a step).
+    assert run["error"] in (
+        "run exceeded its time budget of 3 s",
+        f"run executed more than {MAX_STEPS_PER_EXECUTION} steps at once",
+    )
+    assert len(run["steps"]) <= MAX_STEPS_PER_EXECUTION
+
+
+async def test_the_step_budget_bounds_one_execution(kit, monkeypatch) -> None:  # noqa: ANN001
+    from ihub.flows import engine
+
+    monkeypatch.setattr(engine, "MAX_STEPS_PER_EXECUTION", 500)
+    project = await kit.project(jira_definition([NESTED]))
+    run_id = await kit.trigger(kit.flow_id(project, "nested"), {})
+    run = await kit.wait(run_id, timeout=60)
+    assert run["status"] == "failed"
+    assert run["error"] == "run executed more than 500 steps at once"
+    assert 400 < len(run["steps"]) <= 500
