@@ -170,6 +170,8 @@ async def test_put_validation_and_conflicts(client, api):
     first, second = await api.add_users("1", "Member", "Member")
     taken = await client.put(f"/api/v1/user/{first.user_id}", json={"email": second.email.upper()}, headers=api.auth)
     assert taken.status_code == 409
+    # Found before the write (the database's unique index would answer too, but without naming the email).
+    assert taken.json()["metadata"]["message"] == f"a user with email {second.email.lower()} already exists"
     for body, field in (({"email": "nope"}, "email"), ({"role": "King"}, "role"), ({"name": ""}, "name")):
         response = await client.put(f"/api/v1/user/{first.user_id}", json=body, headers=api.auth)
         assert response.status_code == 400, response.text
