@@ -36,6 +36,8 @@ class MovableClock:
 
         monkeypatch.setattr("ihub.provisioning.service.utcnow", shifted_utcnow)
         monkeypatch.setattr("ihub.incoming.access.time", ShiftedTime)
+        monkeypatch.setattr("ihub.incoming.grant.time", ShiftedTime)
+        monkeypatch.setattr("ihub.incoming.grant.utcnow", shifted_utcnow)
 
     def advance_to(self, seconds: float) -> None:
         """Set the clock `seconds` after the real time."""
