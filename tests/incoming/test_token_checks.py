@@ -136,6 +136,10 @@ async def test_a_jti_is_usable_again_once_its_assertion_expired(
     again = await incoming.token(trigger.assertion(jti="once"))
     assert again.status_code == 400
     assert again.json()["error_description"] == "jti has already been used: every assertion needs a new jti"
+    # Within the leeway after exp the assertion itself is still accepted, so its jti must still be refused.
+    clock.advance_to(1200 + LEEWAY_SECONDS - 5)
+    replay = await incoming.token(assertion)
+    assert replay.json().get("error_description") == "jti has already been used: every assertion needs a new jti"
     # Past the first assertion's exp (+ leeway) the record is stale: a new assertion may carry the jti.
     shift = 1200 + LEEWAY_SECONDS + 5
     clock.advance_to(shift)
