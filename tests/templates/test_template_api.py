@@ -207,6 +207,9 @@ async def test_template_in_use_cannot_be_deleted(client, hub):
     response = await client.delete(f"/api/v1/template/{template['id']}", headers=hub.auth)
     assert response.status_code == 409
     assert response.json()["metadata"]["code"] == "template_in_use"
+    assert response.json()["metadata"]["message"] == (
+        f"template {template['id']} is used by 1 project(s); delete or move them first"
+    )
     assert (await client.delete(f"/api/v1/project/{project['id']}", headers=hub.auth)).status_code == 200
     assert (await client.delete(f"/api/v1/template/{template['id']}", headers=hub.auth)).status_code == 200
 
