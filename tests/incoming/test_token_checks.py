@@ -119,6 +119,9 @@ def test_access_tokens_of_another_key_or_issuer_are_refused() -> None:
     lacking = jose_jwt.encode(header, {"iss": TOKEN_ISSUER, "exp": NOW + 60}, ours._keys[ours.kid])
     with pytest.raises(InvalidToken, match=r"^token lacks its client, flow or env$"):
         ours.verify(lacking, now=NOW)
+    # Tokens minted before keys were recorded carry no akid: they name no key (and so no revoked key).
+    no_akid = jose_jwt.encode(header, {**foreign, "iss": TOKEN_ISSUER}, ours._keys[ours.kid])
+    assert ours.verify(no_akid, now=NOW) == AccessClaims("c", 1, "prod", "", NOW + 60)
     good = ours.mint(client_id="c", flow_id=1, env="prod", key_id="", now=NOW)
     head, payload, _ = good.split(".")
     with pytest.raises(InvalidToken, match=r"^token signature or format is invalid \(BadSignatureError\)$"):
