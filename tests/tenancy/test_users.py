@@ -177,6 +177,8 @@ async def test_put_validation_and_conflicts(client, api):
         response = await client.put(f"/api/v1/user/{first.user_id}", json=body, headers=api.auth)
         assert response.status_code == 400, response.text
         assert [e["field"] for e in response.json()["metadata"]["errors"]] == [field]
+        if field == "role":
+            assert "role must be one of Owner, Admin, Member" in response.text
     # Its own email again is not a conflict.
     same = await client.put(f"/api/v1/user/{first.user_id}", json={"email": first.email}, headers=api.auth)
     assert same.status_code == 200
