@@ -21,6 +21,7 @@ async def test_create_get_update_delete(client, hub):
         "id", "orgId", "name", "description", "version", "definition", "connections", "flows", "createdAt", "updatedAt"
     }  # fmt: skip
     assert created["orgId"] == "1" and created["version"] == 1 and isinstance(created["id"], str)
+    assert (created["name"], created["description"]) == ("ServiceNow to Jira", "d")
     assert created["connections"] == [{"id": "jira", "type": "jira", "name": "Jira", "fields": []}]
     flow = created["flows"][0]
     assert (flow["key"], flow["trigger"], flow["mode"]) == ("create-issue", {"type": "jwt"}, "async")
