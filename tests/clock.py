@@ -8,7 +8,7 @@ real time, instead of waiting the minimum 60 s a lifetime setting allows.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,6 +18,7 @@ from ihub.db.base import utcnow
 class MovableClock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.offset = 0.0
+        self.frozen: float | None = None
         clock = self
 
         class ShiftedTime:
@@ -29,16 +30,27 @@ class MovableClock:
 
             @staticmethod
             def time() -> float:
-                return time.time() + clock.offset
+                return clock.now()
 
         def shifted_utcnow() -> datetime:
-            return utcnow() + timedelta(seconds=clock.offset)
+            if clock.frozen is None:
+                return utcnow() + timedelta(seconds=clock.offset)
+            return datetime.fromtimestamp(clock.now(), UTC)
 
         monkeypatch.setattr("ihub.provisioning.service.utcnow", shifted_utcnow)
         monkeypatch.setattr("ihub.incoming.access.time", ShiftedTime)
+        monkeypatch.setattr("ihub.incoming.grant.time", ShiftedTime)
+        monkeypatch.setattr("ihub.incoming.grant.utcnow", shifted_utcnow)
+
+    def now(self) -> float:
+        return (time.time() if self.frozen is None else self.frozen) + self.offset
+
+    def freeze(self) -> None:
+        """Stop the clock (on a whole second), so a test can stand exactly on an expiry instant."""
+        self.frozen = float(int(time.time()))
 
     def advance_to(self, seconds: float) -> None:
-        """Set the clock `seconds` after the real time."""
+        """Set the clock `seconds` after the real time (or after the instant it was frozen at)."""
         self.offset = seconds
 
 

@@ -245,4 +245,17 @@ def start_live_hub(tmp_path: Path) -> Iterator[object]:
 
 # -- added for issue 7 (tests that catch what users would hit) -------------------------------------
 
+# Hypothesis: no per-example deadline (a loaded 2-core machine is slow, not wrong), failing examples kept in
+# .hypothesis/ and replayed first; `ci` bounds the examples per property. HYPOTHESIS_PROFILE picks one.
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
+
 from clock import clock  # noqa: E402, F401 - a fixture: a clock tests can move (tests/clock.py)
+
+hypothesis_settings.register_profile(
+    "dev", deadline=None, max_examples=60, database=DirectoryBasedExampleDatabase(".hypothesis/examples")
+)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, max_examples=30, database=DirectoryBasedExampleDatabase(".hypothesis/examples")
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -97,6 +97,17 @@ async def test_ttl_is_configurable_and_enforced(client, owner, clock):
     assert "expired" in response.json()["metadata"]["message"]
 
 
+@pytest.mark.parametrize("settings_overrides", [{"api_token_ttl_seconds": 60}])
+async def test_token_is_refused_at_the_instant_it_expires(client, owner, clock):
+    clock.freeze()
+    response = await client.post("/api/v1/token", json=credentials(owner.user_id, owner.secret))
+    token = response.json()["tokens"][0]["token"]
+    clock.advance_to(59.999)
+    assert (await orgs_with(client, token)).status_code == 200
+    clock.advance_to(60)
+    assert (await orgs_with(client, token)).status_code == 401
+
+
 async def test_default_ttl_is_an_hour(client, owner_token, clock):
     clock.advance_to(3500)
     assert (await orgs_with(client, owner_token)).status_code == 200

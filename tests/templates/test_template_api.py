@@ -21,6 +21,7 @@ async def test_create_get_update_delete(client, hub):
         "id", "orgId", "name", "description", "version", "definition", "connections", "flows", "createdAt", "updatedAt"
     }  # fmt: skip
     assert created["orgId"] == "1" and created["version"] == 1 and isinstance(created["id"], str)
+    assert (created["name"], created["description"]) == ("ServiceNow to Jira", "d")
     assert created["connections"] == [{"id": "jira", "type": "jira", "name": "Jira", "fields": []}]
     flow = created["flows"][0]
     assert (flow["key"], flow["trigger"], flow["mode"]) == ("create-issue", {"type": "jwt"}, "async")
@@ -207,6 +208,9 @@ async def test_template_in_use_cannot_be_deleted(client, hub):
     response = await client.delete(f"/api/v1/template/{template['id']}", headers=hub.auth)
     assert response.status_code == 409
     assert response.json()["metadata"]["code"] == "template_in_use"
+    assert response.json()["metadata"]["message"] == (
+        f"template {template['id']} is used by 1 project(s); delete or move them first"
+    )
     assert (await client.delete(f"/api/v1/project/{project['id']}", headers=hub.auth)).status_code == 200
     assert (await client.delete(f"/api/v1/template/{template['id']}", headers=hub.auth)).status_code == 200
 

@@ -74,6 +74,13 @@ ROWS = [
 ]
 
 
+MEMBERS_REFUSED = {
+    "create template": "only an Owner or Admin may create templates",
+    "update template": "only an Owner or Admin may change templates",
+    "delete template": "only an Owner or Admin may delete templates",
+}
+
+
 def fill(value: Any, targets: dict[str, str]) -> Any:
     if isinstance(value, str):
         return value.format(**targets)
@@ -115,8 +122,14 @@ async def test_permission_matrix(client, hub, app):
                     mismatches.append(f"{case}: expected {expected}, got {response.text}")
                 elif expected != 200:
                     metadata = response.json()["metadata"]
-                    if not (metadata["status"] == expected and metadata["message"]):
-                        mismatches.append(f"{case}: error body {response.text}")
+                    kind, object_id = row.path.split("/")[3:5]
+                    if kind == "org" or object_id == "org":
+                        kind, object_id = "organization", org
+                    message = (
+                        MEMBERS_REFUSED[row.name] if expected == 403 else f"{kind} {fill(object_id, targets)} not found"
+                    )
+                    if metadata["status"] != expected or metadata["message"] != message:
+                        mismatches.append(f"{case}: expected the message {message!r}, got {response.text}")
                     if changed:
                         mismatches.append(f"{case}: refused with {expected}, yet {sorted(changed)} changed")
                 elif row.changes is None and changed:

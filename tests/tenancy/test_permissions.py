@@ -60,16 +60,35 @@ class Row:
     path: str
     allowed: frozenset[str]
     body: Any = None
-    # False for requests that name no target (such as listing the caller's own orgs): inside only.
-    targeted: bool = True
     # The table an allowed request must change; None for reads (which must change nothing).
     changes: str | None = None
+    # The exact 403 message, per refused role.
+    refusals: dict[str, str] = field(default_factory=dict)
+    # False for requests that name no target (such as listing the caller's own orgs): inside only.
+    targeted: bool = True
 
 
 def new_user(role: str) -> dict[str, str]:
     return {"name": f"New {role}", "email": f"new-{role.lower()}-{{uid}}@example.com", "role": role}
 
 
+OWNER_ONLY = "only an Owner may {}"
+MANAGER_ONLY = "only an Owner or Admin may {}"
+
+
+def owners_only(action: str) -> dict[str, str]:
+    return {ADMIN: OWNER_ONLY.format(action), MEMBER: OWNER_ONLY.format(action)}
+
+
+def managers_only(action: str, owner_target: str = "", prefix: str = "") -> dict[str, str]:
+    """Members are refused the action; Admins too when the target is (or becomes) an Owner."""
+    refused = {MEMBER: prefix + MANAGER_ONLY.format(action)}
+    if owner_target:
+        refused[ADMIN] = prefix + OWNER_ONLY.format(owner_target)
+    return refused
+
+
+CREATE = "users[0].role: "
 ROWS: list[Row] = [
     # organizations
     Row("list orgs", "GET", "/api/v1/org", EVERYONE, targeted=False),
@@ -81,29 +100,153 @@ ROWS: list[Row] = [
         OWNERS,
         {"name": "sub-{uid}", "parentId": "{org}"},
         changes=ORGS,
+        refusals=owners_only("create organizations"),
     ),
-    Row("rename org", "PUT", "/api/v1/org/{org}", OWNERS, {"name": "renamed-{uid}"}, changes=ORGS),
-    Row("move org", "PUT", "/api/v1/org/{leaf}", OWNERS, {"parentId": "{member_org}"}, changes=ORGS),
-    Row("delete empty org", "DELETE", "/api/v1/org/{leaf}", OWNERS, changes=ORGS),
-    Row("delete org with cascade", "DELETE", "/api/v1/org/{org}?cascade=true", OWNERS, changes=ORGS),
+    Row(
+        "rename org",
+        "PUT",
+        "/api/v1/org/{org}",
+        OWNERS,
+        {"name": "renamed-{uid}"},
+        changes=ORGS,
+        refusals=owners_only("change organizations"),
+    ),
+    Row(
+        "move org",
+        "PUT",
+        "/api/v1/org/{leaf}",
+        OWNERS,
+        {"parentId": "{member_org}"},
+        changes=ORGS,
+        refusals=owners_only("change organizations"),
+    ),
+    Row(
+        "delete empty org",
+        "DELETE",
+        "/api/v1/org/{leaf}",
+        OWNERS,
+        changes=ORGS,
+        refusals=owners_only("delete organizations"),
+    ),
+    Row(
+        "delete org with cascade",
+        "DELETE",
+        "/api/v1/org/{org}?cascade=true",
+        OWNERS,
+        changes=ORGS,
+        refusals=owners_only("delete organizations"),
+    ),
     # users
     Row("list users", "GET", "/api/v1/user/org/{org}", EVERYONE),
-    Row("create Member", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(MEMBER)], changes=USERS),
-    Row("create Admin", "POST", "/api/v1/user/org/{org}", MANAGERS, [new_user(ADMIN)], changes=USERS),
-    Row("create Owner", "POST", "/api/v1/user/org/{org}", OWNERS, [new_user(OWNER)], changes=USERS),
+    Row(
+        "create Member",
+        "POST",
+        "/api/v1/user/org/{org}",
+        MANAGERS,
+        [new_user(MEMBER)],
+        USERS,
+        managers_only("create", prefix=CREATE),
+    ),
+    Row(
+        "create Admin",
+        "POST",
+        "/api/v1/user/org/{org}",
+        MANAGERS,
+        [new_user(ADMIN)],
+        USERS,
+        managers_only("create", prefix=CREATE),
+    ),
+    Row(
+        "create Owner",
+        "POST",
+        "/api/v1/user/org/{org}",
+        OWNERS,
+        [new_user(OWNER)],
+        USERS,
+        managers_only("create", "create an Owner", prefix=CREATE),
+    ),
     Row("get user", "GET", "/api/v1/user/{member}", EVERYONE),
-    Row("rename Member", "PUT", "/api/v1/user/{member}", MANAGERS, {"name": "renamed-{uid}"}, changes=USERS),
-    Row("rename Admin", "PUT", "/api/v1/user/{admin}", MANAGERS, {"name": "renamed-{uid}"}, changes=USERS),
-    Row("rename Owner", "PUT", "/api/v1/user/{owner}", OWNERS, {"name": "renamed-{uid}"}, changes=USERS),
-    Row("make Member an Admin", "PUT", "/api/v1/user/{member}", MANAGERS, {"role": ADMIN}, changes=USERS),
-    Row("make Member an Owner", "PUT", "/api/v1/user/{member}", OWNERS, {"role": OWNER}, changes=USERS),
-    Row("make Owner a Member", "PUT", "/api/v1/user/{owner}", OWNERS, {"role": MEMBER}, changes=USERS),
-    Row("delete Member", "DELETE", "/api/v1/user/{member}", MANAGERS, changes=USERS),
-    Row("delete Admin", "DELETE", "/api/v1/user/{admin}", MANAGERS, changes=USERS),
-    Row("delete Owner", "DELETE", "/api/v1/user/{owner}", OWNERS, changes=USERS),
+    Row(
+        "rename Member",
+        "PUT",
+        "/api/v1/user/{member}",
+        MANAGERS,
+        {"name": "renamed-{uid}"},
+        USERS,
+        managers_only("change"),
+    ),
+    Row(
+        "rename Admin",
+        "PUT",
+        "/api/v1/user/{admin}",
+        MANAGERS,
+        {"name": "renamed-{uid}"},
+        USERS,
+        managers_only("change"),
+    ),
+    Row(
+        "rename Owner",
+        "PUT",
+        "/api/v1/user/{owner}",
+        OWNERS,
+        {"name": "renamed-{uid}"},
+        USERS,
+        managers_only("change", "change an Owner"),
+    ),
+    Row(
+        "make Member an Admin",
+        "PUT",
+        "/api/v1/user/{member}",
+        MANAGERS,
+        {"role": ADMIN},
+        USERS,
+        managers_only("change"),
+    ),
+    Row(
+        "make Member an Owner",
+        "PUT",
+        "/api/v1/user/{member}",
+        OWNERS,
+        {"role": OWNER},
+        USERS,
+        managers_only("change", "make a user an Owner"),
+    ),
+    Row(
+        "make Owner a Member",
+        "PUT",
+        "/api/v1/user/{owner}",
+        OWNERS,
+        {"role": MEMBER},
+        USERS,
+        managers_only("change", "change an Owner"),
+    ),
+    Row("delete Member", "DELETE", "/api/v1/user/{member}", MANAGERS, changes=USERS, refusals=managers_only("delete")),
+    Row("delete Admin", "DELETE", "/api/v1/user/{admin}", MANAGERS, changes=USERS, refusals=managers_only("delete")),
+    Row(
+        "delete Owner",
+        "DELETE",
+        "/api/v1/user/{owner}",
+        OWNERS,
+        changes=USERS,
+        refusals=managers_only("delete", "delete an Owner"),
+    ),
     # keys
-    Row("key for Member", "POST", "/api/v1/user/{member}/key", OWNERS, changes=KEYS),
-    Row("key for Owner", "POST", "/api/v1/user/{owner}/key", OWNERS, changes=KEYS),
+    Row(
+        "key for Member",
+        "POST",
+        "/api/v1/user/{member}/key",
+        OWNERS,
+        changes=KEYS,
+        refusals=owners_only("generate API keys"),
+    ),
+    Row(
+        "key for Owner",
+        "POST",
+        "/api/v1/user/{owner}/key",
+        OWNERS,
+        changes=KEYS,
+        refusals=owners_only("generate API keys"),
+    ),
 ]
 
 
@@ -203,6 +346,17 @@ async def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             yield hub
 
 
+def hidden_object(row: Row, targets: dict[str, str]) -> str:
+    """What a 404 names: the first object of the path outside the caller's subtree."""
+    if row.path == "/api/v1/org":
+        return f"organization {fill(row.body['parentId'], targets)}"
+    kind, _, placeholder = row.path.removeprefix("/api/v1/").partition("/")
+    if placeholder.startswith("org/"):
+        kind, placeholder = "org", placeholder.removeprefix("org/")
+    object_id = fill(placeholder.split("/")[0].split("?")[0], targets)
+    return f"{'organization' if kind == 'org' else kind} {object_id}"
+
+
 CASES = [
     pytest.param(row, role, side, id=f"{row.name}-{role}-{side}")
     for row, role, side in itertools.product(ROWS, ROLES, ("inside", "outside"))
@@ -226,6 +380,10 @@ async def test_permission_matrix(hub: Hub, row: Row, role: str, side: str):
     if expected != 200:
         metadata = response.json()["metadata"]
         assert metadata["status"] == expected and metadata["message"]
+        if expected == 403:
+            assert metadata["message"] == row.refusals[role]
+        else:
+            assert metadata["message"] == f"{hidden_object(row, targets)} not found"
         assert not changed, f"refused with {expected}, yet {sorted(changed)} changed"
     elif row.changes is None:
         assert not changed, f"a read changed {sorted(changed)}"

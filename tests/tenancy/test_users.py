@@ -170,10 +170,15 @@ async def test_put_validation_and_conflicts(client, api):
     first, second = await api.add_users("1", "Member", "Member")
     taken = await client.put(f"/api/v1/user/{first.user_id}", json={"email": second.email.upper()}, headers=api.auth)
     assert taken.status_code == 409
+    # Found before the write (the database's unique index would answer too, but without naming the email).
+    assert taken.json()["metadata"]["message"] == f"a user with email {second.email.lower()} already exists"
+    assert taken.json()["metadata"]["code"] == "email_taken"
     for body, field in (({"email": "nope"}, "email"), ({"role": "King"}, "role"), ({"name": ""}, "name")):
         response = await client.put(f"/api/v1/user/{first.user_id}", json=body, headers=api.auth)
         assert response.status_code == 400, response.text
         assert [e["field"] for e in response.json()["metadata"]["errors"]] == [field]
+        if field == "role":
+            assert "role must be one of Owner, Admin, Member" in response.text
     # Its own email again is not a conflict.
     same = await client.put(f"/api/v1/user/{first.user_id}", json={"email": first.email}, headers=api.auth)
     assert same.status_code == 200
@@ -221,3 +226,18 @@ async def test_admin_manages_members_and_admins_but_not_owners(client, api, app)
         assert create_owner.status_code == 403
     assert create_owner.json()["metadata"]["message"].startswith("users[1].role")
     assert "m@example.com" not in await emails_in(client, api.auth, "1")
+
+
+async def test_email_taken_between_check_and_commit_is_still_a_conflict(client, api, monkeypatch):
+    """The unique index has the last word: as if a concurrent request took the email after the check."""
+    first, second = await api.add_users("1", "Member", "Member")
+
+    async def nothing_taken(session, emails):  # noqa: ANN001, ANN202
+        return set()
+
+    monkeypatch.setattr("ihub.tenancy.service._emails_taken", nothing_taken)
+    taken = await client.put(f"/api/v1/user/{first.user_id}", json={"email": second.email}, headers=api.auth)
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["metadata"]["message"] == "a user with that email already exists"
+    response = await client.get(f"/api/v1/user/{first.user_id}", headers=api.auth)
+    assert response.json()["users"][0]["email"] == first.email
