@@ -35,7 +35,6 @@ async def start(app: Any) -> None:
     from ihub.executors.local import LocalExecutor
 
     # IHUB_WORKERS=0 (tests, debugging): flows execute on the API's own event loop.
-
     executor = LocalExecutor(
         context,
         concurrency=settings.worker_concurrency,

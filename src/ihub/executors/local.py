@@ -1,4 +1,4 @@
-"""The local executor: an asyncio worker pool inside `ihub serve`.
+"""The local executor: an asyncio worker pool, run by each worker process of `ihub serve` (`worker_process`).
 
 A poller (the reconciler) reads due runs from the database — queued runs whose time has come and running runs
 whose lease expired — so every unfinished run is picked up at start and after a crash; `submit` wakes it at once.

@@ -48,6 +48,7 @@ MAX_INT_BITS = 4096
 # main thread (a worker process) for code that does not pass through those hooks. With the size checks this
 # took a mix of flow templates from 52 to 75 us per evaluation (docs/security.md).
 TIME_BUDGET_SECONDS = 2.0
+ALARM_GRACE_SECONDS = 0.5
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 # printf-style conversions: widths and precisions are checked before the text is allocated.
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
@@ -97,8 +98,9 @@ def _budgeted() -> Iterator[None]:
     token = _budget.set(_Budget(TIME_BUDGET_SECONDS))
     alarm = _alarm_available()
     if alarm:
-        # A little after the deadline: the hooks normally stop the evaluation first, with a cleaner stack.
-        signal.setitimer(signal.ITIMER_REAL, TIME_BUDGET_SECONDS + 0.1)
+        # After the deadline: the hooks normally stop the evaluation first, with a cleaner stack (an alarm landing
+        # in a garbage-collector callback is ignored there, and the hooks catch the overrun next).
+        signal.setitimer(signal.ITIMER_REAL, TIME_BUDGET_SECONDS + ALARM_GRACE_SECONDS)
     try:
         yield
     finally:
