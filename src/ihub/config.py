@@ -76,6 +76,12 @@ class Settings(BaseSettings):
 
     executor: str = Field(default="local", description="local | procrastinate")
     worker_concurrency: int = Field(default=8, ge=1, le=256)
+    worker_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the worker processes of `ihub serve`, so API requests win the CPU over flows.",
+    )
     workers: int = Field(
         default=1,
         ge=0,

@@ -34,6 +34,12 @@ QUICK_FLOW = {"key": "quick", "trigger": "manual", "steps": [{"id": "out", "type
 DEFINITION = {"connections": [], "flows": [BUSY_FLOW, QUICK_FLOW]}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> set[int]:
     """Live child processes of `pid` (Linux /proc)."""
     found: set[int] = set()
@@ -53,12 +59,18 @@ def hub_env(database_url: str, **settings: str) -> dict[str, str]:
     return {**({"IHUB_DATABASE_URL": database_url} if database_url else {}), "IHUB_POLL_INTERVAL": "0.2", **settings}
 
 
-def test_api_answers_while_a_run_computes(tmp_path: Path, database_url: str) -> None:
-    hub = start_hub(tmp_path, env=hub_env(database_url, IHUB_RUN_TIME_BUDGET_SECONDS="8"))
+@pytest.mark.parametrize("executor", ["local", "procrastinate"])
+def test_api_answers_while_a_run_computes(tmp_path: Path, database_url: str, executor: str) -> None:
+    if executor == "procrastinate" and not database_url:
+        pytest.skip("procrastinate needs PostgreSQL")
+    env = hub_env(database_url, IHUB_RUN_TIME_BUDGET_SECONDS="8", IHUB_EXECUTOR=executor)
+    hub = start_hub(tmp_path, env=env)
     try:
         api = Api(hub.url, hub.user_id, hub.secret)
         project = api.project(DEFINITION, [])
         flow_id = next(f["id"] for f in project["flows"] if f["key"] == "busy")
+        workers = children(hub.process.pid)
+        api_cpu, workers_cpu = cpu_seconds(hub.process.pid), sum(cpu_seconds(pid) for pid in workers)
         run_id = api.trigger(flow_id, {})
         deadline = time.monotonic() + 30
         while api.run(run_id)["status"] != "running":
@@ -77,6 +89,10 @@ def test_api_answers_while_a_run_computes(tmp_path: Path, database_url: str) -> 
         assert "time budget of 8 s" in run["error"], run["error"]
         burns = [s for s in run["steps"] if s["stepId"] == "burn"]
         assert burns and all("time budget" in (s["error"] or "") for s in burns), burns
+        # The computation was paid for by a worker, not by the API process.
+        api_spent = cpu_seconds(hub.process.pid) - api_cpu
+        workers_spent = sum(cpu_seconds(pid) for pid in workers) - workers_cpu
+        assert workers_spent > 2 * api_spent, (api_spent, workers_spent)
     finally:
         stop(hub.process)
 
@@ -151,3 +167,19 @@ def test_stopping_the_hub_hands_running_runs_back(tmp_path: Path) -> None:
         status, lease = db.execute("SELECT status, lease_expires_at FROM runs WHERE id = ?", (int(run_id),)).fetchone()
     # Handed back, due now: the next worker (of this hub or another) starts it without waiting for a lease.
     assert (status, lease) == ("queued", None)
+
+
+def test_workers_yield_the_cpu_to_the_api(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path, env=hub_env("", IHUB_WORKERS="2", IHUB_WORKER_NICENESS="7"))
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := children(hub.process.pid)) < 2:
+            assert time.monotonic() < deadline, "ihub serve did not start two workers"
+            time.sleep(0.1)
+        wanted = {min(os.getpriority(os.PRIO_PROCESS, hub.process.pid) + 7, 19)}
+        # A worker lowers its priority once it has read its settings, a moment after it is forked.
+        while (seen := {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers}) != wanted:
+            assert time.monotonic() < deadline, f"worker niceness {seen}, wanted {wanted}"
+            time.sleep(0.1)
+    finally:
+        stop(hub.process)

@@ -6,6 +6,9 @@ from typing import Any
 
 from ihub.executors import EXECUTOR_KEY, lease_seconds, poll_interval
 
+# The worker processes of `serve` under procrastinate: the queue wakes them, so they are not the executor.
+SUPERVISOR_KEY = "supervisor"
+
 
 def install(app: Any) -> None:
     app.state.lifecycle.append((start, stop))
@@ -17,10 +20,18 @@ async def start(app: Any) -> None:
     if settings.executor == "procrastinate":
         from ihub.executors.procrastinate_executor import ProcrastinateExecutor
 
-        # API nodes and workers alike defer jobs; only workers (or `serve` without --no-worker) run them.
-        executor = ProcrastinateExecutor(context, run_worker=app.state.run_worker)
+        # API nodes and workers alike defer jobs. With worker processes (the default), `serve` executes them
+        # there, never on the API's event loop; IHUB_WORKERS=0 keeps execution in this process (tests).
+        in_process = app.state.run_worker and settings.workers == 0
+        executor = ProcrastinateExecutor(context, run_worker=in_process)
         await executor.start()
         context.extras[EXECUTOR_KEY] = executor
+        if app.state.run_worker and settings.workers > 0:
+            from ihub.executors.supervisor import WorkerSupervisor
+
+            supervisor = WorkerSupervisor(settings, workers=settings.workers)
+            await supervisor.start()
+            context.extras[SUPERVISOR_KEY] = supervisor
         return
     if not app.state.run_worker:
         return
@@ -46,6 +57,9 @@ async def start(app: Any) -> None:
 
 
 async def stop(app: Any) -> None:
+    supervisor = app.state.context.extras.pop(SUPERVISOR_KEY, None)
+    if supervisor is not None:
+        await supervisor.stop()
     executor = app.state.context.extras.pop(EXECUTOR_KEY, None)
     if executor is not None and hasattr(executor, "stop"):
         await executor.stop()

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 log = logging.getLogger("ihub.executors.worker")
 
@@ -39,14 +40,21 @@ async def run(settings_json: str, index: int) -> None:
 
     settings = Settings(**json.loads(settings_json))
     context = build_context(settings)
-    executor = LocalExecutor(
-        context,
-        concurrency=settings.worker_concurrency,
-        poll_interval=poll_interval(settings),
-        lease_seconds=lease_seconds(settings),
-        # One process fires schedule triggers and purges old runs; the others only execute.
-        scheduler=index == 0,
-    )
+    executor: Any
+    if settings.executor == "procrastinate":
+        from ihub.executors.procrastinate_executor import ProcrastinateExecutor
+
+        # The queue wakes this worker; the pipe only carries the settings and the end of file.
+        executor = ProcrastinateExecutor(context, run_worker=True)
+    else:
+        executor = LocalExecutor(
+            context,
+            concurrency=settings.worker_concurrency,
+            poll_interval=poll_interval(settings),
+            lease_seconds=lease_seconds(settings),
+            # One process fires schedule triggers and purges old runs; the others only execute.
+            scheduler=index == 0,
+        )
     context.extras["executor"] = executor
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -90,7 +98,11 @@ def main() -> None:
     from ihub.config import Settings
     from ihub.logs import configure_logging
 
-    configure_logging(Settings(**json.loads(settings_json)).log_level)
+    settings = Settings(**json.loads(settings_json))
+    configure_logging(settings.log_level)
+    # Flows yield the CPU to the API: on a machine with as many busy workers as cores, API requests would
+    # otherwise wait for a time slice behind flow computation (bench/isolation.py: cpu-* rows).
+    os.nice(settings.worker_niceness)
     asyncio.run(run(settings_json, index))
 
 
