@@ -72,6 +72,10 @@ MAX_CLAIMS = 100
 MAX_FOREACH_ITEMS = 1000
 # Steps one execution of a run may walk (nested foreach multiplies): their records are kept until written.
 MAX_STEPS_PER_EXECUTION = 20_000
+# Records of pure steps are written together, at most this many per transaction: 20 000 in one transaction held
+# SQLite's only write lock for over 5 s (an API call waiting behind it got 503 in bench/isolation.py cpu-foreach);
+# 500 rows take a few milliseconds.
+PENDING_WRITE_BATCH = 500
 DEFAULT_RUN_TIME_BUDGET = 300.0
 FINAL = ("succeeded", "failed")
 
@@ -276,6 +280,8 @@ class RunExecution:
     async def _write(self, *rows: StepRecord, check_cancel: bool = False) -> None:
         """Persist records in one transaction that also renews the lease (and fails if it is not ours)."""
         now = utcnow()
+        # Redaction is CPU work: done before the transaction, so the write lock is held for the writes alone.
+        scrubbed = [self._scrubbed(row) for row in (*self.pending, *rows)]
         async with self.engine.sessions() as session, session.begin():
             condition = self._owned()
             if check_cancel:
@@ -293,7 +299,7 @@ class RunExecution:
                         raise Cancelled()
                 raise LeaseLost()
             # Detached records from an earlier transaction are re-attached; their changes become UPDATEs.
-            session.add_all([self._scrubbed(row) for row in (*self.pending, *rows)])
+            session.add_all(scrubbed)
             self.pending = []
             await session.flush()
 
@@ -324,13 +330,14 @@ class RunExecution:
         else:
             values.update(status=status, finished_at=now, error=self._redact(error) if error else None)
             values["result"] = self._redacted(self.result) if status == "succeeded" else None
+        scrubbed = [self._scrubbed(row) for row in self.pending]
         async with self.engine.sessions() as session, session.begin():
             result = await session.execute(
                 update(Run).where(self._owned()).values(**values).execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:
                 return False
-            session.add_all([self._scrubbed(row) for row in self.pending])
+            session.add_all(scrubbed)
             self.pending = []
             return True
 
@@ -587,6 +594,8 @@ class RunExecution:
             await self._write(record)
         else:
             self.pending.append(record)
+            if len(self.pending) >= PENDING_WRITE_BATCH:
+                await self._write()
 
     async def _dispatch(
         self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord], record: StepRecord
