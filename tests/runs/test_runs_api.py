@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select, update
 from werkzeug import Request, Response
 
+from db_snapshot import NothingWritten
 from ihub.db.base import utcnow
 from ihub.runs.models import Run, StepRecord
 from ihub.runs.service import purge_runs
@@ -162,6 +163,7 @@ async def test_tenancy_and_auth(kit) -> None:
     # A member of the project's org may read, trigger, replay.
     response = await kit.client.post(f"/api/v1/flow/{flow_id}/run", json={"n": 2}, headers=member_a)
     assert response.status_code == 202
+    await kit.wait(response.json()["runId"])  # nothing runs while the refusals below are checked
     assert (await kit.client.get(f"/api/v1/run/{run_id}", headers=member_a)).status_code == 200
     assert (await kit.client.get(f"/api/v1/project/{project['id']}/runs", headers=member_a)).status_code == 200
 
@@ -173,7 +175,8 @@ async def test_tenancy_and_auth(kit) -> None:
         ("POST", f"/api/v1/flow/{flow_id}/run"),
     ]
     for method, url in requests:
-        response = await kit.client.request(method, url, headers=outsider, json={})
+        async with NothingWritten(kit.app):
+            response = await kit.client.request(method, url, headers=outsider, json={})
         assert response.status_code == 404, (method, url, response.text)
         assert response.json()["metadata"]["code"] == "not_found"
         response = await kit.client.request(method, url, json={})
