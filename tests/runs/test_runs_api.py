@@ -213,3 +213,52 @@ async def test_retention_purges_old_finished_runs(kit) -> None:
         )
     assert left == {int(old[0]), int(fresh)}
     assert records == 0
+
+
+async def test_run_detail_pages_its_step_records(client, auth, kit) -> None:  # noqa: ANN001
+    """A run with more step records than one answer holds shows them in pages, in order, each record once."""
+    from ihub.runs.service import STEP_PAGE
+
+    count = STEP_PAGE + 150
+    flow = {
+        "key": "many",
+        "trigger": "manual",
+        "steps": [
+            {
+                "id": "outer",
+                "type": "foreach",
+                "items": f"{{{{ range({count // 250 + 1}) }}}}",
+                "steps": [
+                    {
+                        "id": "inner",
+                        "type": "foreach",
+                        "items": "{{ range(250) }}",
+                        "steps": [{"id": "n", "type": "map", "set": {"n": "{{ item }}"}}],
+                    }
+                ],
+            }
+        ],
+    }
+    project = await kit.project({"connections": [], "flows": [flow]})
+    run_id = await kit.trigger(kit.flow_id(project, "many"), {})
+    await kit.wait(run_id, timeout=120)
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        response = await client.get(
+            f"/api/v1/run/{run_id}", params={"stepsAfter": after} if after else {}, headers=auth
+        )
+        assert response.status_code == 200, response.text
+        run = response.json()["runs"][0]
+        assert run["status"] == "succeeded", run["error"]
+        assert len(run["steps"]) <= STEP_PAGE
+        seen += [step["id"] for step in run["steps"]]
+        pages += 1
+        after = run["stepsNextCursor"]
+        if after is None:
+            break
+    assert pages >= 2
+    assert len(seen) == len(set(seen)) and len(seen) > STEP_PAGE
+    bad = await client.get(f"/api/v1/run/{run_id}", params={"stepsAfter": "²"}, headers=auth)
+    assert bad.status_code == 400 and "stepsAfter" in bad.text

@@ -117,7 +117,11 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: Js
         if run is None:
             return None
         keys = await service.flow_keys(session, {run.flow_id})
-        steps = await service.step_records(session, run.id)
+        # An operator's view shows every record: page through them all.
+        steps, after = await service.step_records(session, run.id)
+        while after is not None:
+            page, after = await service.step_records(session, run.id, after=after)
+            steps += page
         return run_out(run, keys.get(run.flow_id), steps).model_dump(mode="json", by_alias=True)
 
     run = _run(work)

@@ -60,12 +60,22 @@ async def list_runs(
 
 
 @router.get("/run/{run_id}", response_model=RunDetail)
-async def get_run(run_id: str, caller: Caller, session: Session) -> RunDetail:
-    """A run with a record per step attempt (request/response summaries are truncated and redacted)."""
+async def get_run(
+    run_id: str,
+    caller: Caller,
+    session: Session,
+    steps_after: Annotated[
+        str | None, Query(alias="stepsAfter", description="stepsNextCursor of the previous answer.")
+    ] = None,
+) -> RunDetail:
+    """A run with a record per step attempt (request/response summaries are truncated and redacted), at most
+    500 records per answer in execution order; `stepsNextCursor` fetches the next ones."""
     run = await service.visible_run(session, caller, path_id(run_id, "run"))
     keys = await service.flow_keys(session, {run.flow_id})
-    steps = await service.step_records(session, run.id)
-    return RunDetail(runs=[run_out(run, keys.get(run.flow_id), steps)])
+    steps, next_steps = await service.step_records(session, run.id, after=parse_cursor(steps_after, "stepsAfter"))
+    detail = run_out(run, keys.get(run.flow_id), steps)
+    detail.steps_next_cursor = str(next_steps) if next_steps else None
+    return RunDetail(runs=[detail])
 
 
 @router.post("/run/{run_id}/replay", status_code=202, response_model=RunCreated, responses=errors(409))

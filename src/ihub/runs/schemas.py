@@ -51,6 +51,11 @@ class RunOut(BaseModel):
     cancel_requested: bool = Field(serialization_alias="cancelRequested")
     worker: str | None = Field(description="The worker that holds or last held the run.")
     steps: list[StepOut] | None = None
+    steps_next_cursor: str | None = Field(
+        default=None,
+        serialization_alias="stepsNextCursor",
+        description="On GET /run/{id}: more step records follow; pass as ?stepsAfter= for the next ones.",
+    )
 
 
 class RunList(BaseModel):
@@ -81,14 +86,14 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, message, "invalid_request")
 
 
-def parse_cursor(cursor: str | None) -> int | None:
-    """`nextCursor` is a run id; anything else (`²`, a sign, a number past the id range) is refused."""
+def parse_cursor(cursor: str | None, name: str = "cursor") -> int | None:
+    """A cursor is a record id; anything else (`²`, a sign, a number past the id range) is refused."""
     if cursor is None:
         return None
     try:
         return parse_id(cursor)
     except ValueError:
-        raise _invalid(f"cursor must be the nextCursor of a previous page (a decimal id up to {MAX_ID})") from None
+        raise _invalid(f"{name} must be the cursor of a previous answer (a decimal id up to {MAX_ID})") from None
 
 
 def parse_flow(flow: str | None) -> str | None:

@@ -162,9 +162,22 @@ async def list_runs(
     return rows, (rows[-1].id if more and rows else None)
 
 
-async def step_records(session: AsyncSession, run_id: int) -> list[StepRecord]:
-    query = select(StepRecord).where(StepRecord.run_id == run_id).order_by(StepRecord.id)
-    return list((await session.scalars(query)).all())
+# Step records shown per GET /run/{id}: a run may hold tens of thousands (nested foreach), and serializing them
+# all on every poll cost the API ~300 ms of CPU per request (bench/isolation.py cpu-foreach); page them instead.
+STEP_PAGE = 500
+
+
+async def step_records(
+    session: AsyncSession, run_id: int, *, after: int | None = None, limit: int = STEP_PAGE
+) -> tuple[list[StepRecord], int | None]:
+    """A page of a run's step records in execution order, and the cursor of the next page (None at the end)."""
+    query = select(StepRecord).where(StepRecord.run_id == run_id)
+    if after is not None:
+        query = query.where(StepRecord.id > after)
+    rows = list((await session.scalars(query.order_by(StepRecord.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
 
 
 async def flow_keys(session: AsyncSession, flow_ids: set[int]) -> dict[int, str]:
