@@ -10,7 +10,6 @@ from flowkit import jira_definition
 from sqlalchemy import event
 
 from ihub.flows.engine import PENDING_WRITE_BATCH
-from ihub.runs.models import StepRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -42,8 +41,10 @@ async def test_pure_step_records_are_written_in_bounded_batches(kit, app) -> Non
     per_transaction: list[int] = []
     inserted = {"rows": 0}
 
-    def count_inserts(mapper: Any, connection: Any, record: Any) -> None:
-        inserted["rows"] += 1
+    def count_inserts(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO RUN_STEPS"):
+            # executemany: a row per parameter set; else one statement of one or more VALUES groups.
+            inserted["rows"] += len(parameters) if many else statement.count("), (") + 1
 
     def on_commit(conn: Any) -> None:
         if inserted["rows"]:
@@ -51,13 +52,13 @@ async def test_pure_step_records_are_written_in_bounded_batches(kit, app) -> Non
         inserted["rows"] = 0
 
     engine = app.state.context.engine.sync_engine
-    event.listen(StepRecord, "before_insert", count_inserts)
+    event.listen(engine, "before_cursor_execute", count_inserts)
     event.listen(engine, "commit", on_commit)
     try:
         project = await kit.project(jira_definition([LONG]))
         run = await kit.wait(await kit.trigger(kit.flow_id(project, "long"), {}), timeout=120)
     finally:
-        event.remove(StepRecord, "before_insert", count_inserts)
+        event.remove(engine, "before_cursor_execute", count_inserts)
         event.remove(engine, "commit", on_commit)
     assert run["status"] == "succeeded", run["error"]
     # Every record was written (the foreach itself and each iteration's step), none in an oversized batch.
