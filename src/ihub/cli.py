@@ -115,8 +115,12 @@ def serve(
     if first is not None:
         _print_first_owner(first, as_json=False)
         print(f"IHUB_OWNER_USER_ID={first.user_id}\nIHUB_OWNER_SECRET={first.secret}", flush=True)
+    from ihub.common.gcpause import freeze_startup_objects
+
+    hub = create_app(settings, run_worker=not no_worker)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings, run_worker=not no_worker),
+        hub,
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),

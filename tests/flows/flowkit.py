@@ -122,9 +122,18 @@ class Kit:
         return response.json()["runId"]
 
     async def run(self, run_id: str) -> dict[str, Any]:
+        """The run with all its step records (the API pages them; this follows stepsNextCursor)."""
         response = await self.client.get(f"/api/v1/run/{run_id}", headers=self.auth)
         assert response.status_code == 200, response.text
-        return response.json()["runs"][0]
+        run = response.json()["runs"][0]
+        while run.get("stepsNextCursor"):
+            params = {"stepsAfter": run["stepsNextCursor"]}
+            response = await self.client.get(f"/api/v1/run/{run_id}", params=params, headers=self.auth)
+            assert response.status_code == 200, response.text
+            page = response.json()["runs"][0]
+            run["steps"] += page["steps"]
+            run["stepsNextCursor"] = page.get("stepsNextCursor")
+        return run
 
     async def wait(self, run_id: str, timeout: float = 15.0, statuses: tuple[str, ...] = FINAL) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import NullPool
 
-from ihub.db.files import restrict_database_files
+from ihub.db.files import restrict_database_files, sqlite_path
+from ihub.db.write_gate import GATE_KEY, WriteGate, gate_of, gate_path
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 
@@ -73,10 +74,66 @@ def _tune_sqlite(engine: AsyncEngine, lock_timeout: float, *, read_only: bool = 
         if read_only:
             # Deferred: takes only a WAL read snapshot, never the write lock, so reads run beside a writer.
             conn.exec_driver_sql("BEGIN")
-        else:
+            return
+        gate = gate_of(conn.info)
+        if gate is not None:
+            gate.acquire()
+        try:
             # Take the write lock up front: a deferred transaction that later writes can fail with
             # SQLITE_BUSY without waiting for busy_timeout, which a server must not do.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+
+
+def _gate_writers(engine: AsyncEngine, url: str, lock_timeout: float) -> None:
+    """Queue this engine's write transactions on the database's writer gate (see ihub.db.write_gate)."""
+    path = sqlite_path(url)
+    if path is None:
+        return  # an in-memory database has one process by definition
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _open_gate(_dbapi_connection: Any, record: Any) -> None:
+        record.info[GATE_KEY] = WriteGate(gate_path(path), lock_timeout)
+
+    @event.listens_for(sync_engine, "close")
+    def _close_gate(_dbapi_connection: Any, record: Any) -> None:
+        gate = gate_of(record.info)
+        if gate is not None:
+            gate.close()
+
+    # SQLAlchemy has no event after a COMMIT or ROLLBACK reached the database (its `commit` event fires
+    # before), and the gate must stay held until SQLite's lock is gone: wrap this engine's dialect.
+    dialect = sync_engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        finally:
+            _release(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            rollback(dbapi_connection)
+        finally:
+            _release(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def _release(dbapi_connection: Any) -> None:
+    try:
+        info = dbapi_connection.info
+    except (AttributeError, NotImplementedError):
+        return  # the dialect's first-connect probe runs on a connection without a pool record
+    gate = gate_of(info)
+    if gate is not None:
+        gate.release()
 
 
 def create_engine(url: str, *, pool: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS) -> AsyncEngine:
@@ -100,6 +157,7 @@ def create_engine(url: str, *, pool: bool = True, lock_timeout: float = DEFAULT_
     engine = create_async_engine(async_url(url), **kwargs)
     if is_sqlite(url):
         _tune_sqlite(engine, lock_timeout)
+        _gate_writers(engine, url, lock_timeout)
     return engine
 
 

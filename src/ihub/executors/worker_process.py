@@ -34,6 +34,7 @@ async def serve_pipe(reader: asyncio.StreamReader, executor: object) -> None:
 
 async def run(settings_json: str, index: int) -> None:
     from ihub.app import build_context
+    from ihub.common.gcpause import freeze_startup_objects
     from ihub.config import Settings
     from ihub.executors import lease_seconds, poll_interval
     from ihub.executors.local import LocalExecutor
@@ -63,6 +64,7 @@ async def run(settings_json: str, index: int) -> None:
     # SIGTERM straight to a worker stops it cleanly too (the supervisor restarts it).
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     await executor.start()
+    freeze_startup_objects()
     log.info("worker %d (pid %d) executing runs (concurrency %d)", index, os.getpid(), settings.worker_concurrency)
     pipe = asyncio.create_task(serve_pipe(reader, executor))
     stop = asyncio.create_task(stopping.wait())

@@ -31,6 +31,7 @@ from sqlalchemy import and_, insert, or_, select, update
 
 from ihub.common.errors import ApiError
 from ihub.db.base import utcnow
+from ihub.db.write_gate import until_no_write_held_here
 from ihub.egress import (
     DeadlineExceeded,
     EgressRefused,
@@ -75,7 +76,8 @@ MAX_STEPS_PER_EXECUTION = 20_000
 # Records of pure steps are written together, at most this many per transaction, so a long run of pure steps
 # never holds SQLite's only write lock for long while other processes' writes (the API's) wait in SQLite's busy
 # handler. bench/isolation.py cpu-foreach, token p99: 20 000 rows in one transaction > 5 s (503s); 500 per
-# transaction 1.4 s; 100: 362 ms; 25: 186 ms (quiet: 14 ms). The cost is one lease UPDATE per batch.
+# transaction 1.4 s; 100: 362 ms; 25: 186 ms (quiet: 14 ms). With the writer gate (db/write_gate.py) the
+# waits are short either way (25: 24-33 ms, 100: 27-42 ms; quiet 17-20). The cost is one lease UPDATE per batch.
 PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
 FINAL = ("succeeded", "failed")
@@ -477,8 +479,9 @@ class RunExecution:
             if self.lease_lost:
                 raise LeaseLost()
             self._check_budget()
-            # Pure steps never wait: yield so that the heartbeat and the worker's other runs keep going.
-            await asyncio.sleep(0)
+            # Pure steps never wait: yield so that the heartbeat and the worker's other runs keep going, and
+            # let a write transaction this process has open finish before computing (db/write_gate.py).
+            await until_no_write_held_here()
             await self.run_step(step, scope, prefix)
 
     def _check_budget(self) -> None:
@@ -721,6 +724,7 @@ class RunExecution:
         runtime: dict[str, Any] = {"type": "http", "config": {}, "secrets": {}}
         if "connection" in step:
             runtime = await self._connection(step["connection"])
+            await until_no_write_held_here()  # rendering is CPU work (see run_steps)
         fields = fields_of(runtime)
         target_path = render(step.get("path"), ctx) if "path" in step else None
         target_url = render(step.get("url"), ctx) if "url" in step else None
@@ -741,6 +745,7 @@ class RunExecution:
             content = _text(render(step["body"], ctx)).encode()
         record.request = self._request_summary(step["method"], url, query, headers, content)
         response, auth_secrets = await self._send(step, runtime, url, query, headers, content, record)
+        await until_no_write_held_here()  # parsing and redacting a 10 MiB answer is CPU work
         self.secrets.extend(auth_secrets)
         body = _parse_body(response)
         response_state = {

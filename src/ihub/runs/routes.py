@@ -69,7 +69,7 @@ async def get_run(
     ] = None,
 ) -> RunDetail:
     """A run with a record per step attempt (request/response summaries are truncated and redacted), at most
-    500 records per answer in execution order; `stepsNextCursor` fetches the next ones."""
+    100 records per answer in execution order; `stepsNextCursor` fetches the next ones."""
     run = await service.visible_run(session, caller, path_id(run_id, "run"))
     keys = await service.flow_keys(session, {run.flow_id})
     steps, next_steps = await service.step_records(session, run.id, after=parse_cursor(steps_after, "stepsAfter"))
