@@ -61,7 +61,9 @@ def is_oauth_path(path: str) -> bool:
     return "incoming" in parts[:2]
 
 
-def error_response(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     if is_oauth_path(request.url.path):
         body: dict[str, Any] = {"error": code, "error_description": message}
         headers = {"Cache-Control": "no-store", **(headers or {})}
@@ -94,10 +96,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
         response = error_response(request, error.status, error.code, error.message, error.headers)
-        fields = getattr(error, "fields", None)
-        if fields and not is_oauth_path(request.url.path):
+        if error.fields and not is_oauth_path(request.url.path):
             body = envelope(error.status, error.code, error.message)
-            body["metadata"]["errors"] = fields
+            body["metadata"]["errors"] = error.fields
             response = JSONResponse(body, status_code=error.status, headers=error.headers)
         return response
 
@@ -120,7 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
             fields.append({"field": ".".join(loc[1:] or loc), "message": item.get("msg", "invalid")})
         text = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
         api_error = ApiError(400, text, "validation_error")
-        api_error.fields = fields  # type: ignore[attr-defined]
+        api_error.fields = fields
         return await _api_error(request, api_error)
 
     @app.exception_handler(RecursionError)

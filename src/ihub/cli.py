@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
 from ihub.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    # For annotations only: the commands import these where they use them, as the rest of this module does.
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ihub.bootstrap import FirstOwner
+    from ihub.common.crypto import SecretBox
+    from ihub.provisioning.service import IssuedKey
+    from ihub.tenancy.models import User
 
 app = typer.Typer(help="ihub: an integration hub.", no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="Manage users from the server's shell.", no_args_is_help=True)
@@ -21,6 +31,8 @@ app.add_typer(key_app, name="key")
 console = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+T = TypeVar("T")
 
 
 def migrate_database(settings: Settings) -> None:
@@ -36,7 +48,7 @@ def migrate_database(settings: Settings) -> None:
         asyncio.run(ensure_schema(libpq_url(settings.resolved_database_url)))
 
 
-async def _initialize(settings: Settings, owner_email: str):  # noqa: ANN202
+async def _initialize(settings: Settings, owner_email: str) -> FirstOwner | None:
     from ihub.bootstrap import initialize
     from ihub.common.crypto import SecretBox
     from ihub.db.engine import create_engine, create_sessionmaker
@@ -51,7 +63,7 @@ async def _initialize(settings: Settings, owner_email: str):  # noqa: ANN202
         await engine.dispose()
 
 
-def _print_first_owner(first, as_json: bool) -> None:  # noqa: ANN001
+def _print_first_owner(first: FirstOwner, as_json: bool) -> None:
     if as_json:
         print(
             json.dumps(
@@ -135,7 +147,8 @@ def migrate() -> None:
     console.print("schema is up to date")
 
 
-async def _with_session(work):  # noqa: ANN001, ANN202
+async def _with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
+    """Run `work` with a session on the hub's database and its secret box; the engine is disposed after."""
     from ihub.common.crypto import SecretBox
     from ihub.db.engine import create_engine, create_sessionmaker
 
@@ -161,7 +174,7 @@ def key_generate(user: Annotated[str, typer.Option("--user", help="User id.")], 
         console.print(f"--user {user!r}: {error}")
         raise typer.Exit(2) from None
 
-    async def work(session, box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, box: SecretBox) -> IssuedKey | None:
         if await session.get(User, user_id) is None:
             return None
         return await generate_key(session, box, user_id)
@@ -184,7 +197,7 @@ def user_list(as_json: JsonFlag = False) -> None:
 
     from ihub.tenancy.models import User
 
-    async def work(session, _box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, _box: SecretBox) -> Sequence[User]:
         return (await session.scalars(select(User).order_by(User.id))).all()
 
     users = asyncio.run(_with_session(work))

@@ -55,7 +55,7 @@ def refuse_nul(data: Any, prefix: tuple[int | str, ...] = ()) -> Any:
     if loc is not None:
         field = location(prefix + loc)
         api_error = ApiError(400, f"{field}: text must not contain NUL characters", "validation_error")
-        api_error.fields = [{"field": field, "message": "text must not contain NUL characters"}]  # type: ignore[attr-defined]
+        api_error.fields = [{"field": field, "message": "text must not contain NUL characters"}]
         raise api_error
     return data
 
@@ -108,7 +108,7 @@ def validation_error(error: ValidationError, prefix: tuple[int | str, ...] = ())
         fields.append({"field": location(prefix + loc), "message": message})
     text = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
     api_error = ApiError(400, text, "validation_error")
-    api_error.fields = fields  # type: ignore[attr-defined]
+    api_error.fields = fields
     return api_error
 
 

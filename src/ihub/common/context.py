@@ -38,7 +38,9 @@ class AppContext:
 
 
 def get_context(request: Request) -> AppContext:
-    return request.app.state.context
+    # Starlette's app.state holds untyped attributes; create_app sets `context` to the AppContext.
+    context: AppContext = request.app.state.context
+    return context
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -16,6 +16,8 @@ class ApiError(Exception):
         self.message = message
         self.code = code or status_slug(status)
         self.headers = headers or {}
+        # Per-field detail of a validation error (`[{"field", "message"}]`), rendered as metadata.errors.
+        self.fields: list[dict[str, str]] | None = None
 
 
 def status_slug(status: int) -> str:

@@ -28,7 +28,8 @@ class Executor(Protocol):
 
 
 def get_executor(context: Any) -> Executor | None:
-    return context.extras.get(EXECUTOR_KEY)
+    executor: Executor | None = context.extras.get(EXECUTOR_KEY)
+    return executor
 
 
 async def dispatch(context: Any, run_id: int) -> None:

@@ -46,14 +46,14 @@ async def start(app: Any) -> None:
     from ihub.executors.local import LocalExecutor
 
     # IHUB_WORKERS=0 (tests, debugging): flows execute on the API's own event loop.
-    executor = LocalExecutor(
+    local = LocalExecutor(
         context,
         concurrency=settings.worker_concurrency,
         poll_interval=poll_interval(settings),
         lease_seconds=lease_seconds(settings),
     )
-    await executor.start()
-    context.extras[EXECUTOR_KEY] = executor
+    await local.start()
+    context.extras[EXECUTOR_KEY] = local
 
 
 async def stop(app: Any) -> None:

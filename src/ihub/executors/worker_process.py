@@ -19,17 +19,20 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ihub.executors import Executor
 
 log = logging.getLogger("ihub.executors.worker")
 
 
-async def serve_pipe(reader: asyncio.StreamReader, executor: object) -> None:
+async def serve_pipe(reader: asyncio.StreamReader, executor: Executor) -> None:
     """Submit every run id read from the supervisor until the pipe closes."""
     while line := await reader.readline():
         text = line.strip()
         if text.isdigit():
-            await executor.submit(int(text))  # type: ignore[attr-defined]
+            await executor.submit(int(text))
 
 
 async def run(settings_json: str, index: int) -> None:

@@ -782,7 +782,8 @@ class RunExecution:
             "headers": redact_headers(headers),
             "body": summarize(self._redacted(body)),
         }
-        return self._redacted(summary)
+        redacted: dict[str, Any] = self._redacted(summary)  # redaction keeps a dict a dict
+        return redacted
 
     async def _send(
         self,
@@ -938,11 +939,14 @@ def _json_safe(value: Any) -> Any:
 def _cap_state(state: dict[str, Any]) -> dict[str, Any]:
     """Keep a step's state storable: a huge response body is cut (later steps see the cut text)."""
     text = _dumps(state)
+    # json.loads is typed Any; the text is a dict's JSON, so it gives a dict back.
     if len(text) <= STATE_BODY_CAP:
-        return json.loads(text)
+        same: dict[str, Any] = json.loads(text)
+        return same
     capped = dict(state)
     for key in ("output",):
         capped[key] = summarize(_json_safe(state.get(key)), STATE_BODY_CAP // 2)
     if isinstance(capped.get("response"), dict):
         capped["response"] = {**capped["response"], "body": summarize(capped["response"].get("body"), 1024)}
-    return json.loads(_dumps(capped))
+    cut: dict[str, Any] = json.loads(_dumps(capped))
+    return cut

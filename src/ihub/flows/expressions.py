@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jmespath
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
@@ -413,7 +413,9 @@ class _KeyFirstEnvironment(ImmutableSandboxedEnvironment):
             try:
                 return obj[argument]
             except IndexError:
-                return self.undefined(obj=obj, name=argument)
+                # Jinja annotates `name` as str, yet its own getitem passes indexes too and Undefined words
+                # them "has no element 5"; a str here would change the message to "has no attribute '5'".
+                return self.undefined(obj=obj, name=argument)  # type: ignore[arg-type]
         return super().getitem(obj, argument)
 
 
@@ -463,8 +465,10 @@ def environment() -> _KeyFirstEnvironment:
     env.filters["fromjson"] = _fromjson
     for name, function in list(env.filters.items()):
         env.filters[name] = _guarded(name, function)
-    for name, function in list(env.tests.items()):
-        env.tests[name] = _guarded(name, function)
+    for name, test in list(env.tests.items()):
+        # Jinja's tests table is an unannotated dict literal: mypy types its values as builtins.function,
+        # which it does not see as callable. They are Jinja's test functions.
+        env.tests[name] = _guarded(name, cast("Callable[..., Any]", test))
     env.filters["_ihub_bounded_loop"] = _bounded_loop
     # Only data-building functions: lipsum (megabytes of filler text on request), cycler and joiner (objects
     # that print as Python internals) are gone; what stays prints as its name and checks its sizes.

@@ -208,7 +208,7 @@ STATE_KEY = "incoming"
 
 def incoming_state(context: Any) -> IncomingState:
     """This process's token keys and caches, made on first use and kept in the app context."""
-    state = context.extras.get(STATE_KEY)
+    state: IncomingState | None = context.extras.get(STATE_KEY)
     if state is None:
         state = IncomingState(
             tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),

@@ -62,6 +62,14 @@ def _is_loopback(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
+def jwks_entries(document: Any) -> list[Any]:
+    """The `keys` array of a JWKS document; ValueError if there is none."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("the JWKS document has no 'keys' array")
+    return entries
+
+
 @dataclass
 class JwksEntry:
     # kid -> (public jwk, algorithm); keys without a kid get their position as a name.
@@ -131,10 +139,7 @@ class JwksCache:
                 )
             if response.status_code != 200:
                 raise ValueError(f"the JWKS URL answered HTTP {response.status_code}")
-            document = response.json()
-            entries = document.get("keys") if isinstance(document, dict) else None
-            if not isinstance(entries, list):
-                raise ValueError("the JWKS document has no 'keys' array")
+            entries = jwks_entries(response.json())
         except EgressRefused as error:
             entry.last_error = f"the JWKS URL is not fetched: the egress policy refuses it ({error.reason})"
         except (DeadlineExceeded, ResponseTooLarge) as error:
@@ -159,7 +164,9 @@ class JwksCache:
             except (UnusableKey, ValueError) as error:
                 log.warning("JWKS key #%d skipped: %s", index, error)
                 continue
-            kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else f"#{index}"
+            kid = jwk.get("kid")
+            if not isinstance(kid, str):
+                kid = f"#{index}"
             keys[kid] = (public, alg)
         entry.keys = keys
         entry.fetched = True

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from ihub.common.body import json_or_form, read_body, request_body
-from ihub.common.context import Context, Session, client_address
+from ihub.common.context import Context, Session, client_address, get_context
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
@@ -159,7 +159,7 @@ async def delete_trigger(
 
 
 def resolve_env(request: Request, env: str | None) -> str:
-    envs = request.app.state.context.settings.incoming_envs
+    envs = get_context(request).settings.incoming_envs
     if env is None:
         return envs[0]
     if env not in envs:

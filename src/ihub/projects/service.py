@@ -84,7 +84,8 @@ async def visible_project(session: AsyncSession, principal: Principal, project_i
     ).first()
     if row is None or not principal.sees(row.path):
         raise not_found("project", project_id)
-    return row.Project
+    project, _path = row  # unpacking keeps the Row's column types; row.Project would be Any
+    return project
 
 
 async def list_projects(session: AsyncSession, principal: Principal, org_id: int) -> Sequence[Project]:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ihub.cli import JsonFlag, register
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ihub.common.crypto import SecretBox
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Inspect and replay flow runs.", no_args_is_help=True)
 console = Console()
@@ -36,7 +44,7 @@ def _id(value: str, kind: str, as_json: bool) -> int:
         _fail(f"{kind} id must be a decimal number, got {value!r}", as_json)
 
 
-def _run(work: Any) -> Any:
+def _run(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
     from ihub.cli import _with_session
 
     return asyncio.run(_with_session(work))
@@ -71,13 +79,13 @@ def list_runs(
     project_id = _id(project, "project", as_json)
     after = _id(cursor, "cursor", as_json) if cursor else None
 
-    async def work(session, _box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
         runs, next_cursor = await service.list_runs(
             session, project_id, status=status, flow=flow, limit=limit, cursor=after
         )
         keys = await service.flow_keys(session, {r.flow_id for r in runs})
         page = RunList(
-            runs=[run_out(r, keys.get(r.flow_id)) for r in runs], next_cursor=next_cursor and str(next_cursor)
+            runs=[run_out(r, keys.get(r.flow_id)) for r in runs], next_cursor=str(next_cursor) if next_cursor else None
         )
         return page.model_dump(mode="json", by_alias=True)
 
@@ -112,7 +120,7 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: Js
 
     rid = _id(run_id, "run", as_json)
 
-    async def work(session, _box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any] | None:
         run = await session.get(Run, rid)
         if run is None:
             return None
@@ -166,7 +174,7 @@ def replay(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: Json
 
     rid = _id(run_id, "run", as_json)
 
-    async def work(session, _box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, str]:
         original = await session.get(Run, rid)
         if original is None:
             raise ApiError(404, f"run {rid} not found")

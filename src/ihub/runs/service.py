@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import CursorResult, Row, and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ihub.common.errors import conflict, not_found
 from ihub.db.base import utcnow
@@ -89,7 +89,9 @@ async def purge_runs(session: AsyncSession, *, older_than_days: int) -> int:
     return len(ids)
 
 
-async def wait_for_run(sessions: Any, run_id: int, timeout: float, interval: float = 0.05) -> Run | None:
+async def wait_for_run(
+    sessions: async_sessionmaker[AsyncSession], run_id: int, timeout: float, interval: float = 0.05
+) -> Run | None:
     """Poll until a run reaches a final status (for sync triggers); the run as last read either way."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -123,7 +125,8 @@ async def visible_run(session: AsyncSession, principal: Principal, run_id: int) 
     ).first()
     if row is None or not principal.sees(row.path):
         raise not_found("run", run_id)
-    return row.Run
+    run, _path = row  # unpacking keeps the Row's column types; row.Run would be Any
+    return run
 
 
 async def visible_flow(session: AsyncSession, principal: Principal, flow_id: int) -> LoadedFlow:
@@ -230,11 +233,15 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
     if run.status in FINAL_STATUSES:
         raise conflict(f"run {run.id} is already {run.status}", "run_finished")
     now = utcnow()
-    done = await session.execute(
-        update(Run)
-        .where(Run.id == run.id, Run.status == "queued")
-        .values(status="cancelled", finished_at=now, error="cancelled on request", cancel_requested=True)
-        .execution_options(synchronize_session=False)
+    # An UPDATE returns a CursorResult (it has rowcount); Session.execute is typed to return the base Result.
+    done = cast(
+        "CursorResult[Any]",
+        await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == "queued")
+            .values(status="cancelled", finished_at=now, error="cancelled on request", cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        ),
     )
     if done.rowcount != 1:
         await session.execute(

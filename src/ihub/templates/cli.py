@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import yaml
 from rich.console import Console
 
 from ihub.cli import JsonFlag, register
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ihub.common.crypto import SecretBox
 
 app = typer.Typer(help="Manage integration templates from the server's shell.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -56,7 +61,7 @@ def import_template(
     except ValueError as error:
         _fail(str(error), as_json)
 
-    async def work(session, _box):  # noqa: ANN001, ANN202
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
         template, created = await service.import_template(
             session, org_id, data["name"], data["description"], data["definition"]
         )

@@ -5,13 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, GetPydanticSchema
+from pydantic_core import core_schema
 
 from ihub.common.fields import Name
 from ihub.common.ids import IdIn, IdOut
 from ihub.tenancy.permissions import Role
 
-RoleIn = Annotated[str, AfterValidator(Role.parse)]
+# A role in a request body: validated as a string (so the schema and the "valid string" error stay those of
+# a string), then parsed case-insensitively into the Role enum that the code after validation works with.
+RoleIn = Annotated[
+    Role,
+    GetPydanticSchema(
+        lambda _source, _handler: core_schema.no_info_after_validator_function(Role.parse, core_schema.str_schema())
+    ),
+]
 
 
 class ApiModel(BaseModel):

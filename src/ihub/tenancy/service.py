@@ -188,7 +188,8 @@ async def visible_user(session: AsyncSession, principal: Principal, user_id: int
     ).first()
     if row is None or not principal.sees(row.path):
         raise not_found("user", user_id)
-    return row.User
+    user, _path = row  # unpacking keeps the Row's column types; row.User would be Any
+    return user
 
 
 async def list_users(session: AsyncSession, principal: Principal, org_id: int) -> Sequence[User]:

@@ -10,6 +10,9 @@ config = context.config
 
 def run_migrations() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        # ihub.db.migrate sets it from the hub's database URL; a bare `alembic` run has none.
+        raise RuntimeError("sqlalchemy.url is not set: run the migrations with `ihub migrate`")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
