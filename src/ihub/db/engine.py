@@ -105,6 +105,12 @@ def _gate_writers(engine: AsyncEngine, url: str, lock_timeout: float) -> None:
         if gate is not None:
             gate.close()
 
+    # A connection back in the pool, or given up on, has no transaction: its gate must not stay held. A task
+    # cancelled inside a transaction reaches none of COMMIT/ROLLBACK below (SQLAlchemy resets or invalidates
+    # the connection instead), and a gate left held would refuse every other process's writes with 503.
+    for pool_event in ("checkin", "reset", "invalidate", "soft_invalidate", "detach"):
+        event.listen(sync_engine.pool, pool_event, _release_record)
+
     # SQLAlchemy has no event after a COMMIT or ROLLBACK reached the database (its `commit` event fires
     # before), and the gate must stay held until SQLite's lock is gone: wrap this engine's dialect.
     dialect = sync_engine.dialect
@@ -124,6 +130,12 @@ def _gate_writers(engine: AsyncEngine, url: str, lock_timeout: float) -> None:
 
     dialect.do_commit = do_commit  # type: ignore[method-assign]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def _release_record(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
+    gate = gate_of(record.info) if record is not None else None
+    if gate is not None:
+        gate.release()
 
 
 def _release(dbapi_connection: Any) -> None:
