@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import NullPool
 
 from ihub.db.files import restrict_database_files, sqlite_path
-from ihub.db.write_gate import GATE_KEY, WriteGate, gate_of, gate_path
+from ihub.db.write_gate import GATE_KEY, WriteGate, gate_of, gate_path, release_gate
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 
@@ -133,9 +133,8 @@ def _gate_writers(engine: AsyncEngine, url: str, lock_timeout: float) -> None:
 
 
 def _release_record(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
-    gate = gate_of(record.info) if record is not None else None
-    if gate is not None:
-        gate.release()
+    if record is not None:
+        release_gate(record.info)
 
 
 def _release(dbapi_connection: Any) -> None:
@@ -143,9 +142,7 @@ def _release(dbapi_connection: Any) -> None:
         info = dbapi_connection.info
     except (AttributeError, NotImplementedError):
         return  # the dialect's first-connect probe runs on a connection without a pool record
-    gate = gate_of(info)
-    if gate is not None:
-        gate.release()
+    release_gate(info)
 
 
 def create_engine(url: str, *, pool: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS) -> AsyncEngine:

@@ -115,3 +115,10 @@ GATE_KEY = "ihub_write_gate"
 def gate_of(connection_info: dict[str, Any]) -> WriteGate | None:
     gate = connection_info.get(GATE_KEY)
     return gate if isinstance(gate, WriteGate) else None
+
+
+def release_gate(connection_info: dict[str, Any]) -> None:
+    """Drop the gate of a pooled connection if it holds it (a no-op for connections without one)."""
+    gate = gate_of(connection_info)
+    if gate is not None:
+        gate.release()
