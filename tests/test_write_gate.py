@@ -1,13 +1,15 @@
 """SQLite writers of different processes queue on the writer gate (db/write_gate.py): a write waits while
 another process holds it, lands as soon as it is released, answers 503 when it is held past the lock
 timeout, and nothing holds it past a COMMIT or ROLLBACK. While a write is open, the process does not
-start the next pure step of a flow; a transaction abandoned by a cancelled task frees the gate."""
+start the next pure step of a flow nor collect garbage (for a second at most); a transaction abandoned by a
+cancelled task frees the gate."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+import gc
 import os
 import subprocess
 import sys
@@ -125,6 +127,46 @@ async def test_nothing_holds_the_gate_after_a_commit_or_a_rollback(app, client, 
     assert gate_is_free(gate_file)
 
 
+async def collections_on() -> None:
+    """Collections are back on once no write of this process is open. The app's own background work (the
+    executor's polls) writes too, so a test waits for those to end before looking."""
+    await until_no_write_held_here()
+    assert gc.isenabled()
+
+
+async def test_no_garbage_collection_runs_while_a_write_is_open(app) -> None:  # noqa: ANN001
+    await collections_on()
+    sessions = app.state.context.sessions
+    # The write pool has one connection: while this session holds it, no other write of the app can begin.
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE organizations SET name = name WHERE id = 1"))
+        assert not gc.isenabled()
+    await collections_on()
+    async with sessions() as session:
+        await session.execute(text("UPDATE organizations SET name = name WHERE id = 1"))
+        assert not gc.isenabled()
+        await session.rollback()
+    await collections_on()
+
+
+async def test_a_collection_pause_ends_after_its_bound_even_if_the_write_does_not(app, monkeypatch) -> None:  # noqa: ANN001
+    from ihub.common import gcpause
+
+    monkeypatch.setattr(gcpause, "MAX_PAUSE_SECONDS", 0.05)
+    await collections_on()
+    async with app.state.context.sessions() as session, session.begin():
+        await session.execute(text("UPDATE organizations SET name = name WHERE id = 1"))
+        assert not gc.isenabled()
+        await asyncio.sleep(0.3)
+        assert gc.isenabled()
+    await collections_on()
+    # The next write pauses again, and ends its pause itself.
+    async with app.state.context.sessions() as session, session.begin():
+        await session.execute(text("UPDATE organizations SET name = name WHERE id = 1"))
+        assert not gc.isenabled()
+    await collections_on()
+
+
 async def test_computation_waits_for_this_process_open_write(gate_file: Path) -> None:
     gate = WriteGate(gate_file, timeout=1)
     try:
@@ -161,3 +203,4 @@ async def test_a_transaction_cancelled_midway_leaves_the_gate_free(app, gate_fil
             break
         await asyncio.sleep(0.05)
     assert gate_is_free(gate_file)
+    await collections_on()

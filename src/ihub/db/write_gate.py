@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.util import await_only
 
+from ihub.common.gcpause import pause_collection, resume_collection
 from ihub.db.files import OWNER_ONLY
 
 # 1 ms: waking a thousand times a second costs a waiting writer about 1 % of a core in system calls, and
@@ -96,6 +97,8 @@ class WriteGate:
             return False
         self.held = True
         _held_here.count += 1
+        # A full collection inside the transaction would hold every other process's writes (common/gcpause.py).
+        pause_collection()
         return True
 
     def release(self) -> None:
@@ -103,6 +106,7 @@ class WriteGate:
             self.held = False
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             _held_here.count -= 1
+            resume_collection()
 
     def close(self) -> None:
         self.release()
