@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Row, and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import conflict, not_found
 from ihub.db.base import utcnow
@@ -87,20 +86,6 @@ async def purge_runs(session: AsyncSession, *, older_than_days: int) -> int:
         await session.execute(delete(StepRecord).where(StepRecord.run_id.in_(chunk)))
         await session.execute(delete(Run).where(Run.id.in_(chunk)))
     return len(ids)
-
-
-async def wait_for_run(
-    sessions: async_sessionmaker[AsyncSession], run_id: int, timeout: float, interval: float = 0.05
-) -> Run | None:
-    """Poll until a run reaches a final status (for sync triggers); the run as last read either way."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        async with sessions() as session:
-            run = await session.get(Run, run_id)
-        if run is None or run.status in FINAL_STATUSES or asyncio.get_running_loop().time() >= deadline:
-            return run
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
 
 
 # -- the run API (tenancy: the caller must see the project's organization) --------------------------------
