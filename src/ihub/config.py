@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         description='CIDRs and host names outgoing calls may reach although the egress policy refuses them by '
         'default (loopback, private, link-local...), as JSON: \'["10.1.0.0/16", "api.internal", "*.corp.example"]\'.',
     )
+    run_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="How long a claimed run stays with its worker without a heartbeat (renewed every third); "
+        "a crashed worker's runs are picked up by others after this long.",
+    )
+    poll_interval: float = Field(
+        default=1.0,
+        ge=0.05,
+        description="How often workers look for due or orphaned runs, in seconds (a trigger wakes them at once).",
+    )
     http_max_response_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
     )

@@ -16,18 +16,19 @@ from flowkit import Kit  # noqa: E402
 
 
 @pytest.fixture(params=["local", "procrastinate"])
-def executor_kind(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "procrastinate":
-        if db_url.startswith("sqlite"):
-            pytest.skip("procrastinate needs PostgreSQL")
-        # Scheduled (retry) jobs are found by polling; keep retry timing close to the configured delays.
-        monkeypatch.setenv("IHUB_POLL_INTERVAL", "0.05")
+def executor_kind(request: pytest.FixtureRequest, db_url: str) -> str:
+    if request.param == "procrastinate" and db_url.startswith("sqlite"):
+        pytest.skip("procrastinate needs PostgreSQL")
     return request.param
 
 
 @pytest.fixture
 def settings(settings: Settings, executor_kind: str) -> Settings:
-    return settings.model_copy(update={"executor": executor_kind})
+    update: dict[str, object] = {"executor": executor_kind}
+    if executor_kind == "procrastinate":
+        # Scheduled (retry) jobs are found by polling; keep retry timing close to the configured delays.
+        update["poll_interval"] = 0.05
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ Use `dispatch(context, run_id)` to do the right thing in both cases.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger("ihub.executors")
@@ -41,17 +40,3 @@ async def dispatch(context: Any, run_id: int) -> None:
         await executor.submit(run_id)
     except Exception:  # noqa: BLE001 - the run is durable; the reconciler will find it
         log.warning("could not submit run %s; the reconciler will pick it up", run_id, exc_info=True)
-
-
-def lease_seconds(settings: Any) -> float:
-    """How long a claimed run stays with its worker without a heartbeat (IHUB_RUN_LEASE_SECONDS, default 60).
-
-    A crashed worker's runs are picked up by others after this long; the heartbeat renews it every third."""
-    value = getattr(settings, "run_lease_seconds", None) or os.environ.get("IHUB_RUN_LEASE_SECONDS") or 60
-    return max(1.0, float(value))
-
-
-def poll_interval(settings: Any) -> float:
-    """How often the reconciler looks for due or orphaned runs (IHUB_POLL_INTERVAL, default 1 s)."""
-    value = getattr(settings, "poll_interval", None) or os.environ.get("IHUB_POLL_INTERVAL") or 1.0
-    return max(0.05, float(value))

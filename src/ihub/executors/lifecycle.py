@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ihub.executors import EXECUTOR_KEY, lease_seconds, poll_interval
+from ihub.executors import EXECUTOR_KEY
 
 # The worker processes of `serve` under procrastinate: the queue wakes them, so they are not the executor.
 SUPERVISOR_KEY = "supervisor"
@@ -49,8 +49,8 @@ async def start(app: Any) -> None:
     local = LocalExecutor(
         context,
         concurrency=settings.worker_concurrency,
-        poll_interval=poll_interval(settings),
-        lease_seconds=lease_seconds(settings),
+        poll_interval=settings.poll_interval,
+        lease_seconds=settings.run_lease_seconds,
     )
     await local.start()
     context.extras[EXECUTOR_KEY] = local

@@ -25,7 +25,6 @@ from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
 from ihub.db.base import utcnow
-from ihub.executors import lease_seconds, poll_interval
 from ihub.flows.engine import Engine
 from ihub.runs.service import due_run_ids, purge_runs
 
@@ -70,7 +69,7 @@ class ProcrastinateExecutor:
         self.conninfo = libpq_url(settings.resolved_database_url)
         self.name = worker_name()
         self.engine: Engine | None = None
-        self.poll_interval = poll_interval(settings)
+        self.poll_interval = settings.poll_interval
         self._tasks: list[asyncio.Task[Any]] = []
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
@@ -87,7 +86,7 @@ class ProcrastinateExecutor:
         await ensure_schema(self.conninfo)
         await self.app.open_async()
         if self.run_worker:
-            self.engine = Engine(self.context, self.name, lease_seconds=lease_seconds(self.context.settings))
+            self.engine = Engine(self.context, self.name, lease_seconds=self.context.settings.run_lease_seconds)
             self._tasks.append(asyncio.create_task(self._worker(), name="ihub-procrastinate-worker"))
             self._tasks.append(asyncio.create_task(self._reconciler(), name="ihub-reconciler"))
 

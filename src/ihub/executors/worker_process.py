@@ -39,7 +39,6 @@ async def run(settings_json: str, index: int) -> None:
     from ihub.app import build_context
     from ihub.common.gcpause import freeze_startup_objects
     from ihub.config import Settings
-    from ihub.executors import lease_seconds, poll_interval
     from ihub.executors.local import LocalExecutor
 
     settings = Settings(**json.loads(settings_json))
@@ -54,8 +53,8 @@ async def run(settings_json: str, index: int) -> None:
         executor = LocalExecutor(
             context,
             concurrency=settings.worker_concurrency,
-            poll_interval=poll_interval(settings),
-            lease_seconds=lease_seconds(settings),
+            poll_interval=settings.poll_interval,
+            lease_seconds=settings.run_lease_seconds,
             # One process fires schedule triggers and purges old runs; the others only execute.
             scheduler=index == 0,
         )
