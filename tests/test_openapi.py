@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from ihub.app import ROUTERS, _optional_routers, create_app
+from ihub.app import ROUTERS, create_app
 from ihub.config import Settings
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +40,7 @@ def all_routes() -> list[APIRoute]:
     than from the OpenAPI generator under test."""
     return [
         route
-        for router in ROUTERS + _optional_routers()
+        for router in ROUTERS
         for route in router.routes
         if isinstance(route, APIRoute) and route.path.startswith("/api/v1/") and route.include_in_schema
     ]

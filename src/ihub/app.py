@@ -24,35 +24,25 @@ from ihub.common.errors import ApiError, envelope, status_slug
 from ihub.common.limits import BodySizeLimit
 from ihub.config import Settings, get_settings
 from ihub.db.engine import create_engine, create_read_engine, create_sessionmaker, is_lock_timeout
+from ihub.executors.lifecycle import install as install_executor
+from ihub.incoming.routes import router as incoming_router
+from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
+from ihub.runs.routes import router as runs_router
+from ihub.templates.routes import router as templates_router
 from ihub.tenancy.routes import router as tenancy_router
 
 log = logging.getLogger("ihub")
 
-ROUTERS = [provisioning_router, tenancy_router]
-
-
-def _optional_routers() -> list[Any]:
-    """Routers of domains that are built on top of the core, imported by name to keep app.py stable."""
-    import importlib
-
-    routers = []
-    for module in (
-        "ihub.templates.routes",
-        "ihub.projects.routes",
-        "ihub.flows.routes",
-        "ihub.runs.routes",
-        "ihub.incoming.routes",
-        "ihub.console.routes",
-    ):
-        try:
-            loaded = importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-            continue
-        routers.append(loaded.router)
-    return routers
+# Every router, wired explicitly (Netflix Dispatch style): auth is declared per router, in its module.
+ROUTERS = [
+    provisioning_router,
+    tenancy_router,
+    templates_router,
+    projects_router,
+    runs_router,
+    incoming_router,
+]
 
 
 def is_oauth_path(path: str) -> bool:
@@ -194,9 +184,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     # (start, stop) coroutines taking the app; domains (executors) append to it.
     app.state.lifecycle = []
     install_error_handlers(app)
-    for router in ROUTERS + _optional_routers():
+    for router in ROUTERS:
         app.include_router(router)
-    _install_lifecycle_hooks(app)
+    # Background work (the executor and its workers) starts and stops with the app.
+    install_executor(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -218,17 +209,3 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         return {"status": "ok"}
 
     return app
-
-
-def _install_lifecycle_hooks(app: FastAPI) -> None:
-    """Domains that run in the background (executors) expose `install(app)`; call those present."""
-    import importlib
-
-    for module in ("ihub.executors.lifecycle",):
-        try:
-            loaded = importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-            continue
-        loaded.install(app)

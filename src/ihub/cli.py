@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from ihub.common.cli_support import JsonFlag, with_session
 from ihub.config import Settings, get_settings
+from ihub.executors.cli import worker
+from ihub.incoming.cli import trigger_app
+from ihub.runs.cli import app as runs_app
+from ihub.templates.cli import app as template_app
 
 if TYPE_CHECKING:
     # For annotations only: the commands import these where they use them, as the rest of this module does.
@@ -29,10 +34,6 @@ key_app = typer.Typer(help="Manage API secret keys from the server's shell.", no
 app.add_typer(user_app, name="user")
 app.add_typer(key_app, name="key")
 console = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-
-T = TypeVar("T")
 
 
 def migrate_database(settings: Settings) -> None:
@@ -147,20 +148,6 @@ def migrate() -> None:
     console.print("schema is up to date")
 
 
-async def _with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
-    """Run `work` with a session on the hub's database and its secret box; the engine is disposed after."""
-    from ihub.common.crypto import SecretBox
-    from ihub.db.engine import create_engine, create_sessionmaker
-
-    settings = get_settings()
-    engine = create_engine(settings.resolved_database_url, pool=False)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            return await work(session, SecretBox(settings.resolved_secret_key()))
-    finally:
-        await engine.dispose()
-
-
 @key_app.command("generate")
 def key_generate(user: Annotated[str, typer.Option("--user", help="User id.")], as_json: JsonFlag = False) -> None:
     """Generate a new secret key for a user (the old one stops working). Shown once."""
@@ -179,7 +166,7 @@ def key_generate(user: Annotated[str, typer.Option("--user", help="User id.")], 
             return None
         return await generate_key(session, box, user_id)
 
-    issued = asyncio.run(_with_session(work))
+    issued = asyncio.run(with_session(work))
     if issued is None:
         console.print(f"no user {user_id}")
         raise typer.Exit(1)
@@ -200,7 +187,7 @@ def user_list(as_json: JsonFlag = False) -> None:
     async def work(session: AsyncSession, _box: SecretBox) -> Sequence[User]:
         return (await session.scalars(select(User).order_by(User.id))).all()
 
-    users = asyncio.run(_with_session(work))
+    users = asyncio.run(with_session(work))
     if as_json:
         print(
             json.dumps(
@@ -224,20 +211,8 @@ def main() -> None:
         sys.exit(130)
 
 
-def register(sub: typer.Typer, name: str) -> None:
-    """Other domains add their command groups (template, runs, trigger) here."""
-    app.add_typer(sub, name=name)
-
-
-def _load_domain_commands() -> None:
-    import importlib
-
-    for module in ("ihub.templates.cli", "ihub.runs.cli", "ihub.incoming.cli", "ihub.executors.cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-
-
-_load_domain_commands()
+# Command groups of the domains, wired explicitly: a missing or broken one fails at import, never skipped.
+app.add_typer(template_app, name="template")
+app.add_typer(runs_app, name="runs")
+app.add_typer(trigger_app, name="trigger")
+app.command()(worker)

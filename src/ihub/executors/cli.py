@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ihub.cli import app as root
 from ihub.config import get_settings
 
 console = Console(stderr=True)
@@ -38,7 +37,6 @@ async def run_worker(concurrency: int | None) -> None:
         await context.engine.dispose()
 
 
-@root.command()
 def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Runs executed at once (default IHUB_WORKER_CONCURRENCY).", min=1, max=256)

@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ihub.cli import register
 from ihub.common.errors import ApiError
 from ihub.common.ids import parse_id
 from ihub.config import get_settings
@@ -210,6 +209,3 @@ def enable(client: ClientOpt, as_json: JsonFlag = False) -> None:
 def disable(client: ClientOpt, as_json: JsonFlag = False) -> None:
     """Disable a client: its assertions and access tokens are refused."""
     _change(client, lambda session, record: service.set_enabled(session, record, False), as_json)
-
-
-register(trigger_app, "trigger")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ihub.cli import JsonFlag, register
+from ihub.common.cli_support import JsonFlag, with_session
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,9 +45,8 @@ def _id(value: str, kind: str, as_json: bool) -> int:
 
 
 def _run(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
-    from ihub.cli import _with_session
 
-    return asyncio.run(_with_session(work))
+    return asyncio.run(with_session(work))
 
 
 def _styled(status: str) -> str:
@@ -211,6 +210,3 @@ async def _hand_off(run_id: int) -> None:
     finally:
         await executor.stop()
         await context.engine.dispose()
-
-
-register(app, "runs")

@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from ihub.cli import JsonFlag, register
+from ihub.common.cli_support import JsonFlag, with_session
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +50,6 @@ def import_template(
     as_json: JsonFlag = False,
 ) -> None:
     """Create the template, or update the one of the same name in that organization (its version goes up)."""
-    from ihub.cli import _with_session
     from ihub.common.errors import ApiError
     from ihub.common.ids import parse_id
     from ihub.templates import service
@@ -76,7 +75,7 @@ def import_template(
         }
 
     try:
-        result = asyncio.run(_with_session(work))
+        result = asyncio.run(with_session(work))
     except ApiError as error:
         _fail(error.message, as_json)
     if as_json:
@@ -96,6 +95,3 @@ def _fail(message: str, as_json: bool) -> NoReturn:
     else:
         console.print(f"[red]error:[/] {message}")
     raise typer.Exit(1)
-
-
-register(app, "template")

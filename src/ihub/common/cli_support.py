@@ -1,0 +1,37 @@
+"""What every domain's command group shares: the `--json` flag and a database session for one command.
+
+Domain CLIs (`templates/cli.py`, `runs/cli.py`, ...) import this, never `ihub.cli`: the root command wires
+them in with explicit imports, so there is no import cycle and no command group is skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from ihub.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ihub.common.crypto import SecretBox
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+T = TypeVar("T")
+
+
+async def with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
+    """Run `work` with a session on the hub's database and its secret box; the engine is disposed after."""
+    from ihub.common.crypto import SecretBox
+    from ihub.db.engine import create_engine, create_sessionmaker
+
+    settings = get_settings()
+    engine = create_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await work(session, SecretBox(settings.resolved_secret_key()))
+    finally:
+        await engine.dispose()
