@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +46,19 @@ FLOW = {
 
 
 async def _connection(
-    host: str, port: int, request: bytes, deadline: float, latencies: list[float], statuses: dict[int, int]
+    host: str,
+    port: int,
+    requests: Iterator[bytes],
+    deadline: float,
+    latencies: list[float],
+    statuses: dict[int, int],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
+            request = next(requests, None)
+            if request is None:  # every prepared request was sent (each may be used once)
+                break
             started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
@@ -78,12 +88,17 @@ async def _connection(
         writer.close()
 
 
-async def _load(host: str, port: int, request: bytes, seconds: float, connections: int) -> dict[str, Any]:
+async def _load(
+    host: str, port: int, requests: Iterator[bytes], seconds: float, connections: int
+) -> dict[str, Any]:
+    """Keep `connections` connections busy for `seconds` with `requests` (shared: each is sent once)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(_connection(host, port, request, deadline, latencies, statuses) for _ in range(connections)))
+    await asyncio.gather(
+        *(_connection(host, port, requests, deadline, latencies, statuses) for _ in range(connections))
+    )
     elapsed = time.perf_counter() - started
     latencies.sort()
 
@@ -106,10 +121,25 @@ def load_main(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    request = Path(args.request_file).read_bytes()
+    requests = read_requests(Path(args.request_file))
     if args.warmup > 0:
-        asyncio.run(_load(args.host, args.port, request, args.warmup, args.connections))
-    print(json.dumps(asyncio.run(_load(args.host, args.port, request, args.seconds, args.connections))))
+        asyncio.run(_load(args.host, args.port, requests, args.warmup, args.connections))
+    print(json.dumps(asyncio.run(_load(args.host, args.port, requests, args.seconds, args.connections))))
+
+
+def write_requests(path: Path, requests: list[bytes]) -> None:
+    """One request repeated for the whole phase, or several (JSON list) each sent once, in order."""
+    if len(requests) == 1:
+        path.write_bytes(requests[0])
+    else:
+        path.with_suffix(".many").write_text(json.dumps([r.decode("latin-1") for r in requests]))
+
+
+def read_requests(path: Path) -> Iterator[bytes]:
+    many = path.with_suffix(".many")
+    if many.exists():
+        return iter([r.encode("latin-1") for r in json.loads(many.read_text())])
+    return itertools.repeat(path.read_bytes())
 
 
 # --- orchestration ---------------------------------------------------------------------------------
@@ -165,10 +195,9 @@ def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit("ihub serve did not become ready in 30 s")
 
 
-def prepare(url: str, creds: dict[str, str]) -> tuple[str, int]:
-    """Template → project → flow → trigger client → access token, as a client would; returns (token, flow id)."""
+def create_trigger(url: str, creds: dict[str, str]) -> dict[str, Any]:
+    """Template → project → flow → trigger client with a generated key, as a client would; the trigger page."""
     import httpx
-    import jwt
 
     nonce = str(uuid.uuid1())
     digest = hashlib.sha256((creds["secret"] + nonce).encode()).hexdigest()
@@ -182,17 +211,37 @@ def prepare(url: str, creds: dict[str, str]) -> tuple[str, int]:
     response = httpx.post(url + "/api/v1/project/org/1", json=body, headers=auth)
     flow_id = response.raise_for_status().json()["projects"][0]["flows"][0]["id"]
     response = httpx.post(f"{url}/api/v1/flow/{flow_id}/trigger/jwt", json={"generateKey": True}, headers=auth)
-    trigger = response.raise_for_status().json()["triggers"][0]
+    trigger: dict[str, Any] = response.raise_for_status().json()["triggers"][0]
+    return trigger
+
+
+def sign_assertion(trigger: dict[str, Any], jti: str | None = None, key: Any = None) -> str:
+    """An RS256 client assertion as the seed's clients make it (with a unique `jti` when given). `key`: the
+    trigger's private key already loaded (loading a PEM checks the key, which costs more than signing)."""
+    import jwt
+
     now = int(time.time())
     claims = {"iss": trigger["iss"], "sub": trigger["sub"], "aud": trigger["aud"], "iat": now, "exp": now + 1200}
-    assertion = jwt.encode(claims, trigger["privateKey"], algorithm="RS256", headers={"typ": "JWT"})
-    response = httpx.post(trigger["aud"], json={"grant_type": "urn:ihub:jwt:bearer", "assertion": assertion})
-    return response.raise_for_status().json()["access_token"], int(flow_id)
+    if jti is not None:
+        claims["jti"] = jti
+    return jwt.encode(claims, key or trigger["privateKey"], algorithm="RS256", headers={"typ": "JWT"})
 
 
-def run_phase(name: str, request: bytes, port: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def prepare(url: str, creds: dict[str, str]) -> tuple[str, int]:
+    """A trigger client and an access token for it; returns (token, flow id)."""
+    import httpx
+
+    trigger = create_trigger(url, creds)
+    grant = {"grant_type": "urn:ihub:jwt:bearer", "assertion": sign_assertion(trigger)}
+    response = httpx.post(trigger["aud"], json=grant)
+    return response.raise_for_status().json()["access_token"], int(trigger["sub"])
+
+
+def run_phase(
+    name: str, request: bytes | list[bytes], port: int, args: argparse.Namespace, workdir: Path, ok: int = 0
+) -> dict[str, Any]:
     request_file = workdir / f"{name}.http"
-    request_file.write_bytes(request)
+    write_requests(request_file, request if isinstance(request, list) else [request])
     command = [
         sys.executable,
         __file__,
@@ -212,7 +261,7 @@ def run_phase(name: str, request: bytes, port: int, args: argparse.Namespace, wo
     if done.returncode != 0:
         raise SystemExit(f"load generator failed in phase {name}:\n{done.stderr}")
     result = json.loads(done.stdout)
-    ok = 202 if name == "webhook" else 200
+    ok = ok or (202 if name == "webhook" else 200)
     result["accepted"] = result["statuses"].get(str(ok), 0)
     result["accepted_per_s"] = round(result["accepted"] / result["seconds"], 1)
     return result

@@ -40,7 +40,7 @@ class MovableClock:
         monkeypatch.setattr("ihub.provisioning.service.utcnow", shifted_utcnow)
         monkeypatch.setattr("ihub.incoming.access.time", ShiftedTime)
         monkeypatch.setattr("ihub.incoming.grant.time", ShiftedTime)
-        monkeypatch.setattr("ihub.incoming.grant.utcnow", shifted_utcnow)
+        monkeypatch.setattr("ihub.incoming.single_use.utcnow", shifted_utcnow)
 
     def now(self) -> float:
         return (time.time() if self.frozen is None else self.frozen) + self.offset

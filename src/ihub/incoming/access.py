@@ -27,6 +27,8 @@ from ihub.egress import policy_from_settings
 from ihub.incoming.flowref import is_jwt_triggered, is_sync, load_flow, sync_timeout
 from ihub.incoming.jwks import JwksCache
 from ihub.incoming.models import TriggerClient, TriggerKey
+from ihub.incoming.single_use import SingleUse
+from ihub.ratelimit.service import CleanAddresses
 
 TOKEN_PURPOSE = "ihub/incoming/access-token/v1"
 TOKEN_ISSUER = "ihub/incoming"
@@ -110,6 +112,14 @@ def _header(token: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ClientKey:
+    kid: str
+    alg: str
+    jwk: dict[str, Any] | None
+    revoked: bool
+
+
+@dataclass(frozen=True)
 class ClientState:
     """What the webhook needs about a client, as of `loaded_at` (monotonic)."""
 
@@ -124,6 +134,9 @@ class ClientState:
     timeout: float
     revoked_kids: frozenset[str]
     loaded_at: float
+    # For the token endpoint: where the client publishes keys, and its stored keys (revoked ones included).
+    jwks_url: str | None = None
+    keys: tuple[ClientKey, ...] = ()
 
 
 async def read_client_state(session: AsyncSession, client_id: str) -> ClientState | None:
@@ -131,9 +144,8 @@ async def read_client_state(session: AsyncSession, client_id: str) -> ClientStat
     if client is None:
         return None
     loaded = await load_flow(session, client.flow_id)
-    revoked = await session.scalars(
-        select(TriggerKey.kid).where(TriggerKey.client_pk == client.id, TriggerKey.revoked_at.is_not(None))
-    )
+    rows = await session.scalars(select(TriggerKey).where(TriggerKey.client_pk == client.id).order_by(TriggerKey.id))
+    keys = tuple(ClientKey(row.kid, row.alg, row.jwk, row.revoked_at is not None) for row in rows)
     return ClientState(
         pk=client.id,
         client_id=client.client_id,
@@ -144,8 +156,10 @@ async def read_client_state(session: AsyncSession, client_id: str) -> ClientStat
         triggerable=bool(loaded and is_jwt_triggered(loaded)),
         sync=bool(loaded and is_sync(loaded)),
         timeout=sync_timeout(loaded) if loaded else 0.0,
-        revoked_kids=frozenset(revoked.all()),
+        revoked_kids=frozenset(key.kid for key in keys if key.revoked),
         loaded_at=time.monotonic(),
+        jwks_url=client.jwks_url,
+        keys=keys,
     )
 
 
@@ -200,7 +214,8 @@ class IncomingState:
     tokens: AccessTokens
     clients: ClientStateCache
     jwks: JwksCache
-    last_purge: float = 0.0
+    single_use: SingleUse
+    clean_addresses: CleanAddresses
 
 
 STATE_KEY = "incoming"
@@ -214,6 +229,8 @@ def incoming_state(context: Any) -> IncomingState:
             tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),
             clients=ClientStateCache(),
             jwks=JwksCache(policy_from_settings(context.settings)),
+            single_use=SingleUse(context.sessions),
+            clean_addresses=CleanAddresses(),
         )
         context.extras[STATE_KEY] = state
     return state

@@ -10,23 +10,16 @@ import base64
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ihub.common.crypto import sha256_hex
 from ihub.common.errors import ApiError
-from ihub.config import Settings
-from ihub.db.base import utcnow
-from ihub.incoming.access import IncomingState
-from ihub.incoming.flowref import is_jwt_triggered, load_flow
+from ihub.incoming.access import ClientState, IncomingState
 from ihub.incoming.keys import import_public_jwk
-from ihub.incoming.models import IdempotencyRecord, TriggerClient, TriggerKey, UsedAssertion
+from ihub.incoming.single_use import spend_of
 from ihub.incoming.strictjson import strict_json
 
 GRANT_TYPES = (
@@ -36,7 +29,6 @@ GRANT_TYPES = (
 )
 LEEWAY_SECONDS = 60
 MAX_LIFETIME_SECONDS = 1200
-PURGE_INTERVAL_SECONDS = 600.0
 
 
 def invalid_request(message: str) -> ApiError:
@@ -125,24 +117,18 @@ def _string(claims: dict[str, Any], name: str, required: bool) -> str | None:
     return value
 
 
-async def _candidates(
-    session: AsyncSession, state: IncomingState, client: TriggerClient, kid: str | None
-) -> list[Candidate]:
-    rows = (await session.scalars(select(TriggerKey).where(TriggerKey.client_pk == client.id))).all()
-    revoked = {row.kid for row in rows if row.revoked_at is not None}
+async def _candidates(state: IncomingState, client: ClientState, kid: str | None) -> list[Candidate]:
+    revoked = {key.kid for key in client.keys if key.revoked}
     if kid is not None and kid in revoked:
         raise invalid_grant(f"key {kid!r} of this client is revoked")
-    stored = [Candidate(row.kid, row.jwk, row.alg) for row in rows if row.jwk is not None and row.revoked_at is None]
+    stored = [Candidate(key.kid, key.jwk, key.alg) for key in client.keys if key.jwk is not None and not key.revoked]
     if kid is not None:
         found = [c for c in stored if c.kid == kid]
         if found:
             return found
     published: list[Candidate] = []
     if client.jwks_url:
-        if state.jwks.needs_fetch(client.jwks_url, want_kid=kid):
-            # Nothing is written yet: end the read transaction so the fetch (up to its deadline) holds no
-            # database connection; on SQLite that connection is the one every writer of the process waits for.
-            await session.commit()
+        # No database connection is held here, so a slow JWKS endpoint (up to its deadline) blocks nobody.
         keys = await state.jwks.keys(client.jwks_url, want_kid=kid)
         published = [Candidate(name, jwk, alg) for name, (jwk, alg) in keys.items() if name not in revoked]
     if kid is not None:
@@ -157,7 +143,7 @@ async def _candidates(
     return stored + published
 
 
-def _jwks_problem(state: IncomingState, client: TriggerClient) -> str:
+def _jwks_problem(state: IncomingState, client: ClientState) -> str:
     problem = state.jwks.last_error(client.jwks_url) if client.jwks_url else None
     return f" ({problem})" if problem else ""
 
@@ -219,27 +205,25 @@ def _check_audience(claims: dict[str, Any], expected: str) -> None:
         raise invalid_grant(f"aud does not match this endpoint: expected {expected}")
 
 
-async def _use_jti(session: AsyncSession, client_pk: int, jti: str, exp: float) -> None:
-    """Single use until the assertion expires: one insert against a unique constraint, atomic on every backend."""
-    digest = sha256_hex(jti)
-    now = utcnow()
-    await session.execute(
-        delete(UsedAssertion).where(
-            UsedAssertion.client_pk == client_pk, UsedAssertion.jti_digest == digest, UsedAssertion.expires_at < now
-        )
-    )
-    expires = datetime.fromtimestamp(exp, UTC) + timedelta(seconds=LEEWAY_SECONDS)
-    try:
-        async with session.begin_nested():
-            session.add(UsedAssertion(client_pk=client_pk, jti_digest=digest, expires_at=expires))
-    except IntegrityError:
-        raise invalid_grant("jti has already been used: every assertion needs a new jti") from None
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    """An assertion whose signature, claims, client and flow checked out; its jti is not spent yet."""
+
+    client_pk: int
+    client_id: str
+    flow_id: int
+    key_id: str
+    jti: str | None
+    exp: float
 
 
-async def exchange(
-    session: AsyncSession, state: IncomingState, settings: Settings, *, env: str, audience: str, form: Any
-) -> IssuedAccessToken:
-    assertion = check_request(form, settings.incoming_max_assertion_bytes)
+async def verify(
+    readers: async_sessionmaker[AsyncSession], state: IncomingState, *, audience: str, form: Any, max_bytes: int
+) -> VerifiedAssertion:
+    """Every check of RFC 7523 §3 but the jti's single use. No write transaction: the client, its keys and its
+    flow come from the per-process client cache (read through `readers` at most every STATE_TTL_SECONDS, and
+    at once after a change made through this process), so no lock is held while the signature is checked."""
+    assertion = check_request(form, max_bytes)
     parts = assertion.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise invalid_grant("assertion is not a compact JWS (header.payload.signature)")
@@ -250,7 +234,7 @@ async def exchange(
     assert iss is not None
     # Client ids are short printable strings; anything else cannot name one (and must not reach SQL).
     known_shape = len(iss) <= 64 and "\x00" not in iss
-    client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == iss)) if known_shape else None
+    client = await state.clients.get(readers, iss) if known_shape else None
     if client is None:
         raise invalid_client(f"iss {iss[:100]!r} is not a known client: copy iss from the trigger page")
     if not client.enabled:
@@ -260,12 +244,12 @@ async def exchange(
     if kid is not None and not isinstance(kid, str):
         raise invalid_grant("header kid must be a string")
     alg = _check_alg(header)
-    key, payload = _verify_signature(assertion, alg, await _candidates(session, state, client, kid))
+    key, payload = _verify_signature(assertion, alg, await _candidates(state, client, kid))
     # From here on only the verified payload counts (the unverified parse only found the client).
     claims = _json_object(payload, "payload")
 
     sub = _string(claims, "sub", True)
-    _string(claims, "jti", False)
+    jti = _string(claims, "jti", False)
     flow_claim = _string(claims, "flow", False)
     _check_audience(claims, audience)
     exp = _check_times(claims, time.time())
@@ -275,24 +259,19 @@ async def exchange(
         raise invalid_grant(f"sub {sub[:100]!r} is not a flow this client may trigger (copy sub from the trigger page)")
     if flow_claim is not None and flow_claim != sub:
         raise invalid_grant("claim flow must equal sub")
-    loaded = await load_flow(session, client.flow_id)
-    if loaded is None or not is_jwt_triggered(loaded):
+    if not client.triggerable:
         raise invalid_grant(f"flow {sub} is not active with a jwt trigger")
-
-    jti = claims.get("jti")
-    if jti is not None:
-        await _use_jti(session, client.id, jti, exp)
-    await _purge_expired(session, state)
-    await session.commit()
-    token = state.tokens.mint(client_id=client.client_id, flow_id=client.flow_id, env=env, key_id=key.kid)
-    return IssuedAccessToken(token, state.tokens.ttl, client.client_id, client.flow_id)
+    return VerifiedAssertion(client.pk, client.client_id, client.flow_id, key.kid, jti, exp)
 
 
-async def _purge_expired(session: AsyncSession, state: IncomingState) -> None:
-    now = time.monotonic()
-    if now - state.last_purge < PURGE_INTERVAL_SECONDS:
+async def spend_jti(state: IncomingState, verified: VerifiedAssertion) -> None:
+    """RFC 7523 §3 item 7: the jti is accepted once, until the assertion expires (incoming/single_use.py)."""
+    if verified.jti is None:
         return
-    state.last_purge = now
-    await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < utcnow()))
-    cutoff = utcnow() - timedelta(hours=24)
-    await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    if not await state.single_use.spend(spend_of(verified.client_pk, verified.jti, verified.exp, LEEWAY_SECONDS)):
+        raise invalid_grant("jti has already been used: every assertion needs a new jti")
+
+
+def issue(state: IncomingState, verified: VerifiedAssertion, env: str) -> IssuedAccessToken:
+    token = state.tokens.mint(client_id=verified.client_id, flow_id=verified.flow_id, env=env, key_id=verified.key_id)
+    return IssuedAccessToken(token, state.tokens.ttl, verified.client_id, verified.flow_id)

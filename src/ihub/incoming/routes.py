@@ -178,14 +178,19 @@ async def _token(request: Request, context: Context, env: str | None) -> JSONRes
     state = incoming_state(context)
     audience = context.settings.public_url + request.url.path
     limits = throttle.failure_limits(context.settings, throttle.claimed_issuer(form), client_address(request))
-    async with context.sessions() as session:
-        await throttle.refuse_if_limited(session, limits)
-        try:
-            issued = await grant.exchange(session, state, context.settings, env=resolved, audience=audience, form=form)
-        except ApiError as error:
-            if error.status in (400, 401):
-                await throttle.count_failure(session, limits)
-            raise
+    max_bytes = context.settings.incoming_max_assertion_bytes
+    try:
+        # Reads (mostly from caches) and the signature check hold no write lock; the jti insert alone does.
+        async with context.readers() as session:
+            await throttle.refuse_if_limited(session, limits, state.clean_addresses)
+        verified = await grant.verify(context.readers, state, audience=audience, form=form, max_bytes=max_bytes)
+        await grant.spend_jti(state, verified)
+    except ApiError as error:
+        if error.status in (400, 401):
+            async with context.sessions() as session:
+                await throttle.count_failure(session, limits, state.clean_addresses)
+        raise
+    issued = grant.issue(state, verified, resolved)
     body = AccessTokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
     return JSONResponse(body.model_dump(), headers=NO_STORE)
 

@@ -48,9 +48,16 @@ def failure_limits(settings: Settings, iss: str, address: str) -> ratelimit.Fail
     )
 
 
-async def refuse_if_limited(session: AsyncSession, limits: ratelimit.FailureLimits) -> None:
-    wait = await limits.retry_after(session)
+async def refuse_if_limited(
+    session: AsyncSession, limits: ratelimit.FailureLimits, clean: ratelimit.CleanAddresses
+) -> None:
+    if clean.is_clean(limits.address):
+        return
+    assessment = await limits.assess(session)
     await session.rollback()
+    if assessment.address_clean:
+        clean.mark_clean(limits.address)
+    wait = assessment.wait
     if wait is not None:
         # RFC 6749 §5.2 allows extension error codes; RFC 6585 §4 gives 429 and Retry-After.
         raise ApiError(
@@ -58,7 +65,10 @@ async def refuse_if_limited(session: AsyncSession, limits: ratelimit.FailureLimi
         )
 
 
-async def count_failure(session: AsyncSession, limits: ratelimit.FailureLimits) -> None:
+async def count_failure(
+    session: AsyncSession, limits: ratelimit.FailureLimits, clean: ratelimit.CleanAddresses
+) -> None:
+    clean.forget(limits.address)
     await session.rollback()
     await limits.record(session)
     await session.commit()

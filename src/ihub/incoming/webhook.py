@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from ihub.common.context import AppContext
 from ihub.common.crypto import sha256_hex
 from ihub.common.errors import ApiError
+from ihub.common.group_commit import GroupCommit
 from ihub.common.jsonbounds import payload_depth_error
 from ihub.db.base import utcnow
 from ihub.executors import dispatch
@@ -126,48 +128,19 @@ async def accept(
 
 
 class RunWriter:
-    """Group commit: webhooks that arrive while a transaction is being written are committed together in
-    the next one. Each caller still gets its answer only after its own run is committed; under load the
-    database sees one transaction (one write lock, one WAL append) for many runs instead of one each."""
+    """Webhook runs are group-committed (common/group_commit.py): concurrent webhooks share one transaction,
+    and each request is answered only after its own run is committed."""
 
     MAX_BATCH = 128
 
     def __init__(self, context: AppContext) -> None:
         self.context = context
-        self._pending: list[tuple[ClientState, dict[str, Any], asyncio.Future[int]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._group: GroupCommit[tuple[ClientState, dict[str, Any]], int] = GroupCommit(self._insert, self.MAX_BATCH)
 
     async def write(self, client: ClientState, trigger: dict[str, Any]) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((client, trigger, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
-        # Shielded: a caller that goes away must not cancel a transaction other callers wait on.
-        return await asyncio.shield(future)
+        return await self._group.write((client, trigger))
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
-                try:
-                    ids = await self._insert(batch)
-                except Exception:  # noqa: BLE001 - one bad row must not fail its neighbours: retry one by one
-                    for item in batch:
-                        try:
-                            [run_id] = await self._insert([item])
-                        except Exception as error:  # noqa: BLE001 - handed to the waiting request
-                            _settle(item[2], error=error)
-                        else:
-                            _settle(item[2], run_id)
-                else:
-                    for item, run_id in zip(batch, ids, strict=True):
-                        _settle(item[2], run_id)
-        finally:
-            self._task = None
-            if self._pending:  # arrived after the loop's last check
-                self._task = asyncio.create_task(self._drain())
-
-    async def _insert(self, batch: list[tuple[ClientState, dict[str, Any], asyncio.Future[int]]]) -> list[int]:
+    async def _insert(self, batch: Sequence[tuple[ClientState, dict[str, Any]]]) -> list[int]:
         async with self.context.sessions() as session:
             runs = [
                 await create_run(
@@ -177,20 +150,11 @@ class RunWriter:
                     trigger=trigger,
                     flow_version=client.flow_version,
                 )
-                for client, trigger, _ in batch
+                for client, trigger in batch
             ]
             ids = [run.id for run in runs]
             await session.commit()
         return ids
-
-
-def _settle(future: asyncio.Future[int], run_id: int = 0, error: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(run_id)
 
 
 def run_writer(context: AppContext) -> RunWriter:

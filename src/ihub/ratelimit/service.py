@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -65,6 +65,42 @@ async def record(session: AsyncSession, limits: list[Limit], now: float | None =
 
 
 @dataclass(frozen=True)
+class Assessment:
+    """Seconds to wait (None: go ahead), and whether the address has no failure at all in this window: such
+    an address is never refused, whatever the other counts say."""
+
+    wait: int | None
+    address_clean: bool
+
+
+class CleanAddresses:
+    """Addresses seen without a failure in the current window, remembered for at most `ttl` seconds, so that
+    the common case (a well-behaved client) skips the counter read. Forgotten at once when this process counts
+    a failure for the address; failures counted by other API nodes are seen within `ttl`, so an attacker
+    spreading over nodes gets at most `ttl` seconds of requests per node before the counters apply."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def is_clean(self, address: Limit, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        seen = self._seen.get(address.key)
+        return seen is not None and seen[0] == address.window_start(now) and time.monotonic() - seen[1] < self.ttl
+
+    def mark_clean(self, address: Limit, now: float | None = None) -> None:
+        if len(self._seen) >= self.MAX_ENTRIES:
+            self._seen.clear()
+        now = time.time() if now is None else now
+        self._seen[address.key] = (address.window_start(now), time.monotonic())
+
+    def forget(self, address: Limit) -> None:
+        self._seen.pop(address.key, None)
+
+
+@dataclass(frozen=True)
 class FailureLimits:
     """Failed attempts at one credential (a userId, a trigger client), counted so that an attacker cannot turn
     the limit into a lockout of the rightful owner:
@@ -81,16 +117,19 @@ class FailureLimits:
     subject: Limit
 
     async def retry_after(self, session: AsyncSession, now: float | None = None) -> int | None:
+        return (await self.assess(session, now)).wait
+
+    async def assess(self, session: AsyncSession, now: float | None = None) -> Assessment:
         now = time.time() if now is None else now
         counts = await _counts(session, [self.pair, self.address, self.subject], now)
+        clean = counts.get((self.address.key, self.address.window_start(now)), 0) == 0
         waits = [wait for limit in (self.pair, self.address) if (wait := _wait(limit, counts, now)) is not None]
         if waits:
-            return max(waits)
+            return Assessment(max(waits), clean)
         subject_wait = _wait(self.subject, counts, now)
-        if subject_wait is None:
-            return None
-        has_failed = _wait(replace(self.address, max_events=1), counts, now) is not None
-        return subject_wait if has_failed else None
+        if subject_wait is None or clean:
+            return Assessment(None, clean)
+        return Assessment(subject_wait, clean)
 
     async def record(self, session: AsyncSession, now: float | None = None) -> None:
         await record(session, [self.pair, self.address, self.subject], now)
