@@ -16,6 +16,7 @@ from typing import Any
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
 from ihub.runs.service import due_run_ids, next_wakeup, purge_runs
+from ihub.runs.status import RunStatus
 
 log = logging.getLogger("ihub.executors.local")
 
@@ -81,7 +82,7 @@ class LocalExecutor:
                 outcome = await self.engine.execute(run_id)
                 if outcome is not None:
                     self.executed += 1
-                    if outcome.status == "queued":
+                    if outcome.status == RunStatus.QUEUED:
                         self.wake()  # the poller recomputes its sleep to this run's next_attempt_at
             except asyncio.CancelledError:
                 raise

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
 from ihub.runs.service import due_run_ids, purge_runs
+from ihub.runs.status import RunStatus
 
 log = logging.getLogger("ihub.executors.procrastinate")
 
@@ -131,7 +132,7 @@ class ProcrastinateExecutor:
     async def _execute(self, run_id: int) -> None:
         assert self.engine is not None
         outcome = await self.engine.execute(run_id)
-        if outcome is not None and outcome.status == "queued":
+        if outcome is not None and outcome.status == RunStatus.QUEUED:
             await self.submit(run_id, at=outcome.next_attempt_at)
 
     async def _reconciler(self) -> None:

@@ -4,7 +4,8 @@ Durability rules (the database is the truth):
 - A run is claimed atomically: `UPDATE runs SET status='running', lease_owner=me ... WHERE status='queued' AND due`
   (or a `running` run whose lease expired because its worker died). Only the lease owner may write step records
   or finish the run; every write re-checks the lease in the same statement, so a duplicate delivery or a stale
-  worker cannot run or record a step twice.
+  worker cannot run or record a step twice. These guarded UPDATEs are `ihub.runs.lifecycle`'s (its docstring has
+  the whole transition table); the engine calls them inside its own short transactions.
 - Every step's result is stored (`run_steps`) when it finishes. A resumed run walks the flow again, restores
   finished steps from their records (never repeating them) and continues at the first unfinished one.
 - At-least-once: an `http` step whose worker died after sending the request but before recording the answer is
@@ -21,13 +22,15 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
 from ihub.db.base import utcnow
@@ -60,7 +63,10 @@ from ihub.flows.reply import InvalidReply, check_reply
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.projects.service import connection_runtime, project_settings
+from ihub.runs import lifecycle
+from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
+from ihub.runs.status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 
 log = logging.getLogger("ihub.engine")
 
@@ -80,7 +86,6 @@ MAX_STEPS_PER_EXECUTION = 20_000
 # waits are short either way (25: 24-33 ms, 100: 27-42 ms; quiet 17-20). The cost is one lease UPDATE per batch.
 PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
-FINAL = ("succeeded", "failed")
 
 
 class StepError(Exception):
@@ -122,7 +127,7 @@ class OverBudget(Exception):
 class Outcome:
     """What happened to a run in one execution: a final status, or `queued` again with `next_attempt_at`."""
 
-    status: str
+    status: RunStatus
     next_attempt_at: datetime | None = None
 
 
@@ -175,55 +180,23 @@ class Engine:
         self.max_response_bytes: int = context.settings.http_max_response_bytes
         self.tokens = TokenCache()
 
+    @property
+    def lease(self) -> Lease:
+        """The lease this engine claims and renews runs with (its owner name and length)."""
+        return Lease(self.owner, self.lease_seconds)
+
     async def close(self) -> None:
         await self.http.aclose()
-
-    async def _claim(self, session: Any, run_id: int) -> bool:
-        now = utcnow()
-        due = or_(
-            and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now)),
-            and_(Run.status == "running", Run.lease_expires_at < now),
-        )
-        result = await session.execute(
-            update(Run)
-            .where(Run.id == run_id, due)
-            .values(
-                status="running",
-                lease_owner=self.owner,
-                lease_expires_at=now + timedelta(seconds=self.lease_seconds),
-                attempt=Run.attempt + 1,
-                next_attempt_at=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            return False
-        await session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.started_at.is_(None))
-            .values(started_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return True
 
     async def release_all(self) -> list[int]:
         """On shutdown: hand this worker's unfinished runs back (queued, due now) so nobody waits for a lease."""
         async with self.sessions() as session, session.begin():
-            mine = and_(Run.lease_owner == self.owner, Run.status == "running")
-            ids = list((await session.scalars(select(Run.id).where(mine))).all())
-            if ids:
-                await session.execute(
-                    update(Run)
-                    .where(mine, Run.id.in_(ids))
-                    .values(status="queued", next_attempt_at=utcnow(), lease_expires_at=None)
-                    .execution_options(synchronize_session=False)
-                )
-            return ids
+            return await lifecycle.release_all(session, self.owner)
 
     async def claim(self, run_id: int) -> bool:
         """Claim a run atomically (queued and due, or running with an expired lease)."""
         async with self.sessions() as session, session.begin():
-            return await self._claim(session, run_id)
+            return await lifecycle.claim(session, run_id, self.lease)
 
     async def execute(self, run_id: int) -> Outcome | None:
         """Claim and execute a run; None if it was not claimable (done, not due, or another worker has it)."""
@@ -231,7 +204,7 @@ class Engine:
         try:
             # One transaction claims the run and reads everything it needs (fewer write locks on SQLite).
             async with self.sessions() as session, session.begin():
-                if not await self._claim(session, run_id):
+                if not await lifecycle.claim(session, run_id, self.lease):
                     return None
                 await execution.load(session)
         except Exception:
@@ -277,9 +250,6 @@ class RunExecution:
 
     # -- database -------------------------------------------------------------------------------------------
 
-    def _owned(self) -> Any:
-        return and_(Run.id == self.run_id, Run.lease_owner == self.engine.owner, Run.status == "running")
-
     async def _write(self, *rows: StepRecord, check_cancel: bool = False) -> None:
         """Persist records in one transaction that also renews the lease (and fails if it is not ours)."""
         now = utcnow()
@@ -287,20 +257,12 @@ class RunExecution:
         closed = [self._scrubbed(row) for row in self.pending]
         tracked = [self._scrubbed(row) for row in rows]
         async with self.engine.sessions() as session, session.begin():
-            condition = self._owned()
-            if check_cancel:
-                condition = and_(condition, Run.cancel_requested.is_(False))
-            result = await session.execute(
-                update(Run)
-                .where(condition)
-                .values(lease_expires_at=now + timedelta(seconds=self.engine.lease_seconds))
-                .execution_options(synchronize_session=False)
+            renewal = await lifecycle.renew(
+                session, self.run_id, self.engine.lease, refuse_if_cancel_requested=check_cancel, now=now
             )
-            if result.rowcount != 1:
-                if check_cancel:
-                    cancel = await session.scalar(select(Run.cancel_requested).where(self._owned()))
-                    if cancel:
-                        raise Cancelled()
+            if renewal is Renewal.CANCEL_REQUESTED:
+                raise Cancelled()
+            if renewal is Renewal.LEASE_LOST:
                 raise LeaseLost()
             await _store(session, closed, tracked)
             self.pending = []
@@ -311,33 +273,34 @@ class RunExecution:
             await asyncio.sleep(interval)
             try:
                 async with self.engine.sessions() as session, session.begin():
-                    result = await session.execute(
-                        update(Run)
-                        .where(self._owned())
-                        .values(lease_expires_at=utcnow() + timedelta(seconds=self.engine.lease_seconds))
-                        .execution_options(synchronize_session=False)
-                    )
-                    if result.rowcount != 1:
+                    if await lifecycle.renew(session, self.run_id, self.engine.lease) is Renewal.LEASE_LOST:
                         self.lease_lost = True
                         return
             except Exception:  # noqa: BLE001 - a missed heartbeat is retried; the lease is long enough
                 log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
 
-    async def _finish(self, status: str, *, error: str | None = None, next_at: datetime | None = None) -> bool:
-        now = utcnow()
-        # lease_owner stays: it tells which worker ran the run last (shown as `worker`).
-        values: dict[str, Any] = {"lease_expires_at": None}
-        if status == "queued":
-            values.update(status="queued", next_attempt_at=next_at)
-        else:
-            values.update(status=status, finished_at=now, error=self._redact(error) if error else None)
-            values["result"] = self._redacted(self.result) if status == "succeeded" else None
+    async def _finish(self, status: RunStatus, *, error: str | None = None) -> bool:
+        """Finish the run as `status` (terminal), with the pending records, if the lease is still ours."""
+        redacted_error = self._redact(error) if error else None
+        result = self._redacted(self.result) if status == RunStatus.SUCCEEDED else None
+        return await self._hand_over(
+            lambda session: lifecycle.finish(
+                session, self.run_id, self.engine.owner, status, result=result, error=redacted_error
+            )
+        )
+
+    async def _release(self, next_attempt_at: datetime) -> bool:
+        """Queue the run again for `next_attempt_at`, with the pending records, if the lease is still ours."""
+        return await self._hand_over(
+            lambda session: lifecycle.release(session, self.run_id, self.engine.owner, next_attempt_at=next_attempt_at)
+        )
+
+    async def _hand_over(self, transition: Callable[[AsyncSession], Awaitable[bool]]) -> bool:
+        """Apply a transition that ends this execution and store the pending records in the same transaction
+        (both or neither: the records of a run a stale worker lost are not written)."""
         closed = [self._scrubbed(row) for row in self.pending]
         async with self.engine.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Run).where(self._owned()).values(**values).execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:
+            if not await transition(session):
                 return False
             await _store(session, closed, [])
             self.pending = []
@@ -373,14 +336,14 @@ class RunExecution:
             return None
         cancel_requested, claims, trigger = run.cancel_requested, run.attempt, run.trigger or {}
         if cancel_requested:
-            await self._finish("cancelled", error="cancelled on request")
-            return Outcome("cancelled")
+            await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)
+            return Outcome(RunStatus.CANCELLED)
         if self.loaded is None or not self.loaded.spec:
-            await self._finish("failed", error="the flow is no longer defined by the project's template")
-            return Outcome("failed")
+            await self._finish(RunStatus.FAILED, error="the flow is no longer defined by the project's template")
+            return Outcome(RunStatus.FAILED)
         if claims > MAX_CLAIMS:
-            await self._finish("failed", error=f"gave up after {MAX_CLAIMS} executions of this run")
-            return Outcome("failed")
+            await self._finish(RunStatus.FAILED, error=f"gave up after {MAX_CLAIMS} executions of this run")
+            return Outcome(RunStatus.FAILED)
         self.context = {
             "trigger": trigger,
             "config": self.settings,
@@ -391,21 +354,21 @@ class RunExecution:
         try:
             await self.run_steps(self.loaded.spec["steps"], Scope({}, {}), "")
         except RetryLater as wait:
-            if await self._finish("queued", next_at=wait.at):
-                return Outcome("queued", wait.at)
+            if await self._release(wait.at):
+                return Outcome(RunStatus.QUEUED, wait.at)
             return None
         except StepFailed as failure:
-            await self._finish("failed", error=str(failure))
-            return Outcome("failed")
+            await self._finish(RunStatus.FAILED, error=str(failure))
+            return Outcome(RunStatus.FAILED)
         except Cancelled:
-            await self._finish("cancelled", error="cancelled on request")
-            return Outcome("cancelled")
+            await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)
+            return Outcome(RunStatus.CANCELLED)
         except LeaseLost:
             log.warning("run %s: lease lost to another worker; stopping here", self.run_id)
             return None
         except OverBudget as over:
-            await self._finish("failed", error=str(over))
-            return Outcome("failed")
+            await self._finish(RunStatus.FAILED, error=str(over))
+            return Outcome(RunStatus.FAILED)
         except Exception as error:
             if cannot_store(error):
                 return await self._fail_unstorable(error)
@@ -415,9 +378,9 @@ class RunExecution:
             return await self.release_after_error(claims)
         finally:
             heartbeat.cancel()
-        if not await self._finish("succeeded"):
+        if not await self._finish(RunStatus.SUCCEEDED):
             return None
-        return Outcome("succeeded")
+        return Outcome(RunStatus.SUCCEEDED)
 
     async def _fail_unstorable(self, error: BaseException) -> Outcome | None:
         """Data the database refuses is refused again on every retry: fail the run now, with a clear error,
@@ -427,8 +390,8 @@ class RunExecution:
         self.result = None
         reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
         try:
-            if await self._finish("failed", error=f"the run's state cannot be stored: {reason}"):
-                return Outcome("failed")
+            if await self._finish(RunStatus.FAILED, error=f"the run's state cannot be stored: {reason}"):
+                return Outcome(RunStatus.FAILED)
         except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
             log.warning("run %s: could not record the failure", self.run_id, exc_info=True)
         return None
@@ -439,11 +402,11 @@ class RunExecution:
                 claims = await session.scalar(select(Run.attempt).where(Run.id == self.run_id)) or 1
         try:
             if claims > MAX_CLAIMS:
-                await self._finish("failed", error=f"gave up after {MAX_CLAIMS} executions of this run")
-                return Outcome("failed")
+                await self._finish(RunStatus.FAILED, error=f"gave up after {MAX_CLAIMS} executions of this run")
+                return Outcome(RunStatus.FAILED)
             later = utcnow() + timedelta(seconds=min(300, 2**claims))
-            if await self._finish("queued", next_at=later):
-                return Outcome("queued", later)
+            if await self._release(later):
+                return Outcome(RunStatus.QUEUED, later)
         except Exception:  # noqa: BLE001 - the lease will expire and the reconciler takes over
             log.warning("run %s: could not release after an error", self.run_id, exc_info=True)
         return None
@@ -508,32 +471,32 @@ class RunExecution:
     async def run_step(self, step: dict[str, Any], scope: Scope, prefix: str) -> None:
         path = prefix + step["id"]
         prior = self.records.get(path, [])
-        final = next((r for r in reversed(prior) if r.status in FINAL), None)
+        final = next((r for r in reversed(prior) if r.status in FINAL_STEP_STATUSES), None)
         kind = step["type"]
         # A finished composite that succeeded is walked again to restore its children's results.
-        if final is not None and (kind not in ("if", "foreach") or final.status == "failed"):
+        if final is not None and (kind not in ("if", "foreach") or final.status == StepStatus.FAILED):
             self._restore(step, final, scope)
-            if final.status == "failed" and step["on_error"] != "continue":
+            if final.status == StepStatus.FAILED and step["on_error"] != "continue":
                 raise StepFailed(path, final.error or "failed")
             return
-        failures = sum(1 for r in prior if r.status in ("retrying", "failed"))
+        failures = sum(1 for r in prior if r.status in (StepStatus.RETRYING, StepStatus.FAILED))
         started = utcnow()
-        waiting = next((r for r in prior if r.status == "waiting"), None) if kind == "delay" else None
+        waiting = next((r for r in prior if r.status == StepStatus.WAITING), None) if kind == "delay" else None
         record = waiting or StepRecord(
             run_id=self.run_id,
             step_id=step["id"],
             path=path,
             type=kind,
-            attempt=len([r for r in prior if r.status != "waiting"]) + 1,
-            status="running",
+            attempt=len([r for r in prior if r.status != StepStatus.WAITING]) + 1,
+            status=StepStatus.RUNNING,
             started_at=started,
         )
         if kind == "http":
             # Recorded before the call so an interrupted attempt is visible (and counted) after a crash.
             for stale in prior:
-                if stale.status == "running":
-                    stale.status, stale.finished_at, stale.error = "interrupted", started, "worker stopped"
-            await self._write(*[r for r in prior if r.status == "interrupted"], record, check_cancel=True)
+                if stale.status == StepStatus.RUNNING:
+                    stale.status, stale.finished_at, stale.error = StepStatus.INTERRUPTED, started, "worker stopped"
+            await self._write(*[r for r in prior if r.status == StepStatus.INTERRUPTED], record, check_cancel=True)
         elif kind == "delay" and waiting is None:
             await self._write(check_cancel=True)
         try:
@@ -544,14 +507,14 @@ class RunExecution:
                     record.response = {"status": record.response.get("status"), "body": f"[not stored: {reason}]"}
                 raise StepError("state", f"the step's result cannot be stored: it holds {reason}")
         except StepError as error:
-            state = error.state or {"status": "failed", "response": None, "output": None}
-            state.update(status="failed", error=self._redact(error.message), attempts=failures + 1)
+            state = error.state or {"status": StepStatus.FAILED.value, "response": None, "output": None}
+            state.update(status=StepStatus.FAILED.value, error=self._redact(error.message), attempts=failures + 1)
             if retryable(step["retry"], error) and failures + 1 < step["retry"]["max_attempts"]:
                 delay = backoff(step["retry"], failures + 1)
-                record.status = "retrying"
+                record.status = StepStatus.RETRYING
                 await self._close(record, state, error.message)
                 raise RetryLater(utcnow() + timedelta(seconds=delay)) from None
-            record.status = "failed"
+            record.status = StepStatus.FAILED
             await self._close(record, state, error.message)
             scope.steps[step["id"]] = state
             if step["on_error"] == "continue":
@@ -561,14 +524,14 @@ class RunExecution:
             # A step inside an `if`/`foreach` failed; the composite's own on_error decides what happens next.
             if step["on_error"] != "continue":
                 raise
-            state = {"status": "failed", "response": None, "output": None, "error": str(failure)}
-            record.status = "failed"
+            state = {"status": StepStatus.FAILED.value, "response": None, "output": None, "error": str(failure)}
+            record.status = StepStatus.FAILED
             await self._close(record, state, str(failure))
             scope.steps[step["id"]] = state
             return
-        state.setdefault("status", "succeeded")
+        state.setdefault("status", StepStatus.SUCCEEDED.value)
         state.setdefault("attempts", failures + 1)
-        record.status = "succeeded"
+        record.status = StepStatus.SUCCEEDED
         if final is None:
             await self._close(record, state, None)
         scope.steps[step["id"]] = state
@@ -580,7 +543,7 @@ class RunExecution:
     def _restore(self, step: dict[str, Any], record: StepRecord, scope: Scope) -> None:
         state = dict(record.state or {})
         scope.steps[step["id"]] = state
-        if record.status == "succeeded":
+        if record.status == StepStatus.SUCCEEDED:
             if step["type"] == "map":
                 scope.vars.update(state.get("output") or {})
             elif step["type"] == "respond":
@@ -593,7 +556,7 @@ class RunExecution:
         if record.response is None and state.get("output") is not None and record.type != "http":
             record.response = {"output": summarize(self._redacted(_json_safe(state["output"])))}
         self.records.setdefault(record.path, []).append(record)
-        if record.type in ("http", "delay") or record.status != "succeeded":
+        if record.type in ("http", "delay") or record.status != StepStatus.SUCCEEDED:
             await self._write(record)
         else:
             self.pending.append(record)
@@ -682,7 +645,7 @@ class RunExecution:
         return {"output": results}
 
     async def _delay(self, step: dict[str, Any], scope: Scope, record: StepRecord) -> dict[str, Any]:
-        if record.status == "waiting":
+        if record.status == StepStatus.WAITING:
             until = datetime.fromisoformat((record.state or {})["until"])
             if utcnow() < until:
                 raise RetryLater(until)
@@ -699,7 +662,7 @@ class RunExecution:
             await asyncio.sleep(max(0.0, seconds))
             return {"output": {"seconds": seconds}}
         until = utcnow() + timedelta(seconds=seconds)
-        record.status = "waiting"
+        record.status = StepStatus.WAITING
         record.state = {"until": until.isoformat(), "seconds": seconds}
         await self._write(record)
         raise RetryLater(until)

@@ -20,6 +20,7 @@ from ihub.incoming.access import InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
 from ihub.provisioning.deps import Caller
+from ihub.runs.status import RunStatus
 
 router = APIRouter()
 
@@ -285,24 +286,24 @@ async def _webhook(request: Request, env: str | None) -> Response:
         return JSONResponse({**ids, "status": accepted.status}, status_code=202)
     outcome = await wait_for(context, accepted.run_id, client.timeout)
     if outcome is None:
-        return JSONResponse({**ids, "status": "running", "timedOut": True}, status_code=202)
+        return JSONResponse({**ids, "status": RunStatus.RUNNING, "timedOut": True}, status_code=202)
     return sync_reply(ids, outcome.status, outcome.result, outcome.error)
 
 
 def sync_reply(ids: dict[str, str], status: str, result: Any, error: str | None) -> Response:
     """The respond step's reply, checked again here (a run stored before the checks existed, or by another
     version, must not write a malformed response); without a reply, or with a bad one, a run summary."""
-    if status == "succeeded" and result is not None:
+    if status == RunStatus.SUCCEEDED and result is not None:
         try:
             reply = check_reply(result)
         except InvalidReply as invalid:
-            status, result, error = "failed", None, f"invalid reply: {invalid}"
+            status, result, error = RunStatus.FAILED, None, f"invalid reply: {invalid}"
         else:
             headers = {**reply["headers"], **ids_headers(ids)}
             if reply["status"] in BODYLESS:
                 return Response(status_code=reply["status"], headers=headers)
             return JSONResponse(reply["body"], status_code=reply["status"], headers=headers)
-    code = 200 if status == "succeeded" else 502
+    code = 200 if status == RunStatus.SUCCEEDED else 502
     return JSONResponse({**ids, "status": status, "result": result, "error": error}, status_code=code)
 
 

@@ -31,12 +31,12 @@ from ihub.incoming.models import IdempotencyRecord
 from ihub.incoming.strictjson import strict_json
 from ihub.runs.models import Run
 from ihub.runs.service import create_run
+from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
 # Credentials of the caller are not part of the payload a flow (or a run viewer) sees.
 DROPPED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ async def accept(
     if idempotency_key is None:
         run_id = await run_writer(context).write(client, trigger)
         await dispatch(context, run_id)
-        return Accepted(run_id, client.flow_id, "queued")
+        return Accepted(run_id, client.flow_id, RunStatus.QUEUED)
     flow = Flow(id=client.flow_id, project_id=client.project_id)
     async with context.sessions() as session:
         digest = sha256_hex(idempotency_key)
@@ -124,7 +124,7 @@ async def accept(
         run_id = run.id
         await session.commit()
     await dispatch(context, run_id)
-    return Accepted(run_id, client.flow_id, "queued")
+    return Accepted(run_id, client.flow_id, RunStatus.QUEUED)
 
 
 class RunWriter:
@@ -200,7 +200,7 @@ async def wait_for(context: AppContext, run_id: int, timeout: float) -> Outcome 
     while True:
         async with context.readers() as session:  # a poll must not take the write lock
             row = (await session.execute(select(Run.status, Run.result, Run.error).where(Run.id == run_id))).first()
-        if row is not None and row.status in FINISHED:
+        if row is not None and row.status in TERMINAL_RUN_STATUSES:
             return Outcome(row.status, row.result, row.error)
         left = deadline - time.monotonic()
         if left <= 0:

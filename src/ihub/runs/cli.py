@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ihub.common.cli_support import JsonFlag, with_session
+from ihub.runs.status import RunStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,13 @@ app = typer.Typer(help="Inspect and replay flow runs.", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True)
 
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "blue"}
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "yellow",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.QUEUED: "blue",
+}
 
 
 def _fail(message: str, as_json: bool) -> NoReturn:

@@ -10,9 +10,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ihub.db.base import Base, CreatedAtMixin, UTCDateTime
-
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from ihub.runs.status import RunStatus
 
 
 class Run(CreatedAtMixin, Base):
@@ -28,7 +26,8 @@ class Run(CreatedAtMixin, Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
     flow_version: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # A RunStatus value; changed only by ihub.runs.lifecycle. Plain text, no database enum (see runs/status.py).
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED.value)
     trigger_type: Mapped[str] = mapped_column(String(16))
     # The trigger as received: {"body", "contentType", "headers", "env", "clientId", "receivedAt"}.
     trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -60,7 +59,7 @@ class StepRecord(Base):
     path: Mapped[str] = mapped_column(String(500))
     type: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    # running | succeeded | failed (final) | retrying (a later attempt follows) | waiting (delay) | interrupted
+    # A StepStatus value (runs/status.py says what each means).
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -17,8 +17,8 @@ from ihub.executors import dispatch
 from ihub.flows.storage import unstorable
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
-from ihub.runs.models import RUN_STATUSES
 from ihub.runs.schemas import RunCreated, RunDetail, RunList, parse_cursor, parse_flow, parse_since, run_out
+from ihub.runs.status import RunStatus
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
 
@@ -42,8 +42,8 @@ async def list_runs(
     """A project's runs, newest first, in pages (keyset pagination)."""
     pid = path_id(project_id, "project")
     await service.visible_project_path(session, caller, pid)
-    if status is not None and status not in RUN_STATUSES:
-        raise ApiError(400, f"status must be one of {', '.join(RUN_STATUSES)}", "invalid_request")
+    if status is not None and status not in {member.value for member in RunStatus}:
+        raise ApiError(400, f"status must be one of {', '.join(RunStatus)}", "invalid_request")
     runs, next_cursor = await service.list_runs(
         session,
         pid,

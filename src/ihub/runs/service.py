@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Row, and_, delete, func, or_, select, update
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import conflict, not_found
@@ -13,7 +13,9 @@ from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.projects.models import Project
-from ihub.runs.models import FINAL_STATUSES, Run, StepRecord
+from ihub.runs import lifecycle
+from ihub.runs.models import Run, StepRecord
+from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
 
@@ -32,7 +34,7 @@ async def create_run(
         project_id=flow.project_id,
         flow_id=flow.id,
         flow_version=flow_version,
-        status="queued",
+        status=RunStatus.QUEUED,
         trigger_type=trigger_type,
         trigger={"receivedAt": utcnow().isoformat(), **trigger},
         replay_of=replay_of,
@@ -48,16 +50,9 @@ async def due_run_ids(
 ) -> list[int]:
     """Runs an executor should pick up now: queued and due (before `older_than` if given), or running with an
     expired lease (their worker died)."""
-    now = utcnow()
-    due_before = older_than or now
     query = (
         select(Run.id)
-        .where(
-            or_(
-                and_(Run.status == "queued", or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= due_before)),
-                and_(Run.status == "running", Run.lease_expires_at < now),
-            )
-        )
+        .where(lifecycle.claimable(utcnow(), due_before=older_than))
         .order_by(Run.next_attempt_at, Run.id)
         .limit(limit + len(exclude or ()))
     )
@@ -67,8 +62,8 @@ async def due_run_ids(
 
 async def next_wakeup(session: AsyncSession) -> datetime | None:
     """When the earliest queued run or running lease becomes due (None if nothing is pending)."""
-    queued = await session.scalar(select(func.min(Run.next_attempt_at)).where(Run.status == "queued"))
-    leased = await session.scalar(select(func.min(Run.lease_expires_at)).where(Run.status == "running"))
+    queued = await session.scalar(select(func.min(Run.next_attempt_at)).where(Run.status == RunStatus.QUEUED))
+    leased = await session.scalar(select(func.min(Run.lease_expires_at)).where(Run.status == RunStatus.RUNNING))
     times = [t for t in (queued, leased) if t is not None]
     if not times:
         return None
@@ -79,7 +74,7 @@ async def next_wakeup(session: AsyncSession) -> datetime | None:
 async def purge_runs(session: AsyncSession, *, older_than_days: int) -> int:
     """Delete finished runs (and their step records) created more than `older_than_days` ago."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    old = select(Run.id).where(Run.created_at < cutoff, Run.status.in_(FINAL_STATUSES))
+    old = select(Run.id).where(Run.created_at < cutoff, Run.status.in_(sorted(TERMINAL_RUN_STATUSES)))
     ids = list((await session.scalars(old)).all())
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
@@ -215,26 +210,10 @@ async def replay_run(session: AsyncSession, original: Run) -> Run:
 
 async def cancel_run(session: AsyncSession, run: Run) -> Run:
     """Queued runs are cancelled at once; a running one stops before its next step (the engine sees the flag)."""
-    if run.status in FINAL_STATUSES:
+    if run.status in TERMINAL_RUN_STATUSES:
         raise conflict(f"run {run.id} is already {run.status}", "run_finished")
-    now = utcnow()
-    # An UPDATE returns a CursorResult (it has rowcount); Session.execute is typed to return the base Result.
-    done = cast(
-        "CursorResult[Any]",
-        await session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.status == "queued")
-            .values(status="cancelled", finished_at=now, error="cancelled on request", cancel_requested=True)
-            .execution_options(synchronize_session=False)
-        ),
-    )
-    if done.rowcount != 1:
-        await session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.status == "running")
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
-        )
+    # Finished meanwhile (TOO_LATE): the refreshed run shows how it ended, as if it had been read a moment later.
+    await lifecycle.cancel(session, run.id)
     await session.commit()
     await session.refresh(run)
     return run
