@@ -101,8 +101,6 @@ async def test_replay_uses_the_same_payload_and_current_version(kit) -> None:
 
 
 async def test_cancel_queued_running_and_finished(kit, httpserver: HTTPServer) -> None:
-    started = asyncio.Event()
-
     def slow(request: Request) -> Response:
         time.sleep(0.8)
         return Response(json.dumps({"ok": True}), status=200, content_type="application/json")
@@ -133,10 +131,14 @@ async def test_cancel_queued_running_and_finished(kit, httpserver: HTTPServer) -
     assert response.status_code == 200, response.text
     assert response.json()["runs"][0]["status"] == "cancelled"
 
-    # A running run stops before its next step.
+    # A running run stops before its next step. Cancelled once its first call is under way (its record is
+    # written before the request is sent).
     running = await kit.trigger(kit.flow_id(project, "slow"), {})
-    await kit.wait(running, statuses=("running",))
-    started.set()
+    run = await kit.wait(running, statuses=("running",))
+    deadline = time.monotonic() + 5
+    while not run["steps"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        run = await kit.run(running)
     response = await kit.client.post(f"/api/v1/run/{running}/cancel", headers=kit.auth)
     assert response.status_code == 200
     run = await kit.wait(running)
