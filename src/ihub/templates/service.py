@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
@@ -217,8 +217,17 @@ async def _apply_update(
         template.definition = normalized
     # Every save is a new version (as before versions were stored), even one that changes only the name or
     # description: a version number always names one stored definition. Projects stay on theirs until upgraded.
-    template.version = (template.version or 1) + 1
     await session.flush()
+    # Incremented by the database, not from the value read earlier: two saves racing on PostgreSQL get
+    # consecutive numbers (the second waits for the first's row lock) instead of the same one.
+    bumped = await session.execute(
+        update(Template)
+        .where(Template.id == template.id)
+        .values(version=Template.version + 1)
+        .returning(Template.version)
+        .execution_options(synchronize_session=False)
+    )
+    template.version = bumped.scalar_one()
     _add_version(session, template, created_by)
     await _commit(session, template.name)
     await session.refresh(template)
