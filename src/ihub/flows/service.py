@@ -3,9 +3,9 @@
 Template versions are immutable (ihub.templates.models.TemplateVersion), so a flow compiled from
 (template, version, key) stays valid for the life of the process: `CompiledFlows` keeps them in a bounded
 LRU and nothing on the hot path (webhook, token grant, run claim) validates a definition again. A new
-version is a new key; no invalidation is needed. There is one cache per database engine (in a hub
-process: one), because ids are only unique within a database: tests and tools that open a fresh database
-in the same process start again at template 1, version 1.
+version is a new key; no invalidation is needed. Entries are keyed by database too (its URL: the API's read
+and write engines share them), since ids are only unique within a database; whoever empties a database under
+a live process (the test fixtures) calls `forget_compiled_flows`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
@@ -73,12 +72,12 @@ def flow_spec(definition: dict[str, Any] | None, key: str) -> dict[str, Any] | N
     return None
 
 
-CacheKey = tuple[int, int, str]
+CacheKey = tuple[str, int, int, str]
 
 
 class CompiledFlows:
-    """Process-wide LRU of compiled flows by (template id, version, flow key). A version that lacks the key
-    is cached too (as None): asking again would give the same answer."""
+    """Process-wide LRU of compiled flows by (database, template id, version, flow key). A version that lacks
+    the key is cached too (as None): asking again would give the same answer."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
@@ -104,18 +103,18 @@ class CompiledFlows:
         return len(self._entries)
 
 
-# Weak: an engine disposed and dropped takes its cache with it.
-_CACHES: WeakKeyDictionary[Any, CompiledFlows] = WeakKeyDictionary()
+COMPILED = CompiledFlows()
 
 
-def compiled_flows(session: AsyncSession) -> CompiledFlows:
-    """The cache of the database this session talks to."""
+def forget_compiled_flows() -> None:
+    """Drop every compiled flow (for a database emptied while this process runs: ids start again at 1)."""
+    COMPILED.clear()
+
+
+def _database(session: AsyncSession) -> str:
     bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)  # a Connection (tests bind sessions to one) stands for its Engine
-    cache = _CACHES.get(engine)
-    if cache is None:
-        cache = _CACHES[engine] = CompiledFlows()
-    return cache
+    engine = bind.engine if isinstance(bind, Connection) else bind  # tests may bind a session to a Connection
+    return str(engine.url)
 
 
 async def compiled_flow(
@@ -123,9 +122,8 @@ async def compiled_flow(
 ) -> tuple[bool, dict[str, Any] | None]:
     """(the version exists, flow `key` compiled from it or None). The definition is read and validated only
     on the first call per process for this (template, version, key)."""
-    cache_key = (template_id, version, key)
-    cache = compiled_flows(session)
-    found, spec = cache.get(cache_key)
+    cache_key = (_database(session), template_id, version, key)
+    found, spec = COMPILED.get(cache_key)
     if found:
         return True, spec
     definition = await session.scalar(
@@ -137,7 +135,7 @@ async def compiled_flow(
         # Not cached: a missing version is an anomaly (a run recorded before versions were stored).
         return False, None
     spec = flow_spec(definition, key)
-    cache.put(cache_key, spec)
+    COMPILED.put(cache_key, spec)
     return True, spec
 
 
