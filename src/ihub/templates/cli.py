@@ -49,7 +49,8 @@ def import_template(
     org: Annotated[str, typer.Option("--org", help="Id of the organization that owns the template.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Create the template, or update the one of the same name in that organization (its version goes up)."""
+    """Create the template, or update the one of the same name in that organization (a new version; projects
+    stay on theirs until `ihub project upgrade`)."""
     from ihub.common.errors import ApiError
     from ihub.common.ids import parse_id
     from ihub.templates import service

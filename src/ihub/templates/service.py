@@ -170,8 +170,8 @@ async def _commit(session: AsyncSession, name: str) -> None:
 
 
 def _add_version(session: AsyncSession, template: Template, created_by: int | None) -> None:
-    """Store the template's current definition as its version `template.version` (in the caller's transaction;
-    the unique (template_id, version) makes two concurrent saves of one template a 409, not a lost version)."""
+    """Store the template's current definition as its version `template.version`, in the caller's transaction
+    (the unique (template_id, version) is the backstop: a version is never overwritten)."""
     session.add(
         TemplateVersion(
             template_id=template.id,
