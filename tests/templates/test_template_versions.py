@@ -174,3 +174,19 @@ async def test_template_delete_takes_its_versions(client, hub, app):
         left = await session.scalars(select(TemplateVersion).where(TemplateVersion.template_id == int(template["id"])))
         assert left.all() == []
     assert (await client.get(f"/api/v1/template/{template['id']}/versions", headers=hub.auth)).status_code == 404
+
+
+async def test_racing_saves_get_consecutive_versions(client, hub):
+    import asyncio
+
+    template = await hub.template(flows=[PING])
+    responses = await asyncio.gather(
+        *(
+            client.put(f"/api/v1/template/{template['id']}", json={"description": f"save {n}"}, headers=hub.auth)
+            for n in range(4)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert sorted(r.json()["templates"][0]["version"] for r in responses) == [2, 3, 4, 5]
+    listing = (await client.get(f"/api/v1/template/{template['id']}/versions", headers=hub.auth)).json()
+    assert [v["version"] for v in listing["versions"]] == [1, 2, 3, 4, 5] and listing["latest"] == 5
