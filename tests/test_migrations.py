@@ -6,6 +6,7 @@ While several domains add tables, this fails until the lead regenerates the migr
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from ihub.db.engine import sync_url
@@ -67,3 +68,48 @@ def test_upgrade_twice_is_harmless(tmp_path):
             assert "organizations" in inspect(connection).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_template_versions_migration_backfills_each_template_and_pins_its_projects(empty_database):
+    """A database from before versions: each template gets one version (its current definition under its current
+    number) and each project is pinned to it, so the first run after the upgrade executes what ran before."""
+    upgrade(empty_database, "0001")
+    definition = {"connections": [], "flows": [{"key": "f", "trigger": {"type": "manual"}, "steps": []}]}
+    engine = create_engine(sync_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            stamp = "2026-01-02 03:04:05+00:00"
+            connection.execute(
+                text(
+                    "INSERT INTO organizations (id, name, parent_id, path, created_at) "
+                    "VALUES (1, 'root', NULL, '/1/', :t)"
+                ),
+                {"t": stamp},
+            )
+            for template_id, version in ((1, 3), (2, 1)):
+                connection.execute(
+                    text(
+                        "INSERT INTO templates (id, org_id, name, description, definition, version, updated_at, "
+                        "created_at) VALUES (:id, 1, :name, '', :definition, :version, :t, :t)"
+                    ),
+                    {"id": template_id, "name": f"t{template_id}", "definition": json.dumps(definition),
+                     "version": version, "t": stamp},
+                )  # fmt: skip
+            connection.execute(
+                text(
+                    "INSERT INTO projects (id, org_id, template_id, name, description, settings, updated_at, "
+                    "created_at) VALUES (1, 1, 1, 'p', '', '{}', :t, :t)"
+                ),
+                {"t": stamp},
+            )
+        upgrade(empty_database)
+        with engine.connect() as connection:
+            versions = connection.execute(
+                text("SELECT template_id, version, definition, created_by FROM template_versions ORDER BY template_id")
+            ).all()
+            pinned = connection.execute(text("SELECT template_version FROM projects WHERE id = 1")).scalar_one()
+    finally:
+        engine.dispose()
+    decoded = [(t, v, d if isinstance(d, dict) else json.loads(d), by) for t, v, d, by in versions]
+    assert decoded == [(1, 3, definition, None), (2, 1, definition, None)]
+    assert pinned == 3

@@ -16,6 +16,7 @@ from ihub.common.cli_support import JsonFlag, with_session
 from ihub.config import Settings, get_settings
 from ihub.executors.cli import worker
 from ihub.incoming.cli import trigger_app
+from ihub.projects.cli import app as project_app
 from ihub.runs.cli import app as runs_app
 from ihub.templates.cli import app as template_app
 
@@ -213,6 +214,7 @@ def main() -> None:
 
 # Command groups of the domains, wired explicitly: a missing or broken one fails at import, never skipped.
 app.add_typer(template_app, name="template")
+app.add_typer(project_app, name="project")
 app.add_typer(runs_app, name="runs")
 app.add_typer(trigger_app, name="trigger")
 app.command()(worker)

@@ -319,6 +319,10 @@ async def test_template_without_the_flow_makes_it_inactive(kit) -> None:
         headers=kit.auth,
     )
     assert response.status_code == 200, response.text
+    # The project stays on its pinned version (which has the flow) until it is upgraded.
+    assert (await kit.wait(await kit.trigger(flow_id, {})))["status"] == "succeeded"
+    response = await kit.client.post(f"/api/v1/project/{project['id']}/upgrade", headers=kit.auth)
+    assert response.status_code == 200, response.text
     response = await kit.client.post(f"/api/v1/flow/{flow_id}/run", json={}, headers=kit.auth)
     assert response.status_code == 409
     assert response.json()["metadata"]["code"] == "flow_inactive"

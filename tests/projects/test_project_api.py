@@ -267,7 +267,7 @@ async def test_outside_subtree_is_404_and_no_token_is_401(client, hub, app):
     assert response.json()["projects"][0]["name"] == project_b["name"]
 
 
-async def test_template_update_syncs_flows_and_connections(client, hub):
+async def test_upgrade_syncs_flows_and_connections(client, hub):
     org = await hub.org()
     template = await hub.template("1", slots=SLOTS[:1], flows=[hub.jira_flow, PING_FLOW])
     project = await hub.project(org, template["id"])
@@ -283,7 +283,13 @@ async def test_template_update_syncs_flows_and_connections(client, hub):
             headers=hub.auth,
         )
         assert response.status_code == 200, response.text
-        return (await client.get(url, headers=hub.auth)).json()["projects"][0]
+        # Saving the template moves no project: it stays pinned until upgraded.
+        before = (await client.get(url, headers=hub.auth)).json()["projects"][0]
+        assert before["templateVersion"] == response.json()["templates"][0]["version"] - 1
+        response = await client.post(f"{url}/upgrade", json={}, headers=hub.auth)
+        assert response.status_code == 200, response.text
+        assert response.json()["projects"][0] == (await client.get(url, headers=hub.auth)).json()["projects"][0]
+        return response.json()["projects"][0]
 
     renamed_ping = {**PING_FLOW, "name": "Ping v2"}
     pong = {**PING_FLOW, "key": "pong", "name": "Pong"}

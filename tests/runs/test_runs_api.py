@@ -74,12 +74,12 @@ async def test_pagination_filters_and_show(kit) -> None:
     assert [s["stepId"] for s in run["steps"]] == ["out"]
 
 
-async def test_replay_uses_the_same_payload_and_current_version(kit) -> None:
+async def test_replay_uses_the_same_payload_and_the_chosen_version(kit) -> None:
     project = await kit.project(jira_definition([ECHO], slot_type="http"))
     flow_id = kit.flow_id(project, "echo")
     original = await kit.wait(await kit.trigger(flow_id, {"n": 41}))
 
-    # Change the flow in the template: the replay runs the current version.
+    # Change the flow in the template and upgrade the project: a replay asked for "current" runs the new version.
     template_id = project["templateId"]
     changed = {**ECHO, "steps": [{"id": "out", "type": "respond", "body": {"again": "{{ trigger.body.n + 1 }}"}}]}
     response = await kit.client.put(
@@ -88,8 +88,12 @@ async def test_replay_uses_the_same_payload_and_current_version(kit) -> None:
         headers=kit.auth,
     )
     assert response.status_code == 200, response.text
+    response = await kit.client.post(f"/api/v1/project/{project['id']}/upgrade", headers=kit.auth)
+    assert response.status_code == 200, response.text
 
-    response = await kit.client.post(f"/api/v1/run/{original['id']}/replay", headers=kit.auth)
+    response = await kit.client.post(
+        f"/api/v1/run/{original['id']}/replay", json={"version": "current"}, headers=kit.auth
+    )
     assert response.status_code == 202, response.text
     assert response.json()["flowId"] == flow_id
     replay = await kit.wait(response.json()["runId"])

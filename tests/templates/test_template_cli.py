@@ -133,3 +133,51 @@ def test_import_into_unknown_org(database, tmp_path):
     result = ihub(database, tmp_path, "template", "import", str(source), "--org", "42", "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout) == {"error": "organization 42 not found"}
+
+
+def test_versions_and_project_upgrade_from_the_shell(database, tmp_path):
+    source = tmp_path / "template.yaml"
+    source.write_text(YAML_TEMPLATE)
+    template_id = json.loads(
+        ihub(database, tmp_path, "template", "import", str(source), "--org", "1", "--json").stdout
+    )["id"]
+    engine = create_engine(sync_url(database))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO projects (id, org_id, template_id, template_version, name, description, settings, "
+                "updated_at, created_at) VALUES (1, 1, :t, 1, 'p', '', '{}', :now, :now)"
+            ),
+            {"t": int(template_id), "now": "2026-01-01 00:00:00+00:00"},
+        )
+    engine.dispose()
+    source.write_text(YAML_TEMPLATE.replace("key: create-issue", "key: k2"))
+    assert ihub(database, tmp_path, "template", "import", str(source), "--org", "1").returncode == 0
+
+    result = ihub(database, tmp_path, "template", "versions", template_id, "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert [(v["version"], v["flows"], v["createdBy"]) for v in listing["versions"]] == [
+        (1, ["create-issue"], None),
+        (2, ["k2"], None),
+    ]
+    result = ihub(database, tmp_path, "template", "version", template_id, "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [f["key"] for f in json.loads(result.stdout)["definition"]["flows"]] == ["create-issue"]
+    human = ihub(database, tmp_path, "template", "versions", template_id)
+    assert human.returncode == 0 and "k2" in human.stdout
+
+    result = ihub(database, tmp_path, "project", "upgrade", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) | {"id": "1"} == {
+        "id": "1",
+        "templateId": template_id,
+        "previousVersion": 1,
+        "templateVersion": 2,
+        "flows": ["k2"],
+    }
+    result = ihub(database, tmp_path, "project", "upgrade", "1", "--version", "1", "--json")
+    assert (json.loads(result.stdout)["templateVersion"], json.loads(result.stdout)["flows"]) == (1, ["create-issue"])
+    for args in (["project", "upgrade", "1", "--version", "9"], ["template", "version", template_id, "9"]):
+        result = ihub(database, tmp_path, *args, "--json")
+        assert result.returncode == 1 and "has no version 9" in json.loads(result.stdout)["error"], result.stdout

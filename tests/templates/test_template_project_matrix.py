@@ -71,6 +71,10 @@ ROWS = [
         PROJECTS,
     ),
     Row("delete project", "DELETE", "/api/v1/project/{prj}", EVERYONE, changes=PROJECTS),
+    # Versions are read like their template; moving a project between them is editing the project.
+    Row("list template versions", "GET", "/api/v1/template/{tpl}/versions", EVERYONE),
+    Row("get template version", "GET", "/api/v1/template/{tpl}/versions/1", EVERYONE),
+    Row("upgrade project", "POST", "/api/v1/project/{prj}/upgrade", EVERYONE, {"version": 1}, PROJECTS),
 ]
 
 

@@ -137,7 +137,9 @@ def schema_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind)
 
 
-def request_body(kind: Any, name: str | None = None, example: Any = None, form: bool = True) -> dict[str, Any]:
+def request_body(
+    kind: Any, name: str | None = None, example: Any = None, form: bool = True, required: bool = True
+) -> dict[str, Any]:
     """`openapi_extra` describing the body (registered for the components section)."""
     name = name or schema_name(kind)
     BODY_SCHEMAS[name] = TypeAdapter(kind)
@@ -152,7 +154,7 @@ def request_body(kind: Any, name: str | None = None, example: Any = None, form: 
         if isinstance(form_example, dict):
             form_media["example"] = form_example
         content[FORM_TYPE] = form_media
-    return {"requestBody": {"required": True, "content": content}}
+    return {"requestBody": {"required": required, "content": content}}
 
 
 def add_body_schemas(openapi: dict[str, Any]) -> None:

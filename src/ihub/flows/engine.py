@@ -347,7 +347,9 @@ class RunExecution:
         run = await session.get(Run, self.run_id)
         self.run = run
         self.run_uid = run.uid
-        self.loaded = await load_flow(session, run.flow_id)
+        # The version the run started on, not the project's current one: retries and resumes must replay the
+        # definition its step records were written under.
+        self.loaded = await load_flow(session, run.flow_id, run.flow_version)
         records = (
             await session.scalars(select(StepRecord).where(StepRecord.run_id == self.run_id).order_by(StepRecord.id))
         ).all()

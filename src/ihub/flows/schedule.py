@@ -16,10 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
-from ihub.flows.service import flow_spec
+from ihub.flows.service import compiled_flow
 from ihub.projects.models import Project
 from ihub.runs.service import create_run
-from ihub.templates.models import Template
 
 # A tick older than this is not run any more (the hub was down); the next one will be.
 MAX_LATENESS = timedelta(minutes=10)
@@ -28,23 +27,22 @@ MAX_LATENESS = timedelta(minutes=10)
 async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]:
     """Create the runs that are due now; return their ids (the caller submits them)."""
     now = now or utcnow()
+    due: list[tuple[Flow, int, dict[str, Any]]] = []
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(Flow, Template.definition, Template.version)
+                select(Flow, Project.template_id, Project.template_version)
                 .join(Project, Project.id == Flow.project_id)
-                .join(Template, Template.id == Project.template_id)
                 .where(Flow.active.is_(True))
             )
         ).all()
+        for flow, template_id, version in rows:
+            # Each project's pinned version, compiled once per process (see ihub.flows.service).
+            _exists, spec = await compiled_flow(session, template_id, version, flow.key)
+            if spec is not None and spec["trigger"].get("type") == "schedule":
+                due.append((flow, version, spec))
     created: list[int] = []
-    for flow, definition, version in rows:
-        raw = [f for f in (definition or {}).get("flows") or [] if isinstance(f, dict) and f.get("key") == flow.key]
-        if not raw or not isinstance(raw[0].get("trigger"), dict) or raw[0]["trigger"].get("type") != "schedule":
-            continue
-        spec = flow_spec(definition, flow.key)
-        if spec is None:
-            continue
+    for flow, version, spec in due:
         tick = croniter(spec["trigger"]["cron"], now).get_prev(datetime)
         if tick < flow.created_at or now - tick > MAX_LATENESS:
             continue

@@ -19,6 +19,8 @@ class Project(CreatedAtMixin, Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     # NO ACTION: a template in use cannot be deleted, yet a whole org subtree can go in one statement.
     template_id: Mapped[int] = mapped_column(ForeignKey("templates.id"), index=True)
+    # The template version the project runs (a template_versions.version); moves only by an explicit upgrade.
+    template_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

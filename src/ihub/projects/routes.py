@@ -10,8 +10,9 @@ from ihub.common.body import json_or_form, request_body
 from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
+from ihub.incoming.access import incoming_state
 from ihub.projects import connection_types, service
-from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate
+from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate, ProjectUpgrade
 from ihub.provisioning.deps import Caller
 
 router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 401, 403, 404))
@@ -76,6 +77,27 @@ async def update_project(
     """Rename, set settings, or fill in connections. Secrets are stored encrypted and never returned:
     each connection says which fields are set (`secretsSet`) and which required ones are `missing`."""
     project = await service.update_project(session, context.box, caller, path_id(project_id, "project"), body)
+    return ProjectList(projects=await service.project_views(session, [project]))
+
+
+@router.post(
+    "/project/{project_id}/upgrade",
+    response_model=ProjectList,
+    openapi_extra=request_body(ProjectUpgrade, example={"version": 2}, required=False),
+)
+async def upgrade_project(
+    project_id: str,
+    caller: Caller,
+    context: Context,
+    session: Session,
+    body: ProjectUpgrade = json_or_form(ProjectUpgrade),
+) -> ProjectList:
+    """Pin the project to another version of its template (the latest when `version` is omitted; a lower one
+    is a rollback). Its flows and connections follow that version; runs already started keep theirs."""
+    project = await service.upgrade_project(session, caller, path_id(project_id, "project"), body.version)
+    # This process's webhook reads the pinned version through a short-lived cache: drop it so the next
+    # webhook run starts on the new version here (other processes follow within the cache's TTL).
+    incoming_state(context).clients.invalidate()
     return ProjectList(projects=await service.project_views(session, [project]))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ihub.common.fields import Description, Name, json_text
-from ihub.common.ids import IdIn, IdOut
+from ihub.common.ids import IdIn, IdOut, parse_id
 from ihub.common.jsonbounds import bounded_json
 
 # Bounded before anything is stored: settings are read back by every project read and every run.
@@ -93,7 +93,10 @@ class ProjectOut(BaseModel):
     description: str
     org_id: IdOut = Field(serialization_alias="orgId")
     template_id: IdOut = Field(serialization_alias="templateId")
-    template_version: int = Field(serialization_alias="templateVersion")
+    template_version: int = Field(
+        serialization_alias="templateVersion",
+        description="The template version the project is pinned to (moved by POST /project/{id}/upgrade).",
+    )
     settings: dict[str, Any]
     template_connections: list[TemplateConnectionOut] = Field(serialization_alias="templateConnections")
     connections: list[ConnectionOut]
@@ -104,3 +107,21 @@ class ProjectOut(BaseModel):
 
 class ProjectList(BaseModel):
     projects: list[ProjectOut]
+
+
+def _version_number(value: Any) -> int:
+    """`2` or `"2"` (form bodies carry strings); booleans, floats and 0 are refused."""
+    try:
+        return parse_id(value)
+    except ValueError:
+        raise ValueError("must be a template version number (1, 2, ...)") from None
+
+
+class ProjectUpgrade(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"version": 2}, {}]})
+
+    version: Annotated[int, BeforeValidator(_version_number)] | None = Field(
+        default=None,
+        description="The template version to pin (lower than the current one rolls back); "
+        "the template's latest when omitted.",
+    )

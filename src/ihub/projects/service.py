@@ -1,9 +1,11 @@
 """Projects and their connections.
 
-A project is made from a template visible from its org (the org's own or an ancestor's). It gets one
-connection per template slot and one flow row per template flow key; template updates are followed
-by `sync_template_projects`. Connection secrets are sealed with AES-GCM (bound to the connection's
-id) and leave this module only through `connection_runtime`, for the flow engine.
+A project is made from a template visible from its org (the org's own or an ancestor's) and is pinned
+to one of the template's versions (the latest when created). It gets one connection per slot and one
+flow row per flow key of that version; saving the template changes no project, `upgrade_project` moves
+one to another version (up or down) and re-syncs its flows and connections. Connection secrets are
+sealed with AES-GCM (bound to the connection's id) and leave this module only through
+`connection_runtime`, for the flow engine.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.crypto import SecretBox
@@ -31,7 +33,7 @@ from ihub.projects.schemas import (
     TemplateConnectionOut,
 )
 from ihub.templates import service as templates
-from ihub.templates.models import Template
+from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
 from ihub.tenancy.service import visible_org
@@ -93,8 +95,17 @@ async def list_projects(session: AsyncSession, principal: Principal, org_id: int
     return (await session.scalars(select(Project).where(Project.org_id == org.id).order_by(Project.id))).all()
 
 
-def _slot_map(template: Template | None) -> dict[str, dict[str, Any]]:
-    return {slot["id"]: slot for slot in templates.slots_of(template)} if template else {}
+def _slots(definition: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return list((definition or {}).get("connections") or [])
+
+
+def _slot_map(definition: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {slot["id"]: slot for slot in _slots(definition)}
+
+
+async def pinned_definition(session: AsyncSession, project: Project) -> dict[str, Any] | None:
+    """The definition of the template version the project is pinned to."""
+    return await templates.version_definition(session, project.template_id, project.template_version)
 
 
 def _missing(connection: Connection, slot: dict[str, Any] | None) -> list[str]:
@@ -133,10 +144,13 @@ async def project_views(session: AsyncSession, projects: Sequence[Project]) -> l
     if not projects:
         return []
     ids = [p.id for p in projects]
-    template_rows = (
-        await session.scalars(select(Template).where(Template.id.in_({p.template_id for p in projects})))
-    ).all()
-    by_template = {t.id: t for t in template_rows}
+    pins = {(p.template_id, p.template_version) for p in projects}
+    version_rows = await session.execute(
+        select(TemplateVersion.template_id, TemplateVersion.version, TemplateVersion.definition).where(
+            or_(*(and_(TemplateVersion.template_id == t, TemplateVersion.version == v) for t, v in pins))
+        )
+    )
+    by_pin = {(template_id, version): definition for template_id, version, definition in version_rows.all()}
     connections: dict[int, dict[str, Connection]] = {}
     for row in (await session.scalars(select(Connection).where(Connection.project_id.in_(ids)))).all():
         connections.setdefault(row.project_id, {})[row.slot_id] = row
@@ -148,9 +162,9 @@ async def project_views(session: AsyncSession, projects: Sequence[Project]) -> l
         flows.setdefault(flow.project_id, []).append(flow)
     views = []
     for project in projects:
-        template = by_template.get(project.template_id)
-        slots = templates.slots_of(template) if template else []
-        specs = {spec["key"]: spec for spec in templates.flows_of(template)} if template else {}
+        definition = by_pin.get((project.template_id, project.template_version))
+        slots = _slots(definition)
+        specs = {spec["key"]: spec for spec in (definition or {}).get("flows") or []}
         own = connections.get(project.id, {})
         flow_views = []
         for flow in flows.get(project.id, []):
@@ -173,7 +187,7 @@ async def project_views(session: AsyncSession, projects: Sequence[Project]) -> l
                 description=project.description or "",
                 org_id=project.org_id,
                 template_id=project.template_id,
-                template_version=template.version if template else 0,
+                template_version=project.template_version,
                 settings=dict(project.settings or {}),
                 template_connections=[
                     TemplateConnectionOut(
@@ -223,16 +237,20 @@ async def create_project(session: AsyncSession, principal: Principal, org_id: in
         )
     if await _name_taken(session, org.id, data.name):
         raise conflict(f"organization {org.id} already has a project named {data.name!r}", "name_taken")
+    latest = await templates.find_version(session, template.id)
+    if latest is None:  # every save stores a version; only a row written around the service lacks one
+        raise conflict(f"template {template.id} has no stored version", "template_without_version")
     project = Project(
         org_id=org.id,
         template_id=template.id,
+        template_version=latest.version,
         name=data.name,
         description=data.description,
         settings=data.settings or {},
     )
     session.add(project)
     await session.flush()
-    await _sync_project(session, project, template)
+    await _sync_project(session, project, latest.definition)
     await _commit(session, data.name)
     await session.refresh(project)
     return project
@@ -362,8 +380,8 @@ async def update_project(
 ) -> Project:
     """Rename, describe, set settings, fill in connections: all checked before anything is written."""
     project = await visible_project(session, principal, project_id)
-    template = await templates.get_template(session, project.template_id)
-    parsed = _parse_connection_entries(data.connections or [], _slot_map(template), project.id)
+    definition = await pinned_definition(session, project)
+    parsed = _parse_connection_entries(data.connections or [], _slot_map(definition), project.id)
     if data.name is not None and data.name != project.name:
         if await _name_taken(session, project.org_id, data.name, except_id=project.id):
             raise conflict(f"organization {project.org_id} already has a project named {data.name!r}", "name_taken")
@@ -403,11 +421,12 @@ async def delete_project(session: AsyncSession, principal: Principal, project_id
 # -- following the template ----------------------------------------------------------------------
 
 
-async def _sync_project(session: AsyncSession, project: Project, template: Template) -> None:
-    """Flow rows for the template's flow keys (inactive for keys it dropped) and a connection per slot."""
-    await sync_project_flows(session, project.id, templates.flow_keys(template))
+async def _sync_project(session: AsyncSession, project: Project, definition: dict[str, Any]) -> None:
+    """Flow rows for the pinned version's flow keys (inactive for keys it lacks) and a connection per slot.
+    Connections of slots the version lacks are kept (unused): a downgrade followed by an upgrade finds them."""
+    await sync_project_flows(session, project.id, templates.definition_flow_keys(definition))
     rows = await _connection_rows(session, project.id)
-    for slot in templates.slots_of(template):
+    for slot in _slots(definition):
         connection = rows.get(slot["id"])
         if connection is None:
             session.add(
@@ -441,11 +460,28 @@ async def sync_project_flows(session: AsyncSession, project_id: int, keys: Seque
     await session.flush()
 
 
-async def sync_template_projects(session: AsyncSession, template: Template) -> None:
-    """Called by the template service after a template changed (in its transaction)."""
-    projects = (await session.scalars(select(Project).where(Project.template_id == template.id))).all()
-    for project in projects:
-        await _sync_project(session, project, template)
+async def pin_version(session: AsyncSession, project: Project, version: int | None) -> Project:
+    """Pin the project to `version` of its template (the latest when None), up or down, and re-sync its flows
+    and connections to that version; commits. 404 when the template has no such version."""
+    target = await templates.find_version(session, project.template_id, version)
+    if target is None:
+        wanted = "any version" if version is None else f"version {version}"
+        raise ApiError(404, f"template {project.template_id} has no {wanted}", "version_not_found")
+    project.template_version = target.version
+    await _sync_project(session, project, target.definition)
+    project.updated_at = utcnow()
+    await session.flush()
+    await session.commit()
+    await session.refresh(project)
+    return project
+
+
+async def upgrade_project(session: AsyncSession, principal: Principal, project_id: int, version: int | None) -> Project:
+    """Move a project to another version of its template. Allowed to whoever may edit the project (any role
+    in its subtree, like PUT /project): choosing the version is configuring the project, as is filling in
+    its connections. Runs already started keep the version they recorded."""
+    project = await visible_project(session, principal, project_id)
+    return await pin_version(session, project, version)
 
 
 # -- for the flow engine -------------------------------------------------------------------------
@@ -458,8 +494,8 @@ async def connection_runtime(session: AsyncSession, box: SecretBox, project_id: 
     connection = await session.scalar(
         select(Connection).where(Connection.project_id == project_id, Connection.slot_id == slot_id)
     )
-    template = await templates.get_template(session, project.template_id) if project else None
-    slot = _slot_map(template).get(slot_id)
+    definition = await pinned_definition(session, project) if project else None
+    slot = _slot_map(definition).get(slot_id)
     if project is None or connection is None or slot is None or connection.type != slot["type"]:
         raise ApiError(400, f"project {project_id} has no connection {slot_id!r}", "unknown_connection")
     missing = _missing(connection, slot)

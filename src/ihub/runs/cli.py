@@ -172,22 +172,35 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: Js
 
 
 @app.command("replay")
-def replay(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonFlag = False) -> None:
-    """Start a new run of the same flow with the same trigger payload (the template's current version)."""
+def replay(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    version: Annotated[
+        str, typer.Option("--version", help="original (the version the run started on) or current (the pinned one).")
+    ] = "original",
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a new run of the same flow with the same trigger payload, on the template version the run started
+    on (or the project's pinned one with --version current)."""
     from ihub.common.errors import ApiError
     from ihub.runs import service
     from ihub.runs.models import Run
 
     rid = _id(run_id, "run", as_json)
 
-    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, str]:
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
         original = await session.get(Run, rid)
         if original is None:
             raise ApiError(404, f"run {rid} not found")
-        run = await service.replay_run(session, original)
+        run = await service.replay_run(session, original, version)
         await session.commit()
         await _hand_off(run.id)
-        return {"runId": str(run.id), "flowId": str(run.flow_id), "status": run.status, "replayOf": str(rid)}
+        return {
+            "runId": str(run.id),
+            "flowId": str(run.flow_id),
+            "status": run.status,
+            "replayOf": str(rid),
+            "flowVersion": run.flow_version,
+        }
 
     try:
         result = _run(work)

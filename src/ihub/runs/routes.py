@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from ihub.common.body import read_body, request_body
+from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
@@ -17,7 +17,16 @@ from ihub.executors import dispatch
 from ihub.flows.storage import unstorable
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
-from ihub.runs.schemas import RunCreated, RunDetail, RunList, parse_cursor, parse_flow, parse_since, run_out
+from ihub.runs.schemas import (
+    ReplayRequest,
+    RunCreated,
+    RunDetail,
+    RunList,
+    parse_cursor,
+    parse_flow,
+    parse_since,
+    run_out,
+)
 from ihub.runs.status import RunStatus
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
@@ -78,11 +87,25 @@ async def get_run(
     return RunDetail(runs=[detail])
 
 
-@router.post("/run/{run_id}/replay", status_code=202, response_model=RunCreated, responses=errors(409))
-async def replay_run(run_id: str, caller: Caller, session: Session, context: Context) -> RunCreated:
-    """A new run of the same flow with the same trigger payload, on the template's current flow version."""
+@router.post(
+    "/run/{run_id}/replay",
+    status_code=202,
+    response_model=RunCreated,
+    responses=errors(409),
+    openapi_extra=request_body(ReplayRequest, example={"version": "original"}, required=False),
+)
+async def replay_run(
+    run_id: str,
+    caller: Caller,
+    session: Session,
+    context: Context,
+    body: ReplayRequest = json_or_form(ReplayRequest),
+) -> RunCreated:
+    """A new run of the same flow with the same trigger payload, on the template version the run started on
+    (`{"version": "original"}`, the default; the body may be left out) or on the project's pinned version
+    (`{"version": "current"}`)."""
     original = await service.visible_run(session, caller, path_id(run_id, "run"))
-    run = await service.replay_run(session, original)
+    run = await service.replay_run(session, original, body.version)
     await session.commit()
     await dispatch(context, run.id)
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)

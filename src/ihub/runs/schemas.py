@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,6 +78,16 @@ class RunCreated(BaseModel):
     run_id: IdOut = Field(serialization_alias="runId")
     flow_id: IdOut = Field(serialization_alias="flowId")
     status: str
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"version": "current"}, {}]})
+
+    version: Literal["original", "current"] = Field(
+        default="original",
+        description="`original`: the template version the replayed run started on; `current`: the version the "
+        "project is pinned to now.",
+    )
 
 
 # -- query parameters of the run list: each refused with a 400 that says what is expected ----------------------

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Row, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ihub.common.errors import conflict, not_found
+from ihub.common.errors import bad_request, conflict, not_found
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
@@ -197,15 +197,31 @@ async def trigger_flow(session: AsyncSession, loaded: LoadedFlow, *, trigger_typ
     )
 
 
-async def replay_run(session: AsyncSession, original: Run) -> Run:
-    """A new run of the same flow with the same trigger payload, on the template's current version."""
-    loaded = await load_flow(session, original.flow_id)
+REPLAY_VERSIONS = ("original", "current")
+
+
+async def replay_run(session: AsyncSession, original: Run, version: str = "original") -> Run:
+    """A new run of the same flow with the same trigger payload, on the version the original ran
+    (`original`, the default: a replay reproduces what happened) or on the project's pinned one (`current`)."""
+    if version not in REPLAY_VERSIONS:
+        raise bad_request(f"version must be one of {', '.join(REPLAY_VERSIONS)}")
+    loaded = await load_flow(session, original.flow_id, original.flow_version if version == "original" else None)
     if loaded is None:
         raise not_found("flow", original.flow_id)
+    if not loaded.spec:
+        raise conflict(
+            f"flow {loaded.flow.id} is not defined by version {loaded.template_version} of the project's template",
+            "flow_inactive",
+        )
     trigger = {k: v for k, v in (original.trigger or {}).items() if k != "receivedAt"}
-    run = await trigger_flow(session, loaded, trigger_type=original.trigger_type, trigger=trigger)
-    run.replay_of = original.id
-    return run
+    return await create_run(
+        session,
+        flow=loaded.flow,
+        trigger_type=original.trigger_type,
+        trigger=trigger,
+        flow_version=loaded.template_version,
+        replay_of=original.id,
+    )
 
 
 async def cancel_run(session: AsyncSession, run: Run) -> Run:

@@ -10,7 +10,7 @@ from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.provisioning.deps import Caller
 from ihub.templates import service
-from ihub.templates.models import Template
+from ihub.templates.models import Template, TemplateVersion
 from ihub.templates.schemas import (
     EXAMPLE_DEFINITION,
     SlotOut,
@@ -18,6 +18,10 @@ from ihub.templates.schemas import (
     TemplateList,
     TemplateOut,
     TemplateUpdate,
+    VersionDetail,
+    VersionList,
+    VersionOne,
+    VersionOut,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["templates"], responses=errors(400, 401, 403, 404))
@@ -82,12 +86,45 @@ async def get_template(template_id: str, caller: Caller, session: Session) -> Te
 async def update_template(
     template_id: str, caller: Caller, session: Session, body: TemplateUpdate = json_or_form(TemplateUpdate)
 ) -> TemplateList:
-    """Change a template (Owners and Admins, inside your subtree); its version goes up by one and the
-    projects made from it follow (new flows and connections appear, removed flows go inactive)."""
+    """Change a template (Owners and Admins, inside your subtree): every change is stored as a new immutable
+    version (the version goes up by one). Projects made from it stay on their pinned version until upgraded
+    (`POST /api/v1/project/{id}/upgrade`)."""
     template = await service.update_template(
         session, caller, path_id(template_id, "template"), body.name, body.description, body.definition
     )
     return template_list(template)
+
+
+def version_out(version: TemplateVersion) -> VersionOut:
+    return VersionOut(
+        version=version.version,
+        created_at=version.created_at,
+        created_by=version.created_by,
+        flows=service.definition_flow_keys(version.definition),
+    )
+
+
+@router.get("/template/{template_id}/versions", response_model=VersionList)
+async def list_template_versions(template_id: str, caller: Caller, session: Session) -> VersionList:
+    """Every stored version of a template, oldest first (whoever may read the template)."""
+    tid = path_id(template_id, "template")
+    versions = await service.list_versions(session, caller, tid)
+    return VersionList(
+        template_id=tid,
+        latest=max((v.version for v in versions), default=0),
+        versions=[version_out(v) for v in versions],
+    )
+
+
+@router.get("/template/{template_id}/versions/{version}", response_model=VersionOne)
+async def get_template_version(template_id: str, version: str, caller: Caller, session: Session) -> VersionOne:
+    """One stored version with its definition (404 when the template has no such version)."""
+    tid = path_id(template_id, "template")
+    found = await service.readable_version(session, caller, tid, path_id(version, "version"))
+    return VersionOne(
+        template_id=tid,
+        versions=[VersionDetail(**version_out(found).model_dump(), definition=found.definition)],
+    )
 
 
 @router.delete("/template/{template_id}", response_model=TemplateList, responses=errors(409))

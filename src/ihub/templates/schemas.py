@@ -85,3 +85,27 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     templates: list[TemplateOut]
+
+
+class VersionOut(BaseModel):
+    version: int
+    created_at: datetime = Field(serialization_alias="createdAt")
+    created_by: IdOut | None = Field(
+        serialization_alias="createdBy", description="The user who saved it; null for imports and migrated versions."
+    )
+    flows: list[str] = Field(description="The flow keys this version defines.")
+
+
+class VersionDetail(VersionOut):
+    definition: dict[str, Any]
+
+
+class VersionList(BaseModel):
+    template_id: IdOut = Field(serialization_alias="templateId")
+    latest: int
+    versions: list[VersionOut]
+
+
+class VersionOne(BaseModel):
+    template_id: IdOut = Field(serialization_alias="templateId")
+    versions: list[VersionDetail]

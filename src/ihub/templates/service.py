@@ -3,6 +3,10 @@
 A template belongs to one organization and is usable (readable) there, in every organization below
 it, and from below: a caller sees the templates of their own subtree and of their org's ancestors.
 Only the subtree is writable, by Owners and Admins.
+
+Every save stores an immutable `TemplateVersion` (1..n; `Template.version` is the latest number and
+`Template.definition` a copy of its definition). Projects pin a version and move only by an explicit
+upgrade (ihub.projects.service.upgrade_project), so saving a template changes no project.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
 from ihub.db.unique import commit_or_conflict, name_taken
 from ihub.flows.definition import validate_flows
 from ihub.projects import connection_types
-from ihub.templates.models import Template
+from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
 from ihub.tenancy.service import ancestor_ids, visible_org
@@ -165,12 +169,29 @@ async def _commit(session: AsyncSession, name: str) -> None:
     await commit_or_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
 
 
-async def _insert(session: AsyncSession, org_id: int, name: str, description: str, definition: Any) -> Template:
+def _add_version(session: AsyncSession, template: Template, created_by: int | None) -> None:
+    """Store the template's current definition as its version `template.version`, in the caller's transaction
+    (the unique (template_id, version) is the backstop: a version is never overwritten)."""
+    session.add(
+        TemplateVersion(
+            template_id=template.id,
+            version=template.version,
+            definition=template.definition,
+            created_by=created_by,
+        )
+    )
+
+
+async def _insert(
+    session: AsyncSession, org_id: int, name: str, description: str, definition: Any, created_by: int | None = None
+) -> Template:
     normalized = validate_definition(definition)
     if await _name_taken(session, org_id, name):
         raise conflict(f"organization {org_id} already has a template named {name!r}", "name_taken")
     template = Template(org_id=org_id, name=name, description=description, definition=normalized, version=1)
     session.add(template)
+    await session.flush()
+    _add_version(session, template, created_by)
     await _commit(session, name)
     await session.refresh(template)
     return template
@@ -182,9 +203,8 @@ async def _apply_update(
     name: str | None,
     description: str | None,
     definition: Any | None,
+    created_by: int | None = None,
 ) -> Template:
-    from ihub.projects import service as projects
-
     if definition is not None:
         normalized = validate_definition(definition)
     if name is not None and name != template.name:
@@ -195,11 +215,20 @@ async def _apply_update(
         template.description = description
     if definition is not None:
         template.definition = normalized
-    template.version = (template.version or 1) + 1
+    # Every save is a new version (as before versions were stored), even one that changes only the name or
+    # description: a version number always names one stored definition. Projects stay on theirs until upgraded.
     await session.flush()
-    # Projects made from this template follow it: new flow keys get flow rows, removed ones go inactive,
-    # new slots get (unconfigured) connections.
-    await projects.sync_template_projects(session, template)
+    # Incremented by the database, not from the value read earlier: two saves racing on PostgreSQL get
+    # consecutive numbers (the second waits for the first's row lock) instead of the same one.
+    bumped = await session.execute(
+        update(Template)
+        .where(Template.id == template.id)
+        .values(version=Template.version + 1)
+        .returning(Template.version)
+        .execution_options(synchronize_session=False)
+    )
+    template.version = bumped.scalar_one()
+    _add_version(session, template, created_by)
     await _commit(session, template.name)
     await session.refresh(template)
     return template
@@ -210,7 +239,7 @@ async def create_template(
 ) -> Template:
     org = await visible_org(session, principal, org_id)
     require_admin(principal, "create templates")
-    return await _insert(session, org.id, name, description, definition)
+    return await _insert(session, org.id, name, description, definition, principal.user_id)
 
 
 async def update_template(
@@ -222,7 +251,7 @@ async def update_template(
     definition: Any | None,
 ) -> Template:
     template = await writable_template(session, principal, template_id, "change templates")
-    return await _apply_update(session, template, name, description, definition)
+    return await _apply_update(session, template, name, description, definition, principal.user_id)
 
 
 async def delete_template(session: AsyncSession, principal: Principal, template_id: int) -> Template:
@@ -234,6 +263,7 @@ async def delete_template(session: AsyncSession, principal: Principal, template_
         raise conflict(
             f"template {template.id} is used by {used_by} project(s); delete or move them first", "template_in_use"
         )
+    # Its versions go with it (ON DELETE CASCADE): no project pins one, since none uses the template.
     await session.delete(template)
     await session.commit()
     return template
@@ -250,3 +280,47 @@ async def import_template(
     if existing is None:
         return await _insert(session, org_id, name, description or "", definition), True
     return await _apply_update(session, existing, None, description, definition), False
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+def definition_flow_keys(definition: dict[str, Any] | None) -> list[str]:
+    flows = (definition or {}).get("flows") or []
+    return [flow["key"] for flow in flows if isinstance(flow, dict) and "key" in flow]
+
+
+async def find_version(session: AsyncSession, template_id: int, version: int | None = None) -> TemplateVersion | None:
+    """Version `version` of a template (its latest when None), or None when there is no such version."""
+    query = select(TemplateVersion).where(TemplateVersion.template_id == template_id)
+    if version is None:
+        query = query.order_by(TemplateVersion.version.desc()).limit(1)
+    else:
+        query = query.where(TemplateVersion.version == version)
+    return await session.scalar(query)
+
+
+async def version_definition(session: AsyncSession, template_id: int, version: int) -> dict[str, Any] | None:
+    definition = await session.scalar(
+        select(TemplateVersion.definition).where(
+            TemplateVersion.template_id == template_id, TemplateVersion.version == version
+        )
+    )
+    return dict(definition) if definition is not None else None
+
+
+async def list_versions(session: AsyncSession, principal: Principal, template_id: int) -> Sequence[TemplateVersion]:
+    """Every version of a template the caller may read, oldest first."""
+    template = await readable_template(session, principal, template_id)
+    query = select(TemplateVersion).where(TemplateVersion.template_id == template.id).order_by(TemplateVersion.version)
+    return (await session.scalars(query)).all()
+
+
+async def readable_version(
+    session: AsyncSession, principal: Principal, template_id: int, version: int
+) -> TemplateVersion:
+    template = await readable_template(session, principal, template_id)
+    found = await find_version(session, template.id, version)
+    if found is None:
+        raise ApiError(404, f"template {template.id} has no version {version}", "not_found")
+    return found

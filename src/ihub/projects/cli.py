@@ -1,0 +1,77 @@
+"""`ihub project upgrade ID [--version N]`: move a project to another version of its template."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from ihub.common.cli_support import JsonFlag, with_session
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ihub.common.crypto import SecretBox
+
+app = typer.Typer(help="Manage projects from the server's shell.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.command("upgrade")
+def upgrade(
+    project_id: Annotated[str, typer.Argument(help="Project id.")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Template version to pin (default: the latest).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pin the project to a version of its template (a lower one rolls back); runs already started keep theirs.
+    Running hubs pick the new version up for webhook runs within a few seconds (their client cache's TTL)."""
+    from ihub.common.errors import ApiError, not_found
+    from ihub.common.ids import parse_id
+    from ihub.projects import service
+    from ihub.projects.models import Project
+
+    try:
+        pid = parse_id(project_id)
+        number = parse_id(version) if version is not None else None
+    except ValueError:
+        _fail("the project id and --version must be decimal numbers", as_json)
+
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
+        project = await session.get(Project, pid)
+        if project is None:
+            raise not_found("project", pid)
+        before = project.template_version
+        project = await service.pin_version(session, project, number)
+        (view,) = await service.project_views(session, [project])
+        return {
+            "id": str(project.id),
+            "templateId": str(project.template_id),
+            "previousVersion": before,
+            "templateVersion": project.template_version,
+            "flows": [flow.key for flow in view.flows],
+        }
+
+    try:
+        result = asyncio.run(with_session(work))
+    except ApiError as error:
+        _fail(error.message, as_json)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(
+        f"project {result['id']} pinned to version {result['templateVersion']} of template {result['templateId']} "
+        f"(was {result['previousVersion']}; flows: {', '.join(result['flows']) or 'none'})"
+    )
+
+
+def _fail(message: str, as_json: bool) -> NoReturn:
+    if as_json:
+        print(json.dumps({"error": message}))
+    else:
+        console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(1)
