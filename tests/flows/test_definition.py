@@ -69,7 +69,7 @@ def test_sync_mode_gets_timeout_and_schedule_keeps_cron() -> None:
         ({"key": "bad key"}, "definition.flows[0].key: must match"),
         ({"trigger": {"type": "email"}}, "definition.flows[0].trigger.type: must be one of"),
         ({"trigger": {"type": "schedule", "cron": "every monday"}}, "definition.flows[0].trigger.cron: invalid cron"),
-        ({"trigger": {"type": "schedule"}}, "definition.flows[0].trigger.cron: must be a non-empty string"),
+        ({"trigger": {"type": "schedule"}}, "definition.flows[0].trigger.cron: required"),
         ({"mode": "later"}, "definition.flows[0].mode: must be async or sync"),
         ({"mode": "sync", "timeout": 5000}, "definition.flows[0].timeout: must be between"),
         ({"steps": "x"}, "definition.flows[0].steps: must be a list"),

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import flow_spec
+from ihub.flows.triggers import ScheduleTrigger
 from ihub.projects.models import Project
 from ihub.runs.service import create_run
 from ihub.templates.models import Template
@@ -40,12 +40,13 @@ async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]
     created: list[int] = []
     for flow, definition, version in rows:
         raw = [f for f in (definition or {}).get("flows") or [] if isinstance(f, dict) and f.get("key") == flow.key]
+        # Most flows are not scheduled: look at the stored trigger before compiling the flow.
         if not raw or not isinstance(raw[0].get("trigger"), dict) or raw[0]["trigger"].get("type") != "schedule":
             continue
         spec = flow_spec(definition, flow.key)
-        if spec is None:
+        if spec is None or not isinstance(spec.trigger, ScheduleTrigger):
             continue
-        tick = croniter(spec["trigger"]["cron"], now).get_prev(datetime)
+        tick = spec.trigger.latest_tick(now)
         if tick < flow.created_at or now - tick > MAX_LATENESS:
             continue
         async with sessions() as session:
@@ -54,7 +55,7 @@ async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]
                     session,
                     flow=flow,
                     trigger_type="schedule",
-                    trigger={"body": None, "headers": {}, "env": None, "scheduledFor": tick.isoformat()},
+                    trigger=ScheduleTrigger.payload(tick),
                     flow_version=version,
                 )
                 run.dedupe_key = f"schedule:{flow.id}:{tick.isoformat()}"

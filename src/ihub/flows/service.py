@@ -1,4 +1,4 @@
-"""Flows of a project: loading a flow with its definition from the project's template."""
+"""Flows of a project: loading a flow with its compiled definition from the project's template."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
-from ihub.flows.definition import validate_flow
+from ihub.flows.definition import FlowSpec, compile_flow, template_slots
 from ihub.flows.models import Flow
 from ihub.projects.models import Project
 from ihub.templates.models import Template
 from ihub.tenancy.models import Organization
+
+__all__ = ["LoadedFlow", "flow_spec", "load_flow", "template_slots"]
 
 
 @dataclass
@@ -24,27 +26,14 @@ class LoadedFlow:
     org_path: str
     template_id: int
     template_version: int
-    # The normalized flow definition (see ihub.flows.definition) from the project's template, {} if gone.
-    spec: dict[str, Any]
+    # The compiled flow (ihub.flows.definition.FlowSpec) from the project's template; None if it is gone.
+    spec: FlowSpec | None
     # False when the template no longer defines the flow's key (or the row was deactivated).
     active: bool
 
 
-def template_slots(definition: dict[str, Any] | None) -> dict[str, str]:
-    """{slot id: type} from a template definition's `connections` (a list of {id, type, ...} or a mapping)."""
-    slots: dict[str, str] = {}
-    raw = (definition or {}).get("connections") or []
-    if isinstance(raw, dict):
-        raw = [{"id": key, **(value if isinstance(value, dict) else {})} for key, value in raw.items()]
-    if isinstance(raw, list):
-        for slot in raw:
-            if isinstance(slot, dict) and isinstance(slot.get("id"), str):
-                slots[slot["id"]] = str(slot.get("type", "http"))
-    return slots
-
-
-def flow_spec(definition: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    """The normalized definition of flow `key` in a template definition, or None if it is not there."""
+def flow_spec(definition: dict[str, Any] | None, key: str) -> FlowSpec | None:
+    """The compiled flow `key` of a template definition, or None if it is not there (or no longer valid)."""
     flows = (definition or {}).get("flows") or []
     if not isinstance(flows, list):
         return None
@@ -52,7 +41,7 @@ def flow_spec(definition: dict[str, Any] | None, key: str) -> dict[str, Any] | N
     for index, raw in enumerate(flows):
         if isinstance(raw, dict) and raw.get("key") == key:
             try:
-                return validate_flow(raw, slots, f"definition.flows[{index}]")
+                return compile_flow(raw, slots, f"definition.flows[{index}]")
             except ApiError:
                 # Templates are validated on save; a stored one that no longer validates is not runnable.
                 return None
@@ -80,6 +69,6 @@ async def load_flow(session: AsyncSession, flow_id: int) -> LoadedFlow | None:
         org_path=org.path,
         template_id=template.id,
         template_version=template.version,
-        spec=spec or {},
+        spec=spec,
         active=bool(flow.active and spec is not None),
     )

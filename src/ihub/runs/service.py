@@ -12,6 +12,7 @@ from ihub.common.errors import conflict, not_found
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
+from ihub.flows.triggers import received, replayed
 from ihub.projects.models import Project
 from ihub.runs.models import FINAL_STATUSES, Run, StepRecord
 from ihub.tenancy.models import Organization
@@ -34,7 +35,7 @@ async def create_run(
         flow_version=flow_version,
         status="queued",
         trigger_type=trigger_type,
-        trigger={"receivedAt": utcnow().isoformat(), **trigger},
+        trigger=received(trigger, utcnow()),
         replay_of=replay_of,
         next_attempt_at=utcnow(),
     )
@@ -207,8 +208,7 @@ async def replay_run(session: AsyncSession, original: Run) -> Run:
     loaded = await load_flow(session, original.flow_id)
     if loaded is None:
         raise not_found("flow", original.flow_id)
-    trigger = {k: v for k, v in (original.trigger or {}).items() if k != "receivedAt"}
-    run = await trigger_flow(session, loaded, trigger_type=original.trigger_type, trigger=trigger)
+    run = await trigger_flow(session, loaded, trigger_type=original.trigger_type, trigger=replayed(original.trigger))
     run.replay_of = original.id
     return run
 
