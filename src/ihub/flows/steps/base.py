@@ -82,7 +82,6 @@ class FormatModel(BaseModel):
         return data
 
 
-
 def _check_errors(value: Any) -> Any:
     if not isinstance(value, list):
         raise problem("must be a list")

@@ -29,6 +29,7 @@ from ihub.flows.steps.values import as_text, dumps, json_safe, summarize
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
+
 def _check_method(value: Any) -> Any:
     if not isinstance(value, str) or value.upper() not in HTTP_METHODS:
         raise problem(f"must be one of {', '.join(HTTP_METHODS)}")
