@@ -139,6 +139,9 @@ class RetryPolicy(FormatModel):
         return error.kind in self.retry_on.errors
 
 
+DEFAULT_RETRY = RetryPolicy.model_validate({})
+
+
 def _check_on_error(value: Any) -> Any:
     if value not in ("fail", "continue"):
         raise problem("must be fail or continue")
@@ -156,8 +159,9 @@ class StepModel(FormatModel):
     on_error: Annotated[Literal["fail", "continue"], BeforeValidator(_check_on_error)] = Field(
         "fail", description="`continue`: a failed step does not fail the run (its state says failed)."
     )
-    # Models are frozen: one default policy can be shared.
-    retry: RetryPolicy = Field(RetryPolicy.model_validate({}), description="Retries of a failing step.")
+    # Models are frozen: every step without a `retry` shares one policy (a plain default would be deep-copied
+    # for every step, which was most of the time a flow took to compile).
+    retry: RetryPolicy = Field(default_factory=lambda: DEFAULT_RETRY, description="Retries of a failing step.")
 
     def children(self) -> Iterator[tuple[str, Sequence[StepModel]]]:
         """(JSON field name, steps) of every child step list, in definition order."""
