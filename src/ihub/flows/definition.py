@@ -67,7 +67,7 @@ class FlowSpec(FormatModel):
     mode: Annotated[Literal["async", "sync"], BeforeValidator(_check_mode)] = Field(
         "async", description="`sync`: a caller waits up to `timeout` seconds for the `respond` result."
     )
-    timeout: Annotated[float | None, Number(1, MAX_SYNC_TIMEOUT), Field(ge=1, le=MAX_SYNC_TIMEOUT)] = Field(
+    timeout: Annotated[float | None, Number(1, MAX_SYNC_TIMEOUT)] = Field(
         None, description=f"Sync flows only: seconds a caller waits (default {DEFAULT_SYNC_TIMEOUT:g})."
     )
     steps: Steps = Field(description="Run in order; see the step types.")

@@ -8,13 +8,30 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
 from ihub.flows.definition import FlowSpec
 
 SCHEMA_FILE = Path(__file__).with_name("flow-v1.json")
 
 
+class _EditorSchema(GenerateJsonSchema):
+    """Optional fields are typed `X | None` in the models (None: not given), but null is not a value a flow
+    may write for them: the schema shows `X` alone, without a null default."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        value = super().default_schema(schema)
+        if value.get("default", ...) is None:
+            del value["default"]
+        return value
+
+
 def generate() -> dict[str, Any]:
-    body = FlowSpec.model_json_schema(by_alias=True)
+    body = FlowSpec.model_json_schema(by_alias=True, schema_generator=_EditorSchema)
     header = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://ihub.dev/schema/flow-v1.json",

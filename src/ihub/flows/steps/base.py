@@ -114,18 +114,10 @@ class RetryOn(FormatModel):
 class RetryPolicy(FormatModel):
     """How often a failing step is tried, and how long the run waits (released, not holding a worker)."""
 
-    max_attempts: Annotated[int, Integer(1, 100)] = Field(
-        1, ge=1, le=100, description="Attempts in all, the first included."
-    )
-    initial_delay: Annotated[float, Number(0, 3600)] = Field(
-        1.0, ge=0, le=3600, description="Seconds before the second attempt."
-    )
-    max_delay: Annotated[float, Number(0, 86400)] = Field(
-        60.0, ge=0, le=86400, description="Upper bound of any wait, in seconds."
-    )
-    multiplier: Annotated[float, Number(1, 10)] = Field(
-        2.0, ge=1, le=10, description="Each wait is the previous one times this."
-    )
+    max_attempts: Annotated[int, Integer(1, 100)] = Field(1, description="Attempts in all, the first included.")
+    initial_delay: Annotated[float, Number(0, 3600)] = Field(1.0, description="Seconds before the second attempt.")
+    max_delay: Annotated[float, Number(0, 86400)] = Field(60.0, description="Upper bound of any wait, in seconds.")
+    multiplier: Annotated[float, Number(1, 10)] = Field(2.0, description="Each wait is the previous one times this.")
     retry_on: RetryOn = Field(default_factory=RetryOn, description="Which failures are retried.")
 
     def backoff(self, failures: int) -> float:

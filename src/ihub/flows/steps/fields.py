@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from ihub.flows.expressions import ExpressionError, check_expression, check_syntax
 
@@ -124,12 +126,34 @@ def TemplatedText(max_len: int = 10_000, *, allow_empty: bool = False) -> Any:  
     return BeforeValidator(_text_then_templates(max_len, allow_empty))
 
 
-def Number(minimum: float, maximum: float) -> Any:  # noqa: N802
-    return BeforeValidator(number_checker(minimum, maximum))
+@dataclass(frozen=True)
+class Number:
+    """Annotation: a number (not a bool) between `minimum` and `maximum`, shown as such in the JSON schema."""
+
+    minimum: float
+    maximum: float
+
+    def checker(self) -> Callable[[Any], Any]:
+        return number_checker(self.minimum, self.maximum)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.checker(), handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        value = handler(schema)
+        value.update(minimum=self.minimum, maximum=self.maximum)
+        return value
 
 
-def Integer(minimum: int, maximum: int) -> Any:  # noqa: N802
-    return BeforeValidator(integer_checker(minimum, maximum))
+@dataclass(frozen=True)
+class Integer(Number):
+    """Annotation: an integer (not a bool) between `minimum` and `maximum`."""
+
+    minimum: int
+    maximum: int
+
+    def checker(self) -> Callable[[Any], Any]:
+        return integer_checker(self.minimum, self.maximum)
 
 
 # A JSON object whose strings (keys and values, at any depth) may be templates.

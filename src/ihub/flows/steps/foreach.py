@@ -21,9 +21,7 @@ class ForeachStep(StepModel):
     type: Literal["foreach"]
     items: Annotated[Expression, Field(description="Expression giving a list (at most 1000 items) or an object.")]
     as_: Identifier = Field("item", alias="as", description="Name of the current item in the steps' scope.")
-    concurrency: Annotated[int, Integer(1, 50), Field(ge=1, le=50)] = Field(
-        1, description="Iterations running at once."
-    )
+    concurrency: Annotated[int, Integer(1, 50)] = Field(1, description="Iterations running at once.")
     steps: Steps = Field(description="Steps run for every item.")
 
 
