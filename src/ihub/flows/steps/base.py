@@ -65,20 +65,21 @@ class FormatModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
+    # Optional fields written out even when not given (respond's `body`).
     always_dumped: ClassVar[frozenset[str]] = frozenset()
+    # Optional fields for which an explicit null is a value, kept when given (http's `json: null`).
+    null_is_a_value: ClassVar[frozenset[str]] = frozenset()
 
     @model_serializer(mode="wrap")
     def _normalized(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         for name, info in type(self).model_fields.items():
             key = info.alias or name
-            if (
-                info.default is None
-                and data.get(key) is None
-                and name not in self.model_fields_set
-                and key not in self.always_dumped
-            ):
-                data.pop(key, None)
+            if info.default is not None or data.get(key) is not None or key in self.always_dumped:
+                continue
+            if key in self.null_is_a_value and name in self.model_fields_set:
+                continue
+            data.pop(key, None)
         return data
 
 

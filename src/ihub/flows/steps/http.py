@@ -8,7 +8,7 @@ leaves an `interrupted` attempt behind, and the resumed run sends the request ag
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
@@ -58,6 +58,8 @@ def _check_connection(value: Any) -> Any:
 
 class HttpStep(StepModel):
     """Calls an API. Output: the response body (JSON parsed)."""
+
+    null_is_a_value: ClassVar[frozenset[str]] = frozenset({"json"})
 
     type: Literal["http"]
     connection: Annotated[str | None, BeforeValidator(_check_connection)] = Field(
