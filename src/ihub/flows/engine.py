@@ -12,6 +12,10 @@ Durability rules (the database is the truth):
   run's uid is a UUID made when the run is inserted, so keys never repeat across hubs or database resets.
 - A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
   executor picks it up when it is due.
+
+This module owns the walk, the checkpoints, restore and the lease; it names no step type. What a step does is
+its handler's (ihub.flows.steps), reached through a `StepRun` context; when its record is written, whether it
+is walked again on resume and what a finished one restores are traits of its `StepType`.
 """
 
 from __future__ import annotations
