@@ -74,19 +74,21 @@ class FlowSpec(FormatModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _name_defaults_to_key(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "name" not in value and "key" in value:
-            return {**value, "name": value["key"]}
-        return value
+    def _defaults_from_other_fields(cls, value: Any) -> Any:
+        # The name defaults to the key, a sync flow's timeout to DEFAULT_SYNC_TIMEOUT.
+        if not isinstance(value, dict):
+            return value
+        filled = dict(value)
+        if "name" not in filled and "key" in filled:
+            filled["name"] = filled["key"]
+        if filled.get("mode") == "sync" and "timeout" not in filled:
+            filled["timeout"] = DEFAULT_SYNC_TIMEOUT
+        return filled
 
     @model_validator(mode="after")
     def _timeout_for_sync_only(self) -> FlowSpec:
         if self.mode == "async" and "timeout" in self.model_fields_set:
             raise problem("only sync flows have a timeout", ".timeout")
-        if self.mode == "sync" and self.timeout is None:
-            # Frozen model: the default is filled in the one place it can be, while validating.
-            object.__setattr__(self, "timeout", DEFAULT_SYNC_TIMEOUT)
-            self.model_fields_set.add("timeout")
         return self
 
     def walk(self) -> Iterator[tuple[StepModel, str]]:
