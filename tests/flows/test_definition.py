@@ -69,7 +69,7 @@ def test_sync_mode_gets_timeout_and_schedule_keeps_cron() -> None:
         ({"key": "bad key"}, "definition.flows[0].key: must match"),
         ({"trigger": {"type": "email"}}, "definition.flows[0].trigger.type: must be one of"),
         ({"trigger": {"type": "schedule", "cron": "every monday"}}, "definition.flows[0].trigger.cron: invalid cron"),
-        ({"trigger": {"type": "schedule"}}, "definition.flows[0].trigger.cron: must be a non-empty string"),
+        ({"trigger": {"type": "schedule"}}, "definition.flows[0].trigger.cron: required"),
         ({"mode": "later"}, "definition.flows[0].mode: must be async or sync"),
         ({"mode": "sync", "timeout": 5000}, "definition.flows[0].timeout: must be between"),
         ({"steps": "x"}, "definition.flows[0].steps: must be a list"),
@@ -118,3 +118,58 @@ def test_nested_step_paths_and_duplicate_keys() -> None:
     assert error_of(flows).startswith("definition.flows[0].steps[1].then[0].connection: unknown connection slot")
     assert error_of([BASE, BASE]).startswith("definition.flows[1].key: duplicate flow key")
     assert error_of({"key": "x"}).startswith("definition.flows: must be a list")
+
+
+def nested_ifs(levels: int) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [{"id": "leaf", "type": "map", "set": {}}]
+    for level in range(levels):
+        steps = [{"id": f"if{level}", "type": "if", "condition": "true", "then": steps}]
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": nested_ifs(9)}, "steps[0].then[0].then[0].then[0].then[0].then[0].then[0].then[0].then[0].then:"
+         " steps nest deeper than 8 levels"),
+        ({"steps": [{"id": f"s{i}", "type": "map", "set": {}} for i in range(201)]},
+         "steps[200]: a flow has at most 200 steps"),
+        ({"steps": [{"id": "r", "type": "respond", "headers": {"Bad Name": "x"}}]}, "steps[0].headers: "),
+        ({"steps": [{"id": "h", "type": "http", "url": "http://x", "path": "/"}]},
+         "steps[0].url: give either url or path, not both"),
+        ({"steps": [{"id": "h", "type": "http", "url": "http://x", "json": {}, "body": ""}]},
+         "steps[0].body: give either json or body, not both"),
+        ({"steps": [{"id": "h", "type": "http", "url": "http://x", "expect": [200, 99]}]},
+         "steps[0].expect[1]: must be between 100 and 599"),
+        ({"steps": [{"id": "h", "type": "http", "url": "http://x", "query": {"a": ["{{ x + }}"]}}]},
+         "steps[0].query.a[0]: expression syntax error"),
+        ({"steps": [{"id": "h", "type": "http", "url": "http://x", "timeout": True}]},
+         "steps[0].timeout: must be a number"),
+        ({"steps": [5]}, "steps[0]: must be an object"),
+        ({"steps": [{"id": "x"}]}, "steps[0].type: unknown step type None; expected one of http, map, if"),
+        ({"steps": [{"id": "a", "type": "map"}]}, "steps[0].set: required"),
+        ({"steps": [{"id": "a", "type": "delay", "seconds": 10**9}]}, "steps[0].seconds: must be between 0 and 604800"),
+        ({"timeout": 5}, "timeout: only sync flows have a timeout"),
+        ({"trigger": 5}, "trigger: must be an object"),
+        ({"trigger": {"type": "jwt", "cron": "* * * * *"}}, "trigger.cron: unknown field"),
+    ],
+)  # fmt: skip
+def test_limits_and_field_errors(changes: dict[str, Any], message: str) -> None:
+    text = error_of(flows_with(**changes))
+    assert text.startswith("definition.flows[0]." + message), text
+
+
+def test_normalized_form_keeps_what_was_given() -> None:
+    steps = [
+        {"id": "h", "type": "http", "url": "http://x", "connection": None, "json": None, "method": "patch"},
+        {"id": "r", "type": "respond"},
+    ]
+    schedule = {"type": "schedule", "cron": "0 * * * *", "timezone": "UTC"}
+    [flow] = validate_flows(flows_with(steps=steps, trigger=schedule), SLOTS)
+    http, respond = flow["steps"]
+    assert "connection" not in http and http["json"] is None and http["method"] == "PATCH"
+    assert list(http) == ["id", "type", "on_error", "retry", "method", "url", "json", "expect", "timeout"]
+    assert respond["body"] is None and respond["status"] == 200 and "headers" not in respond
+    assert flow["trigger"] == {"type": "schedule", "cron": "0 * * * *"}
+    assert list(flow) == ["key", "name", "trigger", "mode", "steps"]
+    assert validate_flows([flow], SLOTS) == [flow]

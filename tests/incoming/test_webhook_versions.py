@@ -19,13 +19,13 @@ async def test_webhook_runs_follow_the_pin_and_compile_once(
     from ihub.flows import service
 
     compiled: list[str] = []
-    real = service.validate_flow
+    real = service.compile_flow
 
-    def counting(value: Any, slots: dict[str, str], path: str) -> dict[str, Any]:
+    def counting(value: Any, slots: dict[str, str], path: str) -> Any:
         compiled.append(value["key"])
         return real(value, slots, path)
 
-    monkeypatch.setattr(service, "validate_flow", counting)
+    monkeypatch.setattr(service, "compile_flow", counting)
     trigger = await incoming.trigger()
     project_url = f"/api/v1/project/{incoming.project_id}"
     template_id = (await incoming.client.get(project_url, headers=incoming.auth)).json()["projects"][0]["templateId"]

@@ -131,13 +131,13 @@ async def test_each_version_is_compiled_once_per_process(kit: Kit, monkeypatch: 
     from ihub.flows import service
 
     calls: list[str] = []
-    real = service.validate_flow
+    real = service.compile_flow
 
-    def counting(value: Any, slots: dict[str, str], path: str) -> dict[str, Any]:
+    def counting(value: Any, slots: dict[str, str], path: str) -> Any:
         calls.append(str(value.get("steps", [{}])[-1].get("id")))
         return real(value, slots, path)
 
-    monkeypatch.setattr(service, "validate_flow", counting)
+    monkeypatch.setattr(service, "compile_flow", counting)
     project = await kit.project(jira_definition([flow("v1")], slot_type="http"))
     for _ in range(3):
         run = await run_once(kit, project)

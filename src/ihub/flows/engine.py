@@ -16,6 +16,10 @@ Durability rules (the database is the truth):
   A run's reads after its claim use a read-only connection: no write lock is held while a flow loads.
 - A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
   executor picks it up when it is due.
+
+This module owns the walk, the checkpoints, restore and the lease; it names no step type. What a step does is
+its handler's (ihub.flows.steps), reached through a `StepRun` context; when its record is written, whether it
+is walked again on resume and what a finished one restores are traits of its `StepType`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,32 +43,13 @@ from ihub.common.errors import ApiError
 from ihub.common.group_commit import GroupCommit
 from ihub.db.base import utcnow
 from ihub.db.write_gate import until_no_write_held_here
-from ihub.egress import (
-    DeadlineExceeded,
-    EgressRefused,
-    FetchedResponse,
-    FetchLimits,
-    ResponseTooLarge,
-    egress_client,
-    fetch,
-    policy_from_settings,
-)
-from ihub.flows.connections import (
-    ROUTING_HEADERS,
-    ConnectionError_,
-    TokenCache,
-    build_url,
-    fields_of,
-    prepare_auth,
-    redact_headers,
-    redact_text,
-    redact_value,
-    secret_values,
-)
-from ihub.flows.definition import MAX_DELAY_SECONDS
+from ihub.egress import egress_client, policy_from_settings
+from ihub.flows.connections import TokenCache, redact_text, redact_value, secret_values
 from ihub.flows.expressions import ExpressionError, evaluate, render
-from ihub.flows.reply import InvalidReply, check_reply
 from ihub.flows.service import LoadedFlow, load_flow
+from ihub.flows.steps.base import RetryLater, StepError, StepModel, StepType
+from ihub.flows.steps.registry import step_type
+from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.projects.service import connection_runtime, project_settings
 from ihub.runs import lifecycle
@@ -72,15 +57,13 @@ from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
 from ihub.runs.status import FINAL_STEP_STATUSES, RunStatus, StepStatus
 
+__all__ = ["SUMMARY_CAP", "Engine", "Outcome", "RetryLater", "RunExecution", "StepError", "summarize"]
+
 log = logging.getLogger("ihub.engine")
 
 LEASE_SECONDS = 60.0
-SUMMARY_CAP = 4096
 STATE_BODY_CAP = 256 * 1024
-INLINE_DELAY_MAX = 1.0
 MAX_CLAIMS = 100
-# Every iteration's steps are recorded; a larger list belongs in several runs (or a batch API call).
-MAX_FOREACH_ITEMS = 1000
 # Steps one execution of a run may walk (nested foreach multiplies): their records are kept until written.
 MAX_STEPS_PER_EXECUTION = 20_000
 # Records of pure steps are written together, at most this many per transaction, so a long run of pure steps
@@ -92,27 +75,12 @@ PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
 
 
-class StepError(Exception):
-    def __init__(self, kind: str, message: str, status: int | None = None, state: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.state = state
-
-
 class StepFailed(Exception):
     """A step failed for good (on_error: fail): the run fails with this message."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"step {path}: {message}")
         self.path = path
-
-
-class RetryLater(Exception):
-    def __init__(self, at: datetime) -> None:
-        super().__init__(at.isoformat())
-        self.at = at
 
 
 class Cancelled(Exception):
@@ -143,32 +111,6 @@ class Scope:
 
     def child(self, **extra: Any) -> Scope:
         return Scope(dict(self.steps), dict(self.vars), {**self.extra, **extra})
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-
-
-def summarize(value: Any, cap: int = SUMMARY_CAP) -> Any:
-    """A value for a record: itself if small, else its JSON text cut at `cap` with a marker."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else _dumps(value)
-    if len(text) <= cap:
-        return value
-    return text[:cap] + f"...[truncated {len(text) - cap} chars]"
-
-
-def backoff(retry: dict[str, Any], failures: int) -> float:
-    delay = float(retry["initial_delay"]) * float(retry["multiplier"]) ** max(0, failures - 1)
-    return min(delay, float(retry["max_delay"]))
-
-
-def retryable(retry: dict[str, Any], error: StepError) -> bool:
-    on = retry["retry_on"]
-    if error.kind == "status":
-        return error.status in on.get("statuses", []) or "status" in on.get("errors", [])
-    return error.kind in on.get("errors", [])
 
 
 class Engine:
@@ -356,8 +298,8 @@ class RunExecution:
         for record in records:
             self.records.setdefault(record.path, []).append(record)
         self.settings = await project_settings(session, run.project_id)
-        if self.loaded is not None and self.loaded.spec:
-            for slot in sorted(_slots_used(self.loaded.spec["steps"])):
+        if self.loaded is not None and self.loaded.spec is not None:
+            for slot in sorted(self.loaded.spec.connections()):
                 try:
                     runtime = await connection_runtime(session, self.engine.context.box, run.project_id, slot)
                 except ApiError as error:
@@ -374,7 +316,7 @@ class RunExecution:
         if cancel_requested:
             await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)
             return Outcome(RunStatus.CANCELLED)
-        if self.loaded is None or not self.loaded.spec:
+        if self.loaded is None or self.loaded.spec is None:
             await self._finish(RunStatus.FAILED, error="the flow is no longer defined by the project's template")
             return Outcome(RunStatus.FAILED)
         if claims > MAX_CLAIMS:
@@ -388,7 +330,7 @@ class RunExecution:
         }
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            await self.run_steps(self.loaded.spec["steps"], Scope({}, {}), "")
+            await self.run_steps(self.loaded.spec.steps, Scope({}, {}), "")
         except RetryLater as wait:
             if await self._release(wait.at):
                 return Outcome(RunStatus.QUEUED, wait.at)
@@ -473,7 +415,7 @@ class RunExecution:
     def _ctx(self, scope: Scope) -> dict[str, Any]:
         return {**self.context, "steps": scope.steps, "vars": scope.vars, **scope.extra}
 
-    async def run_steps(self, steps: list[dict[str, Any]], scope: Scope, prefix: str) -> None:
+    async def run_steps(self, steps: Sequence[StepModel], scope: Scope, prefix: str) -> None:
         for step in steps:
             if self.lease_lost:
                 raise LeaseLost()
@@ -482,6 +424,35 @@ class RunExecution:
             # let a write transaction this process has open finish before computing (db/write_gate.py).
             await until_no_write_held_here()
             await self.run_step(step, scope, prefix)
+
+    async def run_each(
+        self, steps: Sequence[StepModel], scope: Scope, runs: Sequence[tuple[str, dict[str, Any]]], concurrency: int
+    ) -> list[dict[str, Any]]:
+        """Run `steps` once per (path prefix, extra names), each in a child scope, at most `concurrency` at once."""
+        semaphore = asyncio.Semaphore(concurrency)
+        results: list[dict[str, Any]] = [{} for _ in runs]
+
+        async def one(index: int, prefix: str, extra: dict[str, Any]) -> None:
+            async with semaphore:
+                inner = scope.child(**extra)
+                await self.run_steps(steps, inner, prefix)
+                results[index] = inner.steps
+
+        outcomes = await asyncio.gather(
+            *(one(index, prefix, extra) for index, (prefix, extra) in enumerate(runs)), return_exceptions=True
+        )
+        # What stops the run outranks a failed step, which outranks waiting for a retry.
+        for kind in (LeaseLost, Cancelled, OverBudget, StepFailed):
+            for outcome in outcomes:
+                if isinstance(outcome, kind):
+                    raise outcome
+        waits = [o.at for o in outcomes if isinstance(o, RetryLater)]
+        if waits:
+            raise RetryLater(min(waits))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return results
 
     def _check_budget(self) -> None:
         self.steps_walked += 1
@@ -492,7 +463,7 @@ class RunExecution:
             raise OverBudget(f"run exceeded its time budget of {self.budget:g} s")
 
     @asynccontextmanager
-    async def _waiting(self) -> Any:
+    async def waiting_outside(self) -> AsyncIterator[None]:
         """Time spent in here (HTTP calls, delays; overlapping ones once) is not charged to the run budget."""
         if self.waiting == 0:
             self.waiting_since = time.monotonic()
@@ -504,39 +475,40 @@ class RunExecution:
             if self.waiting == 0:
                 self.waited += time.monotonic() - self.waiting_since
 
-    async def run_step(self, step: dict[str, Any], scope: Scope, prefix: str) -> None:
-        path = prefix + step["id"]
+    async def run_step(self, step: StepModel, scope: Scope, prefix: str) -> None:
+        kind = step_type(step.type)
+        path = prefix + step.id
         prior = self.records.get(path, [])
         final = next((r for r in reversed(prior) if r.status in FINAL_STEP_STATUSES), None)
-        kind = step["type"]
         # A finished composite that succeeded is walked again to restore its children's results.
-        if final is not None and (kind not in ("if", "foreach") or final.status == StepStatus.FAILED):
-            self._restore(step, final, scope)
-            if final.status == StepStatus.FAILED and step["on_error"] != "continue":
+        if final is not None and (not kind.composite or final.status == StepStatus.FAILED):
+            self._restore(kind, step, final, scope)
+            if final.status == StepStatus.FAILED and step.on_error != "continue":
                 raise StepFailed(path, final.error or "failed")
             return
         failures = sum(1 for r in prior if r.status in (StepStatus.RETRYING, StepStatus.FAILED))
         started = utcnow()
-        waiting = next((r for r in prior if r.status == StepStatus.WAITING), None) if kind == "delay" else None
+        waiting = next((r for r in prior if r.status == StepStatus.WAITING), None) if kind.resumable_wait else None
         record = waiting or StepRecord(
             run_id=self.run_id,
-            step_id=step["id"],
+            step_id=step.id,
             path=path,
-            type=kind,
+            type=step.type,
             attempt=len([r for r in prior if r.status != StepStatus.WAITING]) + 1,
             status=StepStatus.RUNNING,
             started_at=started,
         )
-        if kind == "http":
+        if kind.side_effects:
             # Recorded before the call so an interrupted attempt is visible (and counted) after a crash.
             for stale in prior:
                 if stale.status == StepStatus.RUNNING:
                     stale.status, stale.finished_at, stale.error = StepStatus.INTERRUPTED, started, "worker stopped"
             await self._write(*[r for r in prior if r.status == StepStatus.INTERRUPTED], record, check_cancel=True)
-        elif kind == "delay" and waiting is None:
+        elif kind.resumable_wait and waiting is None:
             await self._write(check_cancel=True)
+        context = StepRun(self, scope, path, record)
         try:
-            state = await self._dispatch(step, scope, path, prior, record)
+            state = await self._dispatch(kind, step, context)
             reason = unstorable(state)
             if reason is not None:
                 if isinstance(record.response, dict) and unstorable(record.response) is not None:
@@ -545,165 +517,66 @@ class RunExecution:
         except StepError as error:
             state = error.state or {"status": StepStatus.FAILED.value, "response": None, "output": None}
             state.update(status=StepStatus.FAILED.value, error=self._redact(error.message), attempts=failures + 1)
-            if retryable(step["retry"], error) and failures + 1 < step["retry"]["max_attempts"]:
-                delay = backoff(step["retry"], failures + 1)
+            if step.retry.retries(error) and failures + 1 < step.retry.max_attempts:
+                delay = step.retry.backoff(failures + 1)
                 record.status = StepStatus.RETRYING
-                await self._close(record, state, error.message)
+                await self._close(kind, record, state, error.message)
                 raise RetryLater(utcnow() + timedelta(seconds=delay)) from None
             record.status = StepStatus.FAILED
-            await self._close(record, state, error.message)
-            scope.steps[step["id"]] = state
-            if step["on_error"] == "continue":
+            await self._close(kind, record, state, error.message)
+            scope.steps[step.id] = state
+            if step.on_error == "continue":
                 return
             raise StepFailed(path, self._redact(error.message)) from None
         except StepFailed as failure:
             # A step inside an `if`/`foreach` failed; the composite's own on_error decides what happens next.
-            if step["on_error"] != "continue":
+            if step.on_error != "continue":
                 raise
             state = {"status": StepStatus.FAILED.value, "response": None, "output": None, "error": str(failure)}
             record.status = StepStatus.FAILED
-            await self._close(record, state, str(failure))
-            scope.steps[step["id"]] = state
+            await self._close(kind, record, state, str(failure))
+            scope.steps[step.id] = state
             return
         state.setdefault("status", StepStatus.SUCCEEDED.value)
         state.setdefault("attempts", failures + 1)
         record.status = StepStatus.SUCCEEDED
         if final is None:
-            await self._close(record, state, None)
-        scope.steps[step["id"]] = state
-        if kind == "map":
-            scope.vars.update(state["output"])
-        elif kind == "respond":
-            self.result = state["output"]
+            await self._close(kind, record, state, None)
+        scope.steps[step.id] = state
+        kind.on_success(state, context)
 
-    def _restore(self, step: dict[str, Any], record: StepRecord, scope: Scope) -> None:
+    def _restore(self, kind: StepType, step: StepModel, record: StepRecord, scope: Scope) -> None:
         state = dict(record.state or {})
-        scope.steps[step["id"]] = state
+        scope.steps[step.id] = state
         if record.status == StepStatus.SUCCEEDED:
-            if step["type"] == "map":
-                scope.vars.update(state.get("output") or {})
-            elif step["type"] == "respond":
-                self.result = state.get("output")
+            kind.on_success(state, StepRun(self, scope, record.path, record))
 
-    async def _close(self, record: StepRecord, state: dict[str, Any], error: str | None) -> None:
+    async def _close(self, kind: StepType, record: StepRecord, state: dict[str, Any], error: str | None) -> None:
         record.finished_at = utcnow()
         record.error = self._redact(error) if error else None
         record.state = _cap_state(self._redacted(state))
-        if record.response is None and state.get("output") is not None and record.type != "http":
-            record.response = {"output": summarize(self._redacted(_json_safe(state["output"])))}
+        # A step that sets no response of its own (an http step always does once it has an answer) shows its
+        # output there.
+        if record.response is None and state.get("output") is not None:
+            record.response = {"output": summarize(self._redacted(json_safe(state["output"])))}
         self.records.setdefault(record.path, []).append(record)
-        if record.type in ("http", "delay") or record.status != StepStatus.SUCCEEDED:
+        if kind.written_alone or record.status != StepStatus.SUCCEEDED:
             await self._write(record)
         else:
             self.pending.append(record)
             if len(self.pending) >= PENDING_WRITE_BATCH:
                 await self._write()
 
-    async def _dispatch(
-        self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord], record: StepRecord
-    ) -> dict[str, Any]:
-        kind = step["type"]
+    async def _dispatch(self, kind: StepType, step: StepModel, context: StepRun) -> dict[str, Any]:
         try:
-            if kind == "http":
-                async with self._waiting():
-                    return await self._http(step, scope, path, record)
-            if kind == "map":
-                values = render(step["set"], self._ctx(scope))
-                return {"output": values}
-            if kind == "if":
-                return await self._if(step, scope, path, prior)
-            if kind == "foreach":
-                return await self._foreach(step, scope, path, prior)
-            if kind == "delay":
-                async with self._waiting():
-                    return await self._delay(step, scope, record)
-            if kind == "respond":
-                return {"output": self._reply(step, scope)}
-            if kind == "fail":
-                raise StepError("fail", str(render(step["message"], self._ctx(scope))))
+            if kind.waits:
+                async with self.waiting_outside():
+                    return await kind.handler(step, context)
+            return await kind.handler(step, context)
         except ExpressionError as error:
             raise StepError("expression", f"expression error: {error}") from None
-        raise StepError("config", f"unknown step type {kind}")
 
-    def _reply(self, step: dict[str, Any], scope: Scope) -> dict[str, Any]:
-        ctx = self._ctx(scope)
-        status = render(step["status"], ctx)
-        try:
-            status = int(status)
-        except (TypeError, ValueError, OverflowError):
-            raise StepError("expression", f"status {str(status)[:50]!r} is not an HTTP status code") from None
-        output: dict[str, Any] = {"status": status, "body": render(step["body"], ctx)}
-        if "headers" in step:
-            headers = render(step["headers"], ctx)
-            if not isinstance(headers, dict):
-                raise StepError("respond", "headers must be an object of names to values")
-            output["headers"] = {str(k): _text(v) for k, v in headers.items()}
-        try:
-            check_reply(output)
-        except InvalidReply as error:
-            raise StepError("respond", f"invalid reply: {error}") from None
-        return output
-
-    async def _if(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
-        condition = bool(evaluate(step["condition"], self._ctx(scope)))
-        branch = "then" if condition else "else"
-        await self.run_steps(step[branch], scope, f"{path}.{branch}.")
-        return {"output": {"branch": branch, "condition": condition}}
-
-    async def _foreach(self, step: dict[str, Any], scope: Scope, path: str, prior: list[StepRecord]) -> dict[str, Any]:
-        items = evaluate(step["items"], self._ctx(scope))
-        if isinstance(items, dict):
-            items = [{"key": k, "value": v} for k, v in items.items()]
-        if not isinstance(items, list):
-            raise StepError("expression", f"items must be a list, got {type(items).__name__}")
-        if len(items) > MAX_FOREACH_ITEMS:
-            raise StepError("expression", f"{len(items)} items: foreach takes at most {MAX_FOREACH_ITEMS}")
-        semaphore = asyncio.Semaphore(step["concurrency"])
-        results: list[Any] = [None] * len(items)
-
-        async def iteration(index: int, item: Any) -> None:
-            async with semaphore:
-                inner = scope.child(**{step["as"]: item, "loop": {"index": index, "length": len(items)}})
-                await self.run_steps(step["steps"], inner, f"{path}[{index}].")
-                results[index] = {s["id"]: inner.steps.get(s["id"]) for s in step["steps"]}
-
-        outcomes = await asyncio.gather(*(iteration(i, item) for i, item in enumerate(items)), return_exceptions=True)
-        for kind in (LeaseLost, Cancelled, OverBudget, StepFailed):
-            for outcome in outcomes:
-                if isinstance(outcome, kind):
-                    raise outcome
-        waits = [o.at for o in outcomes if isinstance(o, RetryLater)]
-        if waits:
-            raise RetryLater(min(waits))
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return {"output": results}
-
-    async def _delay(self, step: dict[str, Any], scope: Scope, record: StepRecord) -> dict[str, Any]:
-        if record.status == StepStatus.WAITING:
-            until = datetime.fromisoformat((record.state or {})["until"])
-            if utcnow() < until:
-                raise RetryLater(until)
-            return {"output": {"seconds": (record.state or {}).get("seconds")}}
-        seconds = render(step["seconds"], self._ctx(scope))
-        try:
-            seconds = float(seconds)
-        except (TypeError, ValueError, OverflowError):
-            raise StepError("expression", f"delay seconds {str(seconds)[:50]!r} is not a number") from None
-        # The same bound as a literal `seconds` in the definition (NaN fails the comparison too).
-        if not 0 <= seconds <= MAX_DELAY_SECONDS:
-            raise StepError("expression", f"delay seconds {seconds:g} must be between 0 and {MAX_DELAY_SECONDS}")
-        if seconds <= INLINE_DELAY_MAX:
-            await asyncio.sleep(max(0.0, seconds))
-            return {"output": {"seconds": seconds}}
-        until = utcnow() + timedelta(seconds=seconds)
-        record.status = StepStatus.WAITING
-        record.state = {"until": until.isoformat(), "seconds": seconds}
-        await self._write(record)
-        raise RetryLater(until)
-
-    async def _connection(self, slot: str) -> dict[str, Any]:
+    async def connection(self, slot: str) -> dict[str, Any]:
         if slot in self.connections:
             return self.connections[slot]
         if slot in self.connection_errors:
@@ -718,149 +591,87 @@ class RunExecution:
         self.secrets.extend(secret_values(runtime))
         return runtime
 
-    async def _http(self, step: dict[str, Any], scope: Scope, path: str, record: StepRecord) -> dict[str, Any]:
-        ctx = self._ctx(scope)
-        runtime: dict[str, Any] = {"type": "http", "config": {}, "secrets": {}}
-        if "connection" in step:
-            runtime = await self._connection(step["connection"])
-            await until_no_write_held_here()  # rendering is CPU work (see run_steps)
-        fields = fields_of(runtime)
-        target_path = render(step.get("path"), ctx) if "path" in step else None
-        target_url = render(step.get("url"), ctx) if "url" in step else None
-        try:
-            url = build_url(fields, target_path and str(target_path), target_url and str(target_url))
-        except ConnectionError_ as error:
-            raise StepError("config", str(error)) from None
-        query = {str(k): _text(v) for k, v in (render(step.get("query") or {}, ctx)).items() if v is not None}
-        headers = {str(k): _text(v) for k, v in (render(step.get("headers") or {}, ctx)).items() if v is not None}
-        if "connection" in step and (routing := ROUTING_HEADERS & {name.strip().lower() for name in headers}):
-            raise StepError("config", f"header {min(routing)!r} cannot be set beside a connection's credentials")
-        headers.setdefault("Idempotency-Key", f"{self.run_uid}-{path}")
-        content: bytes | None = None
-        if "json" in step:
-            headers.setdefault("Content-Type", "application/json")
-            content = _dumps(render(step["json"], ctx)).encode()
-        elif "body" in step:
-            content = _text(render(step["body"], ctx)).encode()
-        record.request = self._request_summary(step["method"], url, query, headers, content)
-        response, auth_secrets = await self._send(step, runtime, url, query, headers, content, record)
-        await until_no_write_held_here()  # parsing and redacting a 10 MiB answer is CPU work
-        self.secrets.extend(auth_secrets)
-        body = _parse_body(response)
-        response_state = {
-            "status": response.status_code,
-            "headers": {k.lower(): v for k, v in response.headers.items()},
-            "body": body,
-        }
-        record.response = self._redacted(
-            {
-                "status": response.status_code,
-                "headers": redact_headers(dict(response.headers)),
-                "body": summarize(self._redacted(_json_safe(body))),
-            }
-        )
-        state = {"response": response_state, "output": body}
-        if response.status_code not in step["expect"]:
-            raise StepError(
-                "status",
-                f"HTTP {response.status_code} from {step['method']} {self._redact(_strip_query(url))}"
-                f" (expected {', '.join(map(str, step['expect']))})",
-                response.status_code,
-                state,
-            )
-        return state
 
-    def _request_summary(
-        self, method: str, url: str, query: dict[str, str], headers: dict[str, str], content: bytes | None
-    ) -> dict[str, Any]:
-        body = content.decode("utf-8", "replace") if content else None
-        summary = {
-            "method": method,
-            "url": url,
-            "query": query,
-            "headers": redact_headers(headers),
-            "body": summarize(self._redacted(body)),
-        }
-        redacted: dict[str, Any] = self._redacted(summary)  # redaction keeps a dict a dict
-        return redacted
+class StepRun:
+    """The StepContext a handler gets: one step of one run, in its scope (ihub.flows.steps.base)."""
 
-    async def _send(
-        self,
-        step: dict[str, Any],
-        runtime: dict[str, Any],
-        url: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        content: bytes | None,
-        record: StepRecord,
-    ) -> tuple[FetchedResponse, list[str]]:
-        try:
-            # The step's timeout is one deadline over everything it waits for: the token fetch, connecting,
-            # sending, and every byte of the answer (inner fetches carry it too, as their own limit).
-            async with asyncio.timeout(step["timeout"]):
-                return await self._send_within_deadline(step, runtime, url, query, headers, content, record)
-        except TimeoutError:
-            raise StepError("timeout", f"timed out after {step['timeout']:g}s: {self._shown(url)}") from None
+    def __init__(self, execution: RunExecution, scope: Scope, path: str, record: StepRecord) -> None:
+        self._execution = execution
+        self._scope = scope
+        self._path = path
+        self._record = record
 
-    async def _send_within_deadline(
-        self,
-        step: dict[str, Any],
-        runtime: dict[str, Any],
-        url: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        content: bytes | None,
-        record: StepRecord,
-    ) -> tuple[FetchedResponse, list[str]]:
-        http, tokens = self.engine.http, self.engine.tokens
-        limits = FetchLimits(step["timeout"], self.engine.max_response_bytes)
-        secrets: list[str] = []
-        for attempt in (1, 2):
-            try:
-                auth = await prepare_auth(http, tokens, runtime, url, limits)
-            except ConnectionError_ as error:
-                raise StepError(error.kind, self._redact(str(error))) from None
-            secrets.extend(auth.secrets)
-            self.secrets.extend(auth.secrets)
-            sent_query, sent_headers = {**query, **auth.params}, {**auth.headers, **headers}
-            record.request = self._request_summary(step["method"], url, sent_query, sent_headers, content)
-            shown = self._shown(url)
-            try:
-                response = await fetch(
-                    http,
-                    step["method"],
-                    url,
-                    deadline=limits.deadline,
-                    max_bytes=limits.max_bytes,
-                    params=sent_query or None,
-                    headers=sent_headers,
-                    content=content,
-                )
-            except EgressRefused as error:
-                raise StepError("egress", f"not sent to {shown}: {self._redact(str(error))}") from None
-            except DeadlineExceeded:
-                raise StepError("timeout", f"timed out after {step['timeout']:g}s: {shown}") from None
-            except ResponseTooLarge as error:
-                raise StepError(
-                    "too_large", f"{shown}: {error} (IHUB_HTTP_MAX_RESPONSE_BYTES); the rest was not read"
-                ) from None
-            except httpx.InvalidURL:
-                raise StepError("config", f"not a valid URL: {shown}") from None
-            except httpx.ConnectError as error:
-                raise StepError("connect", f"cannot connect to {shown}: {error}") from None
-            except httpx.HTTPError as error:
-                raise StepError("network", f"{type(error).__name__} calling {shown}: {error}") from None
-            oauth = fields_of(runtime).get("authType") == "oauth2_client_credentials"
-            if response.status_code == 401 and oauth and attempt == 1:
-                # The token may have been revoked or expired early: fetch a fresh one, once.
-                tokens.invalidate(fields_of(runtime))
-                continue
-            return response, secrets
-        raise AssertionError("unreachable")
+    @property
+    def path(self) -> str:
+        return self._path
 
-    def _shown(self, url: str) -> str:
-        """A target URL as a run record may show it: no query string, no known secret."""
-        return self._redact(_strip_query(url))
+    @property
+    def record(self) -> StepRecord:
+        return self._record
+
+    @property
+    def run_uid(self) -> str:
+        return self._execution.run_uid
+
+    def render(self, value: Any) -> Any:
+        return render(value, self._execution._ctx(self._scope))
+
+    def evaluate(self, expression: str) -> Any:
+        return evaluate(expression, self._execution._ctx(self._scope))
+
+    async def run_steps(self, steps: Sequence[StepModel], suffix: str) -> None:
+        await self._execution.run_steps(steps, self._scope, self._path + suffix)
+
+    async def run_each(
+        self, steps: Sequence[StepModel], iterations: Sequence[tuple[str, dict[str, Any]]], concurrency: int
+    ) -> list[dict[str, Any]]:
+        runs = [(self._path + suffix, extra) for suffix, extra in iterations]
+        return await self._execution.run_each(steps, self._scope, runs, concurrency)
+
+    async def write_record(self) -> None:
+        await self._execution._write(self._record)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def yield_to_writers(self) -> None:
+        await until_no_write_held_here()
+
+    async def connection(self, slot: str) -> dict[str, Any]:
+        return await self._execution.connection(slot)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._execution.engine.http
+
+    @property
+    def tokens(self) -> TokenCache:
+        return self._execution.engine.tokens
+
+    @property
+    def max_response_bytes(self) -> int:
+        return self._execution.engine.max_response_bytes
+
+    def add_secrets(self, secrets: Sequence[str]) -> None:
+        self._execution.secrets.extend(secrets)
+
+    def redact(self, text: str) -> str:
+        return self._execution._redact(text)
+
+    def redacted(self, value: Any) -> Any:
+        return self._execution._redacted(value)
+
+    def waiting(self) -> AbstractAsyncContextManager[None]:
+        return self._execution.waiting_outside()
+
+    # RunEffects: what a succeeded step changes beyond its own state.
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return self._scope.vars
+
+    def set_result(self, value: Any) -> None:
+        self._execution.result = value
 
 
 _RECORD_COLUMNS = [column.key for column in StepRecord.__table__.columns if column.key != "id"]
@@ -888,64 +699,17 @@ def _row(record: StepRecord) -> dict[str, Any]:
     return row
 
 
-def _slots_used(steps: list[dict[str, Any]]) -> set[str]:
-    slots: set[str] = set()
-    for step in steps:
-        if "connection" in step:
-            slots.add(step["connection"])
-        for branch in ("then", "else", "steps"):
-            if isinstance(step.get(branch), list):
-                slots |= _slots_used(step[branch])
-    return slots
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, int | float):
-        return str(value)
-    return _dumps(value)
-
-
-def _strip_query(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
-def _parse_body(response: FetchedResponse) -> Any:
-    if not response.content:
-        return None
-    content_type = response.headers.get("content-type", "")
-    if "json" in content_type:
-        try:
-            return response.json()
-        except ValueError:
-            pass
-    return response.text
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def _cap_state(state: dict[str, Any]) -> dict[str, Any]:
     """Keep a step's state storable: a huge response body is cut (later steps see the cut text)."""
-    text = _dumps(state)
+    text = dumps(state)
     # json.loads is typed Any; the text is a dict's JSON, so it gives a dict back.
     if len(text) <= STATE_BODY_CAP:
         same: dict[str, Any] = json.loads(text)
         return same
     capped = dict(state)
     for key in ("output",):
-        capped[key] = summarize(_json_safe(state.get(key)), STATE_BODY_CAP // 2)
+        capped[key] = summarize(json_safe(state.get(key)), STATE_BODY_CAP // 2)
     if isinstance(capped.get("response"), dict):
         capped["response"] = {**capped["response"], "body": summarize(capped["response"].get("body"), 1024)}
-    cut: dict[str, Any] = json.loads(_dumps(capped))
+    cut: dict[str, Any] = json.loads(dumps(capped))
     return cut

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import compiled_flow
+from ihub.flows.triggers import ScheduleTrigger
 from ihub.projects.models import Project
 from ihub.runs.service import create_run
 
@@ -27,7 +27,7 @@ MAX_LATENESS = timedelta(minutes=10)
 async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]:
     """Create the runs that are due now; return their ids (the caller submits them)."""
     now = now or utcnow()
-    due: list[tuple[Flow, int, dict[str, Any]]] = []
+    due: list[tuple[Flow, int, ScheduleTrigger]] = []
     async with sessions() as session:
         rows = (
             await session.execute(
@@ -39,11 +39,11 @@ async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]
         for flow, template_id, version in rows:
             # Each project's pinned version, compiled once per process (see ihub.flows.service).
             _exists, spec = await compiled_flow(session, template_id, version, flow.key)
-            if spec is not None and spec["trigger"].get("type") == "schedule":
-                due.append((flow, version, spec))
+            if spec is not None and isinstance(spec.trigger, ScheduleTrigger):
+                due.append((flow, version, spec.trigger))
     created: list[int] = []
-    for flow, version, spec in due:
-        tick = croniter(spec["trigger"]["cron"], now).get_prev(datetime)
+    for flow, version, trigger in due:
+        tick = trigger.latest_tick(now)
         if tick < flow.created_at or now - tick > MAX_LATENESS:
             continue
         async with sessions() as session:
@@ -52,7 +52,7 @@ async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]
                     session,
                     flow=flow,
                     trigger_type="schedule",
-                    trigger={"body": None, "headers": {}, "env": None, "scheduledFor": tick.isoformat()},
+                    trigger=ScheduleTrigger.payload(tick),
                     flow_version=version,
                 )
                 run.dedupe_key = f"schedule:{flow.id}:{tick.isoformat()}"

@@ -18,11 +18,13 @@ from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
-from ihub.flows.definition import validate_flow
+from ihub.flows.definition import FlowSpec, compile_flow, template_slots
 from ihub.flows.models import Flow
 from ihub.projects.models import Project
 from ihub.templates.models import TemplateVersion
 from ihub.tenancy.models import Organization
+
+__all__ = ["LoadedFlow", "compiled_flow", "flow_spec", "forget_compiled_flows", "load_flow", "template_slots"]
 
 
 @dataclass
@@ -36,28 +38,15 @@ class LoadedFlow:
     template_version: int
     # The version the project is pinned to now (what new runs and a "current" replay use).
     pinned_version: int
-    # The normalized flow definition (see ihub.flows.definition) of that version, {} if it lacks the key.
-    spec: dict[str, Any]
+    # The compiled flow (ihub.flows.definition.FlowSpec) of that version; None if it lacks the key.
+    spec: FlowSpec | None
     # False when the pinned version no longer defines the flow's key (or the row was deactivated).
     active: bool
 
 
-def template_slots(definition: dict[str, Any] | None) -> dict[str, str]:
-    """{slot id: type} from a template definition's `connections` (a list of {id, type, ...} or a mapping)."""
-    slots: dict[str, str] = {}
-    raw = (definition or {}).get("connections") or []
-    if isinstance(raw, dict):
-        raw = [{"id": key, **(value if isinstance(value, dict) else {})} for key, value in raw.items()]
-    if isinstance(raw, list):
-        for slot in raw:
-            if isinstance(slot, dict) and isinstance(slot.get("id"), str):
-                slots[slot["id"]] = str(slot.get("type", "http"))
-    return slots
-
-
-def flow_spec(definition: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    """The normalized definition of flow `key` in a template definition, or None if it is not there.
-    Validates every time: use `compiled_flow` for a stored version."""
+def flow_spec(definition: dict[str, Any] | None, key: str) -> FlowSpec | None:
+    """The compiled flow `key` of a template definition, or None if it is not there (or no longer valid).
+    Compiles every time: use `compiled_flow` for a stored version."""
     flows = (definition or {}).get("flows") or []
     if not isinstance(flows, list):
         return None
@@ -65,7 +54,7 @@ def flow_spec(definition: dict[str, Any] | None, key: str) -> dict[str, Any] | N
     for index, raw in enumerate(flows):
         if isinstance(raw, dict) and raw.get("key") == key:
             try:
-                return validate_flow(raw, slots, f"definition.flows[{index}]")
+                return compile_flow(raw, slots, f"definition.flows[{index}]")
             except ApiError:
                 # Templates are validated on save; a stored one that no longer validates is not runnable.
                 return None
@@ -81,16 +70,16 @@ class CompiledFlows:
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._entries: OrderedDict[CacheKey, dict[str, Any] | None] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, FlowSpec | None] = OrderedDict()
 
-    def get(self, key: CacheKey) -> tuple[bool, dict[str, Any] | None]:
+    def get(self, key: CacheKey) -> tuple[bool, FlowSpec | None]:
         """(found, spec)."""
         if key not in self._entries:
             return False, None
         self._entries.move_to_end(key)
         return True, self._entries[key]
 
-    def put(self, key: CacheKey, spec: dict[str, Any] | None) -> None:
+    def put(self, key: CacheKey, spec: FlowSpec | None) -> None:
         self._entries[key] = spec
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
@@ -119,7 +108,7 @@ def _database(session: AsyncSession) -> str:
 
 async def compiled_flow(
     session: AsyncSession, template_id: int, version: int, key: str
-) -> tuple[bool, dict[str, Any] | None]:
+) -> tuple[bool, FlowSpec | None]:
     """(the version exists, flow `key` compiled from it or None). The definition is read and validated only
     on the first call per process for this (template, version, key)."""
     cache_key = (_database(session), template_id, version, key)
@@ -167,6 +156,6 @@ async def load_flow(session: AsyncSession, flow_id: int, version: int | None = N
         template_id=template_id,
         template_version=chosen,
         pinned_version=pinned,
-        spec=spec or {},
+        spec=spec,
         active=bool(flow.active and spec is not None),
     )

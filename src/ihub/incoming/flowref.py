@@ -10,17 +10,15 @@ DEFAULT_SYNC_TIMEOUT = 30.0
 
 
 def is_jwt_triggered(loaded: LoadedFlow) -> bool:
-    trigger = loaded.spec.get("trigger")
-    kind = trigger.get("type") if isinstance(trigger, dict) else trigger
-    return loaded.active and kind == "jwt"
+    return loaded.active and loaded.spec is not None and loaded.spec.trigger.type == "jwt"
 
 
 def is_sync(loaded: LoadedFlow) -> bool:
-    return loaded.spec.get("mode") == "sync"
+    return loaded.spec is not None and loaded.spec.mode == "sync"
 
 
 def sync_timeout(loaded: LoadedFlow) -> float:
-    value = loaded.spec.get("timeout")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
+    value = loaded.spec.timeout if loaded.spec is not None else None
+    if value is not None and value > 0:
+        return value
     return DEFAULT_SYNC_TIMEOUT

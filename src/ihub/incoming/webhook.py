@@ -26,6 +26,7 @@ from ihub.common.jsonbounds import payload_depth_error
 from ihub.db.base import utcnow
 from ihub.executors import dispatch
 from ihub.flows.models import Flow
+from ihub.flows.triggers import JwtTrigger
 from ihub.incoming.access import ClientState
 from ihub.incoming.models import IdempotencyRecord
 from ihub.incoming.strictjson import strict_json
@@ -93,7 +94,9 @@ async def accept(
     idempotency_key: str | None,
 ) -> Accepted:
     """Commit the run (or find the one this idempotency key already started), then hand it to the executor."""
-    trigger = {**payload(raw, content_type), "headers": kept_headers(headers), "env": env, "clientId": client.client_id}
+    trigger = JwtTrigger.payload(
+        payload(raw, content_type), headers=kept_headers(headers), env=env, client_id=client.client_id
+    )
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", "invalid_request")
     if idempotency_key is None:

@@ -15,6 +15,7 @@ from ihub.common.jsonbounds import payload_depth_error
 from ihub.common.responses import errors
 from ihub.executors import dispatch
 from ihub.flows.storage import unstorable
+from ihub.flows.triggers import ManualTrigger
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
 from ihub.runs.schemas import (
@@ -138,13 +139,8 @@ async def run_flow(flow_id: str, request: Request, caller: Caller, session: Sess
     problem = payload_depth_error(body) or unstorable_number(body)
     if problem is not None:
         raise ApiError(400, problem, "invalid_request")
-    trigger = {
-        "body": body,
-        "contentType": request.headers.get("content-type", "application/json"),
-        "headers": {},
-        "env": None,
-        "userId": str(caller.user_id),
-    }
+    content_type = request.headers.get("content-type", "application/json")
+    trigger = ManualTrigger.payload(body, content_type=content_type, user_id=str(caller.user_id))
     run = await service.trigger_flow(session, loaded, trigger_type="manual", trigger=trigger)
     await session.commit()
     await dispatch(context, run.id)

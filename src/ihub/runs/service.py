@@ -12,6 +12,7 @@ from ihub.common.errors import bad_request, conflict, not_found
 from ihub.db.base import utcnow
 from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
+from ihub.flows.triggers import received, replayed
 from ihub.projects.models import Project
 from ihub.runs import lifecycle
 from ihub.runs.models import Run, StepRecord
@@ -36,7 +37,7 @@ async def create_run(
         flow_version=flow_version,
         status=RunStatus.QUEUED,
         trigger_type=trigger_type,
-        trigger={"receivedAt": utcnow().isoformat(), **trigger},
+        trigger=received(trigger, utcnow()),
         replay_of=replay_of,
         next_attempt_at=utcnow(),
     )
@@ -208,17 +209,16 @@ async def replay_run(session: AsyncSession, original: Run, version: str = "origi
     loaded = await load_flow(session, original.flow_id, original.flow_version if version == "original" else None)
     if loaded is None:
         raise not_found("flow", original.flow_id)
-    if not loaded.spec:
+    if loaded.spec is None:
         raise conflict(
             f"flow {loaded.flow.id} is not defined by version {loaded.template_version} of the project's template",
             "flow_inactive",
         )
-    trigger = {k: v for k, v in (original.trigger or {}).items() if k != "receivedAt"}
     return await create_run(
         session,
         flow=loaded.flow,
         trigger_type=original.trigger_type,
-        trigger=trigger,
+        trigger=replayed(original.trigger),
         flow_version=loaded.template_version,
         replay_of=original.id,
     )
