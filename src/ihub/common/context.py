@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ihub.common.crypto import SecretBox
 from ihub.common.proxies import forwarded_client
 from ihub.config import Settings
+from ihub.db.unit_of_work import unit_of_work
 
 
 @dataclass
@@ -47,16 +48,31 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for the request: read-only connections for GET/HEAD (they must not write), so reading never
-    waits behind SQLite's single writer; the write connection otherwise."""
+    """The request's one session: its unit of work (db/unit_of_work.py), shared by the handler and by the
+    `Authorization` dependency (FastAPI caches a dependency per request).
+
+    GET/HEAD/OPTIONS get a read-only connection (they must not write), so reading never waits behind SQLite's
+    single writer and commits nothing. Any other method gets the write connection in a unit of work: it commits
+    when the handler returned without error and rolls back when it raised. `Session` declares this dependency
+    with `scope="function"`, so the commit happens before the response is sent: a failed commit is an error
+    response, never a 2xx for data that was not stored.
+    """
     context: AppContext = request.app.state.context
-    sessions = context.readers if request.method in READ_METHODS else context.sessions
-    async with sessions() as session:
+    if request.method in READ_METHODS:
+        async with context.readers() as session:
+            yield session
+        return
+    # The body is read from the network before the first statement: on SQLite that statement (the caller's
+    # token lookup) takes the write lock (BEGIN IMMEDIATE), and a slow client must not hold it while it sends.
+    # Starlette keeps the bytes, so the body dependencies parse them without reading again.
+    await request.body()
+    async with unit_of_work(context.sessions) as session:
         yield session
 
 
 Context = Annotated[AppContext, Depends(get_context)]
-Session = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the dependency's exit (commit or rollback) runs before the response is sent, not after.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def client_address(request: Request) -> str:

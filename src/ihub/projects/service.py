@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, bad_request, conflict, not_found
 from ihub.db.base import utcnow
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.models import Flow
 from ihub.projects import connection_types
 from ihub.projects.models import Connection, Project
@@ -197,8 +197,9 @@ async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: 
     return await name_taken(session, Project.org_id, org_id, Project.name, name, except_id)
 
 
-async def _commit(session: AsyncSession, name: str) -> None:
-    await commit_or_conflict(session, f"a project named {name!r} already exists in this organization", "name_taken")
+async def _flush(session: AsyncSession, name: str) -> None:
+    on_conflict(session, f"a project named {name!r} already exists in this organization", "name_taken")
+    await session.flush()
 
 
 async def create_project(session: AsyncSession, principal: Principal, org_id: int, data: ProjectCreate) -> Project:
@@ -231,9 +232,9 @@ async def create_project(session: AsyncSession, principal: Principal, org_id: in
         settings=data.settings or {},
     )
     session.add(project)
-    await session.flush()
+    await _flush(session, data.name)
     await _sync_project(session, project, template)
-    await _commit(session, data.name)
+    await session.flush()
     await session.refresh(project)
     return project
 
@@ -384,8 +385,7 @@ async def update_project(
             connection.configured = not _missing(connection, slot)
     # Touch the row so updated_at moves even when only connections changed.
     project.updated_at = utcnow()
-    await session.flush()
-    await _commit(session, project.name)
+    await _flush(session, project.name)
     await session.refresh(project)
     return project
 
@@ -396,7 +396,6 @@ async def delete_project(session: AsyncSession, principal: Principal, project_id
     (view,) = await project_views(session, [project])
     # The database cascades to connections, flows and their runs.
     await session.execute(delete(Project).where(Project.id == project.id))
-    await session.commit()
     return view
 
 

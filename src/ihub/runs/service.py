@@ -235,6 +235,5 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
         )
-    await session.commit()
     await session.refresh(run)
     return run

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.definition import validate_flows
 from ihub.projects import connection_types
 from ihub.templates.models import Template
@@ -161,8 +161,9 @@ async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: 
     return await name_taken(session, Template.org_id, org_id, Template.name, name, except_id)
 
 
-async def _commit(session: AsyncSession, name: str) -> None:
-    await commit_or_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
+async def _flush(session: AsyncSession, name: str) -> None:
+    on_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
+    await session.flush()
 
 
 async def _insert(session: AsyncSession, org_id: int, name: str, description: str, definition: Any) -> Template:
@@ -171,7 +172,7 @@ async def _insert(session: AsyncSession, org_id: int, name: str, description: st
         raise conflict(f"organization {org_id} already has a template named {name!r}", "name_taken")
     template = Template(org_id=org_id, name=name, description=description, definition=normalized, version=1)
     session.add(template)
-    await _commit(session, name)
+    await _flush(session, name)
     await session.refresh(template)
     return template
 
@@ -196,11 +197,11 @@ async def _apply_update(
     if definition is not None:
         template.definition = normalized
     template.version = (template.version or 1) + 1
-    await session.flush()
+    await _flush(session, template.name)
     # Projects made from this template follow it: new flow keys get flow rows, removed ones go inactive,
     # new slots get (unconfigured) connections.
     await projects.sync_template_projects(session, template)
-    await _commit(session, template.name)
+    await session.flush()
     await session.refresh(template)
     return template
 
@@ -235,7 +236,7 @@ async def delete_template(session: AsyncSession, principal: Principal, template_
             f"template {template.id} is used by {used_by} project(s); delete or move them first", "template_in_use"
         )
     await session.delete(template)
-    await session.commit()
+    await session.flush()
     return template
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.tenancy.models import Organization, User
 from ihub.tenancy.permissions import (
     Principal,
@@ -61,17 +60,13 @@ async def create_org(session: AsyncSession, principal: Principal, data: OrgCreat
     require_owner(principal, "create organizations")
     if await _name_taken(session, parent.id, data.name):
         raise conflict(f"organization {parent.id} already has a sub-organization named {data.name!r}")
-    message = f"organization {parent.id} already has a sub-organization named {data.name!r}"
+    on_conflict(session, f"organization {parent.id} already has a sub-organization named {data.name!r}")
     org = Organization(name=data.name, parent_id=parent.id, path="")
     session.add(org)
-    try:
-        # The id is needed for the path; a concurrent twin can already violate (parent_id, name) here.
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict(message) from None
+    # The id is needed for the path; a concurrent twin can already violate (parent_id, name) here.
+    await session.flush()
     org.path = f"{parent.path}{org.id}/"
-    await _commit_or_conflict(session, message)
+    await session.flush()
     return org
 
 
@@ -110,7 +105,8 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
         )
         org.path = new_prefix
     org.name, org.parent_id = name, parent_id
-    await _commit_or_conflict(session, f"an organization named {name!r} already exists there")
+    on_conflict(session, f"an organization named {name!r} already exists there")
+    await session.flush()
     await session.refresh(org)
     return org
 
@@ -140,21 +136,14 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int, c
             )
     # One statement for the whole subtree: foreign keys cascade to users, templates, projects and
     # everything below them, and the parent links are checked once the statement is done.
-    org_id = org.id  # rollback below expires `org`
-    try:
-        await session.execute(
-            delete(Organization)
-            .where(Organization.path.startswith(org.path))
-            .execution_options(synchronize_session=False)
-        )
-        await session.commit()
-    except IntegrityError:
-        # Something outside the subtree still points into it (say a project, moved elsewhere, whose
-        # template lives here); the database refuses, and so do we, without a 500.
-        await session.rollback()
-        raise conflict(
-            f"organization {org_id} cannot be deleted: something outside it still refers to its contents", "in_use"
-        ) from None
+    # Something outside the subtree may still point into it (say a project, moved elsewhere, whose template
+    # lives here); the database refuses, and so do we, without a 500.
+    on_conflict(
+        session, f"organization {org.id} cannot be deleted: something outside it still refers to its contents", "in_use"
+    )
+    await session.execute(
+        delete(Organization).where(Organization.path.startswith(org.path)).execution_options(synchronize_session=False)
+    )
     return org
 
 
@@ -171,10 +160,6 @@ async def ensure_root(session: AsyncSession, name: str = "Root") -> tuple[Organi
             text("SELECT setval(pg_get_serial_sequence('organizations', 'id'), (SELECT MAX(id) FROM organizations))")
         )
     return root, True
-
-
-async def _commit_or_conflict(session: AsyncSession, message: str) -> None:
-    await commit_or_conflict(session, message)
 
 
 # -- users ---------------------------------------------------------------------------------------
@@ -229,7 +214,8 @@ async def create_users(
         for e, email in zip(entries, emails, strict=True)
     ]
     session.add_all(users)
-    await _commit_or_conflict(session, "a user with one of these emails already exists")
+    on_conflict(session, "a user with one of these emails already exists")
+    await session.flush()
     return users
 
 
@@ -247,7 +233,8 @@ async def update_user(session: AsyncSession, principal: Principal, user_id: int,
         user.email = data.email.lower()
     if data.name is not None:
         user.name = data.name
-    await _commit_or_conflict(session, "a user with that email already exists")
+    on_conflict(session, "a user with that email already exists")
+    await session.flush()
     return user
 
 
@@ -257,5 +244,5 @@ async def delete_user(session: AsyncSession, principal: Principal, user_id: int)
     if user.id == principal.user_id:
         raise forbidden("you cannot delete yourself")
     await session.delete(user)
-    await session.commit()
+    await session.flush()
     return user
