@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,6 +14,13 @@ from ihub.common.proxies import forwarded_client
 from ihub.config import Settings
 from ihub.db.unit_of_work import unit_of_work
 
+if TYPE_CHECKING:
+    # For the fields' types only: those domains import this module, so a runtime import would be a cycle.
+    from ihub.executors import Executor
+    from ihub.executors.supervisor import WorkerSupervisor
+    from ihub.incoming.access import IncomingState
+    from ihub.incoming.webhook import RunWriter
+
 
 @dataclass
 class AppContext:
@@ -22,12 +29,20 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
     master_key: str = field(repr=False)
-    # Filled by other domains at start-up (executor, key caches, ...).
-    extras: dict[str, Any] = field(default_factory=dict)
     # Read-only work (GET requests, pollers): on SQLite, connections that never take the write lock
     # (db/engine.py create_read_engine). Defaults to the write sessions.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
     read_engine: AsyncEngine | None = None
+    # Filled by the domains that own them, at start-up or on first use; None until then.
+    # Where runs go once committed (executors/lifecycle.py; `dispatch` does nothing while it is None, and the
+    # reconciler finds the queued runs). Under `serve` with worker processes it is the WorkerSupervisor.
+    executor: Executor | None = None
+    # `serve`'s worker processes under procrastinate: the queue wakes them, so they are not the executor.
+    supervisor: WorkerSupervisor | None = None
+    # This process's access-token keys and client/JWKS caches (incoming/access.py incoming_state).
+    incoming: IncomingState | None = None
+    # The webhook's group-committing run inserter (incoming/webhook.py run_writer).
+    run_writer: RunWriter | None = None
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:

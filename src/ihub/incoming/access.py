@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -27,6 +27,9 @@ from ihub.egress import policy_from_settings
 from ihub.incoming.flowref import is_jwt_triggered, is_sync, load_flow, sync_timeout
 from ihub.incoming.jwks import JwksCache
 from ihub.incoming.models import TriggerClient, TriggerKey
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 TOKEN_PURPOSE = "ihub/incoming/access-token/v1"
 TOKEN_ISSUER = "ihub/incoming"
@@ -203,17 +206,13 @@ class IncomingState:
     last_purge: float = 0.0
 
 
-STATE_KEY = "incoming"
-
-
-def incoming_state(context: Any) -> IncomingState:
+def incoming_state(context: AppContext) -> IncomingState:
     """This process's token keys and caches, made on first use and kept in the app context."""
-    state: IncomingState | None = context.extras.get(STATE_KEY)
+    state = context.incoming
     if state is None:
-        state = IncomingState(
+        state = context.incoming = IncomingState(
             tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),
             clients=ClientStateCache(),
             jwks=JwksCache(policy_from_settings(context.settings)),
         )
-        context.extras[STATE_KEY] = state
     return state
