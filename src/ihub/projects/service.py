@@ -20,7 +20,6 @@ from ihub.common.errors import ApiError, bad_request, conflict, not_found
 from ihub.db.base import utcnow
 from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.models import Flow
-from ihub.projects import connection_types
 from ihub.projects.models import Connection, Project
 from ihub.projects.schemas import (
     ConnectionOut,
@@ -30,6 +29,7 @@ from ihub.projects.schemas import (
     ProjectUpdate,
     TemplateConnectionOut,
 )
+from ihub.templates import connection_types
 from ihub.templates import service as templates
 from ihub.templates.models import Template
 from ihub.tenancy.models import Organization

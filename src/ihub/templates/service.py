@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,11 +17,40 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
 from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.definition import validate_flows
-from ihub.projects import connection_types
+from ihub.templates import connection_types
 from ihub.templates.models import Template
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
 from ihub.tenancy.service import ancestor_ids, visible_org
+
+
+class TemplateUsers(Protocol):
+    """The projects made from templates, which follow a template's changes and keep it from being deleted.
+
+    Dependencies point one way (tenancy <- templates <- projects): templates does not import projects, which
+    implements this (the `ihub.projects.service` module itself conforms); the composition root hands it over
+    with `use_template_users` (ihub/wiring.py).
+    """
+
+    async def count_projects_using_template(self, session: AsyncSession, template_id: int) -> int: ...
+
+    async def sync_template_projects(self, session: AsyncSession, template: Template) -> None: ...
+
+
+_template_users: TemplateUsers | None = None
+
+
+def use_template_users(users: TemplateUsers) -> None:
+    global _template_users
+    _template_users = users
+
+
+def template_users() -> TemplateUsers:
+    if _template_users is None:
+        # Loud: a template change that projects did not follow would leave them on stale flows and slots.
+        raise RuntimeError("templates: TemplateUsers is not wired (ihub.wiring.connect_domains)")
+    return _template_users
+
 
 SLOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 MAX_SLOTS = 50
@@ -184,8 +213,6 @@ async def _apply_update(
     description: str | None,
     definition: Any | None,
 ) -> Template:
-    from ihub.projects import service as projects
-
     if definition is not None:
         normalized = validate_definition(definition)
     if name is not None and name != template.name:
@@ -200,7 +227,7 @@ async def _apply_update(
     await _flush(session, template.name)
     # Projects made from this template follow it: new flow keys get flow rows, removed ones go inactive,
     # new slots get (unconfigured) connections.
-    await projects.sync_template_projects(session, template)
+    await template_users().sync_template_projects(session, template)
     await session.flush()
     await session.refresh(template)
     return template
@@ -227,10 +254,8 @@ async def update_template(
 
 
 async def delete_template(session: AsyncSession, principal: Principal, template_id: int) -> Template:
-    from ihub.projects import service as projects
-
     template = await writable_template(session, principal, template_id, "delete templates")
-    used_by = await projects.count_projects_using_template(session, template.id)
+    used_by = await template_users().count_projects_using_template(session, template.id)
     if used_by:
         raise conflict(
             f"template {template.id} is used by {used_by} project(s); delete or move them first", "template_in_use"

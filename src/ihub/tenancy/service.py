@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,36 @@ from ihub.tenancy.permissions import (
 from ihub.tenancy.schemas import OrgCreate, OrgUpdate, UserCreate, UserUpdate
 
 ROOT_ORG_ID = 1
+
+
+class OrgContents(Protocol):
+    """What the domains above tenancy keep in an organization, asked before one is moved or deleted.
+
+    Dependencies point one way (tenancy <- templates <- projects): tenancy does not import projects, which
+    implements this (the `ihub.projects.service` module itself conforms); the composition root hands it over
+    with `use_org_contents` (ihub/wiring.py).
+    """
+
+    async def count_projects_in_org(self, session: AsyncSession, org_id: int) -> int: ...
+
+    async def templates_stranded_by_move(
+        self, session: AsyncSession, subtree_prefix: str, new_parent_path: str
+    ) -> list[int]: ...
+
+
+_org_contents: OrgContents | None = None
+
+
+def use_org_contents(contents: OrgContents) -> None:
+    global _org_contents
+    _org_contents = contents
+
+
+def org_contents() -> OrgContents:
+    if _org_contents is None:
+        # Loud: a move or delete that skipped the project checks would strand or drop projects.
+        raise RuntimeError("tenancy: OrgContents is not wired (ihub.wiring.connect_domains)")
+    return _org_contents
 
 
 # -- organizations -------------------------------------------------------------------------------
@@ -81,9 +112,7 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
         new_parent = await visible_org(session, principal, data.parent_id)
         if new_parent.path.startswith(org.path):
             raise bad_request(f"moving organization {org.id} under {new_parent.id} would create a cycle", "cycle")
-        from ihub.projects.service import templates_stranded_by_move
-
-        stranded = await templates_stranded_by_move(session, org.path, new_parent.path)
+        stranded = await org_contents().templates_stranded_by_move(session, org.path, new_parent.path)
         if stranded:
             raise conflict(
                 f"projects {', '.join(map(str, stranded))} use templates that would no longer be inherited "
@@ -119,14 +148,12 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int, c
     if org.id == principal.org_id:
         raise forbidden("you cannot delete your own organization")
     if not cascade:
-        from ihub.projects.service import count_projects_in_org
-
         contents = {
             "sub-organizations": await session.scalar(
                 select(func.count()).select_from(Organization).where(Organization.parent_id == org.id)
             ),
             "users": await session.scalar(select(func.count()).select_from(User).where(User.org_id == org.id)),
-            "projects": await count_projects_in_org(session, org.id),
+            "projects": await org_contents().count_projects_in_org(session, org.id),
         }
         held = [f"{count} {what}" for what, count in contents.items() if count]
         if held:
