@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 
 def install(app: Any) -> None:
@@ -10,7 +13,7 @@ def install(app: Any) -> None:
 
 
 async def start(app: Any) -> None:
-    context = app.state.context
+    context: AppContext = app.state.context
     settings = context.settings
     if settings.executor == "procrastinate":
         from ihub.executors.procrastinate_executor import ProcrastinateExecutor
@@ -52,7 +55,7 @@ async def start(app: Any) -> None:
 
 
 async def stop(app: Any) -> None:
-    context = app.state.context
+    context: AppContext = app.state.context
     supervisor, context.supervisor = context.supervisor, None
     if supervisor is not None:
         await supervisor.stop()
