@@ -3,6 +3,7 @@ or a cli.py and forgets the wiring fails here instead of silently serving nothin
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -36,3 +37,70 @@ def test_every_domain_command_group_is_registered() -> None:
             assert id(group) in registered, module
         if not groups:  # a module of single commands (executors: `ihub worker`)
             assert any(getattr(loaded, "worker", None) is callback for callback in commands), module
+
+
+# Dependencies between these domains point one way: each may import those listed before it, never one after.
+LAYERS = ("tenancy", "templates", "projects")
+
+
+def imported_modules(source: str, package: str) -> set[str]:
+    """Every module a file of `package` imports, at module level, inside functions or under TYPE_CHECKING."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the file's package
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parent, base] if base else parent)
+            found.add(base)
+            # `from ihub import projects` / `from ihub.projects import service` name modules too.
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def domain_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "ihub" and parts[1] in LAYERS else None
+
+
+def layer_imports() -> dict[tuple[str, str], list[str]]:
+    """(importing domain, imported domain) -> the files that do it, for imports between LAYERS."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for domain in LAYERS:
+        for path in sorted((PACKAGE / domain).rglob("*.py")):
+            package = "ihub." + ".".join(path.relative_to(PACKAGE).parent.parts)
+            for module in imported_modules(path.read_text(encoding="utf-8"), package):
+                target = domain_of(module)
+                if target is not None and target != domain:
+                    edges.setdefault((domain, target), []).append(str(path.relative_to(PACKAGE)))
+    return edges
+
+
+def test_tenancy_templates_projects_import_one_way() -> None:
+    edges = layer_imports()
+    assert ("projects", "templates") in edges and ("templates", "tenancy") in edges  # the parser sees imports
+    upward = {
+        f"{source} imports {target} in {sorted(set(files))}": None
+        for (source, target), files in edges.items()
+        if LAYERS.index(target) > LAYERS.index(source)
+    }
+    assert not upward, "dependencies must point tenancy <- templates <- projects: " + "; ".join(upward)
+
+
+def test_the_cycle_check_sees_function_level_and_relative_imports() -> None:
+    source = "def f():\n    from ..projects import service\n    import ihub.templates.models\n"
+    found = imported_modules(source, "ihub.tenancy")
+    assert "ihub.projects.service" in found and "ihub.templates.models" in found
+
+
+def test_lower_domains_are_wired_by_the_composition_root() -> None:
+    from ihub.projects import service as projects
+    from ihub.templates import service as templates
+    from ihub.tenancy import service as tenancy
+    from ihub.wiring import connect_domains
+
+    connect_domains()
+    assert tenancy.org_contents() is projects
+    assert templates.template_users() is projects

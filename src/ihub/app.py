@@ -31,6 +31,7 @@ from ihub.provisioning.routes import router as provisioning_router
 from ihub.runs.routes import router as runs_router
 from ihub.templates.routes import router as templates_router
 from ihub.tenancy.routes import router as tenancy_router
+from ihub.wiring import connect_domains
 
 log = logging.getLogger("ihub")
 
@@ -142,6 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_context(settings: Settings) -> AppContext:
+    connect_domains()
     master = settings.resolved_secret_key()
     url, lock_timeout = settings.resolved_database_url, settings.db_lock_timeout_seconds
     engine = create_engine(url, lock_timeout=lock_timeout)

@@ -27,11 +27,11 @@ class FirstOwner:
 async def initialize(
     session: AsyncSession, box: SecretBox, *, owner_email: str = DEFAULT_OWNER_EMAIL, owner_name: str = "Owner"
 ) -> FirstOwner | None:
-    """Create the root org and first Owner on an empty hub; None when the hub already has users."""
+    """Create the root org and first Owner on an empty hub; None when the hub already has users. Flushes only:
+    the caller commits."""
     root, _ = await ensure_root(session)
     if await session.scalar(select(func.count()).select_from(User)):
-        await session.commit()
-        return None
+        return None  # the caller's commit keeps a root that ensure_root had to create
     owner = User(org_id=root.id, name=owner_name, email=owner_email.lower(), role=Role.OWNER.value)
     session.add(owner)
     await session.flush()

@@ -32,6 +32,17 @@ if TYPE_CHECKING:
 app = typer.Typer(help="ihub: an integration hub.", no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="Manage users from the server's shell.", no_args_is_help=True)
 key_app = typer.Typer(help="Manage API secret keys from the server's shell.", no_args_is_help=True)
+
+
+@app.callback()
+def _connect() -> None:
+    # Every command's services see the same domain wiring as the API (ihub/wiring.py). No docstring: it would
+    # replace the command's help text.
+    from ihub.wiring import connect_domains
+
+    connect_domains()
+
+
 app.add_typer(user_app, name="user")
 app.add_typer(key_app, name="key")
 console = Console(stderr=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ihub.common.errors import ApiError
-from ihub.projects.connection_types import TYPES, describe, expand, missing_required, validate_fields
+from ihub.templates.connection_types import TYPES, describe, expand, missing_required, validate_fields
 
 
 def test_registry_lists_the_documented_types_and_fields():

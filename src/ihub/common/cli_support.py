@@ -24,14 +24,17 @@ T = TypeVar("T")
 
 
 async def with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
-    """Run `work` with a session on the hub's database and its secret box; the engine is disposed after."""
+    """Run `work` as one unit of work on the hub's database, with its secret box: committed when `work`
+    returns, rolled back when it raises (services only flush; see db/unit_of_work.py). A uniqueness conflict
+    comes out as the same ApiError (409) an API client gets. The engine is disposed after."""
     from ihub.common.crypto import SecretBox
     from ihub.db.engine import create_engine, create_sessionmaker
+    from ihub.db.unit_of_work import unit_of_work
 
     settings = get_settings()
     engine = create_engine(settings.resolved_database_url, pool=False)
     try:
-        async with create_sessionmaker(engine)() as session:
+        async with unit_of_work(create_sessionmaker(engine)) as session:
             return await work(session, SecretBox(settings.resolved_secret_key()))
     finally:
         await engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -12,6 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ihub.common.crypto import SecretBox
 from ihub.common.proxies import forwarded_client
 from ihub.config import Settings
+from ihub.db.unit_of_work import unit_of_work
+
+if TYPE_CHECKING:
+    # For the fields' types only: those domains import this module, so a runtime import would be a cycle.
+    from ihub.executors import Executor
+    from ihub.executors.supervisor import WorkerSupervisor
+    from ihub.incoming.access import IncomingState
+    from ihub.incoming.webhook import RunWriter
 
 
 @dataclass
@@ -21,12 +29,20 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
     master_key: str = field(repr=False)
-    # Filled by other domains at start-up (executor, key caches, ...).
-    extras: dict[str, Any] = field(default_factory=dict)
     # Read-only work (GET requests, pollers): on SQLite, connections that never take the write lock
     # (db/engine.py create_read_engine). Defaults to the write sessions.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
     read_engine: AsyncEngine | None = None
+    # Filled by the domains that own them, at start-up or on first use; None until then.
+    # Where runs go once committed (executors/lifecycle.py; `dispatch` does nothing while it is None, and the
+    # reconciler finds the queued runs). Under `serve` with worker processes it is the WorkerSupervisor.
+    executor: Executor | None = None
+    # `serve`'s worker processes under procrastinate: the queue wakes them, so they are not the executor.
+    supervisor: WorkerSupervisor | None = None
+    # This process's access-token keys and client/JWKS caches (incoming/access.py incoming_state).
+    incoming: IncomingState | None = None
+    # The webhook's group-committing run inserter (incoming/webhook.py run_writer).
+    run_writer: RunWriter | None = None
 
     def __post_init__(self) -> None:
         if self.read_sessions is None:
@@ -47,16 +63,31 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for the request: read-only connections for GET/HEAD (they must not write), so reading never
-    waits behind SQLite's single writer; the write connection otherwise."""
+    """The request's one session: its unit of work (db/unit_of_work.py), shared by the handler and by the
+    `Authorization` dependency (FastAPI caches a dependency per request).
+
+    GET/HEAD/OPTIONS get a read-only connection (they must not write), so reading never waits behind SQLite's
+    single writer and commits nothing. Any other method gets the write connection in a unit of work: it commits
+    when the handler returned without error and rolls back when it raised. `Session` declares this dependency
+    with `scope="function"`, so the commit happens before the response is sent: a failed commit is an error
+    response, never a 2xx for data that was not stored.
+    """
     context: AppContext = request.app.state.context
-    sessions = context.readers if request.method in READ_METHODS else context.sessions
-    async with sessions() as session:
+    if request.method in READ_METHODS:
+        async with context.readers() as session:
+            yield session
+        return
+    # The body is read from the network before the first statement: on SQLite that statement (the caller's
+    # token lookup) takes the write lock (BEGIN IMMEDIATE), and a slow client must not hold it while it sends.
+    # Starlette keeps the bytes, so the body dependencies parse them without reading again.
+    await request.body()
+    async with unit_of_work(context.sessions) as session:
         yield session
 
 
 Context = Annotated[AppContext, Depends(get_context)]
-Session = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the dependency's exit (commit or rollback) runs before the response is sent, not after.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def client_address(request: Request) -> str:

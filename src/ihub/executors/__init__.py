@@ -2,7 +2,7 @@
 
 Contract used by other domains (incoming triggers, the run API):
 
-    executor = app.state.context.extras.get("executor")   # None on `ihub serve --no-worker` without a queue
+    executor = app.state.context.executor                  # None on `ihub serve --no-worker` without a queue
     await executor.submit(run_id)                          # after the run row is committed
 
 `submit` never waits for execution and is safe to call more than once for the same run: the engine claims a
@@ -14,24 +14,28 @@ Use `dispatch(context, run_id)` to do the right thing in both cases.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 log = logging.getLogger("ihub.executors")
-
-EXECUTOR_KEY = "executor"
 
 
 @runtime_checkable
 class Executor(Protocol):
+    """LocalExecutor, ProcrastinateExecutor, and WorkerSupervisor (which forwards to its worker processes)."""
+
     async def submit(self, run_id: int) -> None: ...
 
-
-def get_executor(context: Any) -> Executor | None:
-    executor: Executor | None = context.extras.get(EXECUTOR_KEY)
-    return executor
+    async def stop(self) -> None: ...
 
 
-async def dispatch(context: Any, run_id: int) -> None:
+def get_executor(context: AppContext) -> Executor | None:
+    return context.executor
+
+
+async def dispatch(context: AppContext, run_id: int) -> None:
     """Hand a committed run to the executor; a lost hand-off is repaired by the reconciler, so never raise."""
     executor = get_executor(context)
     if executor is None:

@@ -28,7 +28,7 @@ async def run_worker(concurrency: int | None) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stopping.set)
     await executor.start()
-    context.extras["executor"] = executor
+    context.executor = executor
     console.print(f"ihub worker {executor.name}: executing runs (concurrency {executor.concurrency})")
     try:
         await stopping.wait()

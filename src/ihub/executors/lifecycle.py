@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ihub.executors import EXECUTOR_KEY
-
-# The worker processes of `serve` under procrastinate: the queue wakes them, so they are not the executor.
-SUPERVISOR_KEY = "supervisor"
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 
 def install(app: Any) -> None:
@@ -15,7 +13,7 @@ def install(app: Any) -> None:
 
 
 async def start(app: Any) -> None:
-    context = app.state.context
+    context: AppContext = app.state.context
     settings = context.settings
     if settings.executor == "procrastinate":
         from ihub.executors.procrastinate_executor import ProcrastinateExecutor
@@ -25,13 +23,13 @@ async def start(app: Any) -> None:
         in_process = app.state.run_worker and settings.workers == 0
         executor = ProcrastinateExecutor(context, run_worker=in_process)
         await executor.start()
-        context.extras[EXECUTOR_KEY] = executor
+        context.executor = executor
         if app.state.run_worker and settings.workers > 0:
             from ihub.executors.supervisor import WorkerSupervisor
 
             supervisor = WorkerSupervisor(settings, workers=settings.workers)
             await supervisor.start()
-            context.extras[SUPERVISOR_KEY] = supervisor
+            context.supervisor = supervisor
         return
     if not app.state.run_worker:
         return
@@ -41,7 +39,7 @@ async def start(app: Any) -> None:
         # Flows execute in worker processes: nothing a flow does can hold the API's event loop.
         supervisor = WorkerSupervisor(settings, workers=settings.workers)
         await supervisor.start()
-        context.extras[EXECUTOR_KEY] = supervisor
+        context.executor = supervisor
         return
     from ihub.executors.local import LocalExecutor
 
@@ -53,13 +51,14 @@ async def start(app: Any) -> None:
         lease_seconds=settings.run_lease_seconds,
     )
     await local.start()
-    context.extras[EXECUTOR_KEY] = local
+    context.executor = local
 
 
 async def stop(app: Any) -> None:
-    supervisor = app.state.context.extras.pop(SUPERVISOR_KEY, None)
+    context: AppContext = app.state.context
+    supervisor, context.supervisor = context.supervisor, None
     if supervisor is not None:
         await supervisor.stop()
-    executor = app.state.context.extras.pop(EXECUTOR_KEY, None)
-    if executor is not None and hasattr(executor, "stop"):
+    executor, context.executor = context.executor, None
+    if executor is not None:
         await executor.stop()

@@ -58,7 +58,7 @@ async def run(settings_json: str, index: int) -> None:
             # One process fires schedule triggers and purges old runs; the others only execute.
             scheduler=index == 0,
         )
-    context.extras["executor"] = executor
+    context.executor = executor
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -29,6 +29,9 @@ from ihub.incoming.jwks import JwksCache
 from ihub.incoming.models import TriggerClient, TriggerKey
 from ihub.incoming.single_use import SingleUse
 from ihub.ratelimit.service import CleanAddresses
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 TOKEN_PURPOSE = "ihub/incoming/access-token/v1"
 TOKEN_ISSUER = "ihub/incoming"
@@ -218,19 +221,15 @@ class IncomingState:
     clean_addresses: CleanAddresses
 
 
-STATE_KEY = "incoming"
-
-
-def incoming_state(context: Any) -> IncomingState:
+def incoming_state(context: AppContext) -> IncomingState:
     """This process's token keys and caches, made on first use and kept in the app context."""
-    state: IncomingState | None = context.extras.get(STATE_KEY)
+    state = context.incoming
     if state is None:
-        state = IncomingState(
+        state = context.incoming = IncomingState(
             tokens=AccessTokens(context.master_key, context.settings.incoming_token_ttl_seconds),
             clients=ClientStateCache(),
             jwks=JwksCache(policy_from_settings(context.settings)),
             single_use=SingleUse(context.sessions),
             clean_addresses=CleanAddresses(),
         )
-        context.extras[STATE_KEY] = state
     return state

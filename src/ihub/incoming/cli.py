@@ -37,12 +37,14 @@ OutOpt = Annotated[
 
 
 def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work` as one unit of work: the services flush, this commits when it returns (db/unit_of_work.py)."""
     from ihub.db.engine import create_engine, create_sessionmaker
+    from ihub.db.unit_of_work import unit_of_work
 
     async def main() -> T:
         engine = create_engine(get_settings().resolved_database_url, pool=False)
         try:
-            async with create_sessionmaker(engine)() as session:
+            async with unit_of_work(create_sessionmaker(engine)) as session:
                 return await work(session)
         finally:
             await engine.dispose()

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session, client_address, get_context
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
+from ihub.db.unit_of_work import after_commit
 from ihub.flows.reply import BODYLESS, InvalidReply, check_reply
 from ihub.incoming import grant, service, throttle
-from ihub.incoming.access import InvalidToken, incoming_state
+from ihub.incoming.access import IncomingState, InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
 from ihub.provisioning.deps import Caller
@@ -44,6 +47,12 @@ REALM = 'Bearer realm="ihub"'
 # --- trigger page -----------------------------------------------------------------------------------
 
 
+def _invalidate_after_commit(session: AsyncSession, state: IncomingState, client_id: str) -> None:
+    """Drop the webhook's cached view of a client once the change is committed: dropped earlier, a webhook in
+    between could cache the old row again (for the cache's 5 s) from a snapshot before the commit."""
+    after_commit(session, partial(state.clients.invalidate, client_id))
+
+
 @router.post(
     "/api/v1/flow/{flow_id}/trigger/jwt",
     response_model=TriggersResponse,
@@ -65,7 +74,7 @@ async def create_trigger(
     loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
     state = incoming_state(context)
     added = await service.add_key(session, loaded, body, state.jwks.policy, created_by=caller.user_id)
-    state.clients.invalidate(added.client.client_id)
+    _invalidate_after_commit(session, state, added.client.client_id)
     keys = await service.keys_of(session, [added.client.id])
     response.headers.update(NO_STORE)
     return TriggersResponse(
@@ -111,7 +120,7 @@ async def update_trigger(
     if body.enabled is not None:
         await service.set_enabled(session, client, body.enabled)
     state = incoming_state(context)
-    state.clients.invalidate(client.client_id)
+    _invalidate_after_commit(session, state, client.client_id)
     keys = await service.keys_of(session, [client.id])
     return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
 
@@ -131,7 +140,7 @@ async def revoke_key(
     client = await service.get_client(session, loaded.flow.id, iss)
     state = incoming_state(context)
     await service.revoke_key(session, client, kid, state.jwks)
-    state.clients.invalidate(client.client_id)
+    _invalidate_after_commit(session, state, client.client_id)
     keys = await service.keys_of(session, [client.id])
     return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
 
@@ -152,7 +161,7 @@ async def delete_trigger(
     keys = await service.keys_of(session, [client.id])
     described = service.describe(client, keys[client.id], context.settings)
     await service.delete_client(session, client)
-    incoming_state(context).clients.invalidate(iss)
+    _invalidate_after_commit(session, incoming_state(context), iss)
     return TriggersResponse(triggers=[described])
 
 

@@ -78,7 +78,7 @@ async def add_key(
     policy: EgressPolicy,
     created_by: int | None = None,
 ) -> AddedKey:
-    """A new client for the flow, or (with `iss`) a new key for an existing one. Commits."""
+    """A new client for the flow, or (with `iss`) a new key for an existing one."""
     if not is_jwt_triggered(loaded):
         raise ApiError(400, f"flow {loaded.flow.id} is not triggered by jwt (see its trigger in the template)")
     if data.iss is not None:
@@ -110,12 +110,8 @@ async def add_key(
                 raise ApiError(409, f"key {kid} is already registered for this client", "conflict")
             session.add(TriggerKey(client_pk=client.id, kid=kid, alg=alg, jwk=jwk, source=source))
     except UnusableKey as error:
-        await session.rollback()
         raise _bad(error) from None
-    except ApiError:
-        await session.rollback()
-        raise
-    await session.commit()
+    await session.flush()
     return AddedKey(client, kid, private_pem)
 
 
@@ -137,7 +133,7 @@ async def list_clients(session: AsyncSession, flow_id: int) -> list[TriggerClien
 
 async def set_enabled(session: AsyncSession, client: TriggerClient, enabled: bool) -> None:
     client.enabled = enabled
-    await session.commit()
+    await session.flush()
 
 
 async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str, policy: EgressPolicy) -> None:
@@ -145,7 +141,7 @@ async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str, p
         client.jwks_url = check_jwks_url(url, policy)
     except UnusableKey as error:
         raise _bad(error) from None
-    await session.commit()
+    await session.flush()
 
 
 async def revoke_key(session: AsyncSession, client: TriggerClient, kid: str, jwks: JwksCache | None = None) -> None:
@@ -164,12 +160,12 @@ async def revoke_key(session: AsyncSession, client: TriggerClient, kid: str, jwk
         session.add(row)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-    await session.commit()
+    await session.flush()
 
 
 async def delete_client(session: AsyncSession, client: TriggerClient) -> None:
     await session.delete(client)
-    await session.commit()
+    await session.flush()
 
 
 def urls(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:

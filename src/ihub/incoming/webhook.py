@@ -161,9 +161,9 @@ class RunWriter:
 
 
 def run_writer(context: AppContext) -> RunWriter:
-    writer = context.extras.get("incoming.run_writer")
+    writer = context.run_writer
     if writer is None:
-        writer = context.extras["incoming.run_writer"] = RunWriter(context)
+        writer = context.run_writer = RunWriter(context)
     return writer
 
 

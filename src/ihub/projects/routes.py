@@ -11,9 +11,10 @@ from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.incoming.access import incoming_state
-from ihub.projects import connection_types, service
+from ihub.projects import service
 from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate, ProjectUpgrade
 from ihub.provisioning.deps import Caller
+from ihub.templates import connection_types
 
 router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 401, 403, 404))
 

@@ -20,9 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, bad_request, conflict, not_found
 from ihub.db.base import utcnow
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.models import Flow
-from ihub.projects import connection_types
 from ihub.projects.models import Connection, Project
 from ihub.projects.schemas import (
     ConnectionOut,
@@ -32,6 +31,7 @@ from ihub.projects.schemas import (
     ProjectUpdate,
     TemplateConnectionOut,
 )
+from ihub.templates import connection_types
 from ihub.templates import service as templates
 from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
@@ -211,8 +211,9 @@ async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: 
     return await name_taken(session, Project.org_id, org_id, Project.name, name, except_id)
 
 
-async def _commit(session: AsyncSession, name: str) -> None:
-    await commit_or_conflict(session, f"a project named {name!r} already exists in this organization", "name_taken")
+async def _flush(session: AsyncSession, name: str) -> None:
+    on_conflict(session, f"a project named {name!r} already exists in this organization", "name_taken")
+    await session.flush()
 
 
 async def create_project(session: AsyncSession, principal: Principal, org_id: int, data: ProjectCreate) -> Project:
@@ -249,9 +250,9 @@ async def create_project(session: AsyncSession, principal: Principal, org_id: in
         settings=data.settings or {},
     )
     session.add(project)
-    await session.flush()
+    await _flush(session, data.name)
     await _sync_project(session, project, latest.definition)
-    await _commit(session, data.name)
+    await session.flush()
     await session.refresh(project)
     return project
 
@@ -402,8 +403,7 @@ async def update_project(
             connection.configured = not _missing(connection, slot)
     # Touch the row so updated_at moves even when only connections changed.
     project.updated_at = utcnow()
-    await session.flush()
-    await _commit(session, project.name)
+    await _flush(session, project.name)
     await session.refresh(project)
     return project
 
@@ -414,7 +414,6 @@ async def delete_project(session: AsyncSession, principal: Principal, project_id
     (view,) = await project_views(session, [project])
     # The database cascades to connections, flows and their runs.
     await session.execute(delete(Project).where(Project.id == project.id))
-    await session.commit()
     return view
 
 
@@ -462,7 +461,7 @@ async def sync_project_flows(session: AsyncSession, project_id: int, keys: Seque
 
 async def pin_version(session: AsyncSession, project: Project, version: int | None) -> Project:
     """Pin the project to `version` of its template (the latest when None), up or down, and re-sync its flows
-    and connections to that version; commits. 404 when the template has no such version."""
+    and connections to that version. 404 when the template has no such version."""
     target = await templates.find_version(session, project.template_id, version)
     if target is None:
         wanted = "any version" if version is None else f"version {version}"
@@ -471,7 +470,6 @@ async def pin_version(session: AsyncSession, project: Project, version: int | No
     await _sync_project(session, project, target.definition)
     project.updated_at = utcnow()
     await session.flush()
-    await session.commit()
     await session.refresh(project)
     return project
 

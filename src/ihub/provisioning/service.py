@@ -60,7 +60,7 @@ async def generate_key(session: AsyncSession, box: SecretBox, user_id: int) -> I
     secret = secrets.token_urlsafe(32)
     key = ApiKey(user_id=user_id, secret_sealed=box.seal(secret, key_context(user_id)))
     session.add(key)
-    await session.commit()
+    await session.flush()
     return IssuedKey(user_id=user_id, secret=secret, created_at=key.created_at)
 
 
@@ -98,7 +98,6 @@ async def exchange(
     limits = _failure_limits(settings, user_id, client)
     wait = await limits.retry_after(session)
     if wait is not None:
-        await session.rollback()
         raise ApiError(
             429, f"too many failed attempts; retry in {wait} s", "rate_limited", headers={"Retry-After": str(wait)}
         )
@@ -111,6 +110,8 @@ async def exchange(
     matches = constant_time_equals(sha256_hex(secret + nonce), hash_hex.lower())
 
     async def fail(message: str, code: str) -> ApiError:
+        # The one commit in this service, an exception to the unit of work (docs/architecture.md): the failed
+        # attempt must be counted although the request fails, and the error rolls back the rest.
         await limits.record(session)
         await session.commit()
         return ApiError(401, message, code)
@@ -130,7 +131,7 @@ async def exchange(
     session.add(ApiToken(digest=sha256_hex(token), user_id=user_id, key_id=key.id, expires_at=expires))
     # Expired tokens are useless; drop this user's as new ones are made.
     await session.execute(delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.expires_at < now))
-    await session.commit()
+    await session.flush()
     return IssuedToken(token=token, expires=expires, expires_in=settings.api_token_ttl_seconds, user_id=user_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -182,6 +183,7 @@ def replay(
     """Start a new run of the same flow with the same trigger payload, on the template version the run started
     on (or the project's pinned one with --version current)."""
     from ihub.common.errors import ApiError
+    from ihub.db.unit_of_work import after_commit
     from ihub.runs import service
     from ihub.runs.models import Run
 
@@ -192,8 +194,8 @@ def replay(
         if original is None:
             raise ApiError(404, f"run {rid} not found")
         run = await service.replay_run(session, original, version)
-        await session.commit()
-        await _hand_off(run.id)
+        # The queue job names a run that must exist: hand it off once with_session has committed.
+        after_commit(session, partial(_hand_off, run.id))
         return {
             "runId": str(run.id),
             "flowId": str(run.flow_id),

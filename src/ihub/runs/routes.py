@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +14,7 @@ from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.jsonbounds import payload_depth_error
 from ihub.common.responses import errors
+from ihub.db.unit_of_work import after_commit
 from ihub.executors import dispatch
 from ihub.flows.storage import unstorable
 from ihub.flows.triggers import ManualTrigger
@@ -107,8 +109,8 @@ async def replay_run(
     (`{"version": "current"}`)."""
     original = await service.visible_run(session, caller, path_id(run_id, "run"))
     run = await service.replay_run(session, original, body.version)
-    await session.commit()
-    await dispatch(context, run.id)
+    # The executor reads the run from the database: tell it once the request's unit of work has committed.
+    after_commit(session, partial(dispatch, context, run.id))
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)
 
 
@@ -142,6 +144,5 @@ async def run_flow(flow_id: str, request: Request, caller: Caller, session: Sess
     content_type = request.headers.get("content-type", "application/json")
     trigger = ManualTrigger.payload(body, content_type=content_type, user_id=str(caller.user_id))
     run = await service.trigger_flow(session, loaded, trigger_type="manual", trigger=trigger)
-    await session.commit()
-    await dispatch(context, run.id)
+    after_commit(session, partial(dispatch, context, run.id))
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)

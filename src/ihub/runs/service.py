@@ -230,6 +230,5 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
         raise conflict(f"run {run.id} is already {run.status}", "run_finished")
     # Finished meanwhile (TOO_LATE): the refreshed run shows how it ended, as if it had been read a moment later.
     await lifecycle.cancel(session, run.id)
-    await session.commit()
     await session.refresh(run)
     return run

@@ -13,19 +13,46 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, conflict, forbidden, not_found
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.flows.definition import validate_flows
-from ihub.projects import connection_types
+from ihub.templates import connection_types
 from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
 from ihub.tenancy.service import ancestor_ids, visible_org
+
+
+class TemplateUsers(Protocol):
+    """The projects made from templates, which follow a template's changes and keep it from being deleted.
+
+    Dependencies point one way (tenancy <- templates <- projects): templates does not import projects, which
+    implements this (the `ihub.projects.service` module itself conforms); the composition root hands it over
+    with `use_template_users` (ihub/wiring.py).
+    """
+
+    async def count_projects_using_template(self, session: AsyncSession, template_id: int) -> int: ...
+
+
+_template_users: TemplateUsers | None = None
+
+
+def use_template_users(users: TemplateUsers) -> None:
+    global _template_users
+    _template_users = users
+
+
+def template_users() -> TemplateUsers:
+    if _template_users is None:
+        # Loud: a template change that projects did not follow would leave them on stale flows and slots.
+        raise RuntimeError("templates: TemplateUsers is not wired (ihub.wiring.connect_domains)")
+    return _template_users
+
 
 SLOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 MAX_SLOTS = 50
@@ -165,8 +192,9 @@ async def _name_taken(session: AsyncSession, org_id: int, name: str, except_id: 
     return await name_taken(session, Template.org_id, org_id, Template.name, name, except_id)
 
 
-async def _commit(session: AsyncSession, name: str) -> None:
-    await commit_or_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
+async def _flush(session: AsyncSession, name: str) -> None:
+    on_conflict(session, f"a template named {name!r} already exists in this organization", "name_taken")
+    await session.flush()
 
 
 def _add_version(session: AsyncSession, template: Template, created_by: int | None) -> None:
@@ -190,9 +218,9 @@ async def _insert(
         raise conflict(f"organization {org_id} already has a template named {name!r}", "name_taken")
     template = Template(org_id=org_id, name=name, description=description, definition=normalized, version=1)
     session.add(template)
-    await session.flush()
+    await _flush(session, name)
     _add_version(session, template, created_by)
-    await _commit(session, name)
+    await session.flush()
     await session.refresh(template)
     return template
 
@@ -217,7 +245,7 @@ async def _apply_update(
         template.definition = normalized
     # Every save is a new version (as before versions were stored), even one that changes only the name or
     # description: a version number always names one stored definition. Projects stay on theirs until upgraded.
-    await session.flush()
+    await _flush(session, template.name)
     # Incremented by the database, not from the value read earlier: two saves racing on PostgreSQL get
     # consecutive numbers (the second waits for the first's row lock) instead of the same one.
     bumped = await session.execute(
@@ -229,7 +257,7 @@ async def _apply_update(
     )
     template.version = bumped.scalar_one()
     _add_version(session, template, created_by)
-    await _commit(session, template.name)
+    await session.flush()
     await session.refresh(template)
     return template
 
@@ -255,17 +283,15 @@ async def update_template(
 
 
 async def delete_template(session: AsyncSession, principal: Principal, template_id: int) -> Template:
-    from ihub.projects import service as projects
-
     template = await writable_template(session, principal, template_id, "delete templates")
-    used_by = await projects.count_projects_using_template(session, template.id)
+    used_by = await template_users().count_projects_using_template(session, template.id)
     if used_by:
         raise conflict(
             f"template {template.id} is used by {used_by} project(s); delete or move them first", "template_in_use"
         )
     # Its versions go with it (ON DELETE CASCADE): no project pins one, since none uses the template.
     await session.delete(template)
-    await session.commit()
+    await session.flush()
     return template
 
 

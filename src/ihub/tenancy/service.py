@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
-from ihub.db.unique import commit_or_conflict, name_taken
+from ihub.db.unique import name_taken, on_conflict
 from ihub.tenancy.models import Organization, User
 from ihub.tenancy.permissions import (
     Principal,
@@ -20,6 +20,36 @@ from ihub.tenancy.permissions import (
 from ihub.tenancy.schemas import OrgCreate, OrgUpdate, UserCreate, UserUpdate
 
 ROOT_ORG_ID = 1
+
+
+class OrgContents(Protocol):
+    """What the domains above tenancy keep in an organization, asked before one is moved or deleted.
+
+    Dependencies point one way (tenancy <- templates <- projects): tenancy does not import projects, which
+    implements this (the `ihub.projects.service` module itself conforms); the composition root hands it over
+    with `use_org_contents` (ihub/wiring.py).
+    """
+
+    async def count_projects_in_org(self, session: AsyncSession, org_id: int) -> int: ...
+
+    async def templates_stranded_by_move(
+        self, session: AsyncSession, subtree_prefix: str, new_parent_path: str
+    ) -> list[int]: ...
+
+
+_org_contents: OrgContents | None = None
+
+
+def use_org_contents(contents: OrgContents) -> None:
+    global _org_contents
+    _org_contents = contents
+
+
+def org_contents() -> OrgContents:
+    if _org_contents is None:
+        # Loud: a move or delete that skipped the project checks would strand or drop projects.
+        raise RuntimeError("tenancy: OrgContents is not wired (ihub.wiring.connect_domains)")
+    return _org_contents
 
 
 # -- organizations -------------------------------------------------------------------------------
@@ -61,17 +91,13 @@ async def create_org(session: AsyncSession, principal: Principal, data: OrgCreat
     require_owner(principal, "create organizations")
     if await _name_taken(session, parent.id, data.name):
         raise conflict(f"organization {parent.id} already has a sub-organization named {data.name!r}")
-    message = f"organization {parent.id} already has a sub-organization named {data.name!r}"
+    on_conflict(session, f"organization {parent.id} already has a sub-organization named {data.name!r}")
     org = Organization(name=data.name, parent_id=parent.id, path="")
     session.add(org)
-    try:
-        # The id is needed for the path; a concurrent twin can already violate (parent_id, name) here.
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict(message) from None
+    # The id is needed for the path; a concurrent twin can already violate (parent_id, name) here.
+    await session.flush()
     org.path = f"{parent.path}{org.id}/"
-    await _commit_or_conflict(session, message)
+    await session.flush()
     return org
 
 
@@ -86,9 +112,7 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
         new_parent = await visible_org(session, principal, data.parent_id)
         if new_parent.path.startswith(org.path):
             raise bad_request(f"moving organization {org.id} under {new_parent.id} would create a cycle", "cycle")
-        from ihub.projects.service import templates_stranded_by_move
-
-        stranded = await templates_stranded_by_move(session, org.path, new_parent.path)
+        stranded = await org_contents().templates_stranded_by_move(session, org.path, new_parent.path)
         if stranded:
             raise conflict(
                 f"projects {', '.join(map(str, stranded))} use templates that would no longer be inherited "
@@ -110,7 +134,8 @@ async def update_org(session: AsyncSession, principal: Principal, org_id: int, d
         )
         org.path = new_prefix
     org.name, org.parent_id = name, parent_id
-    await _commit_or_conflict(session, f"an organization named {name!r} already exists there")
+    on_conflict(session, f"an organization named {name!r} already exists there")
+    await session.flush()
     await session.refresh(org)
     return org
 
@@ -123,14 +148,12 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int, c
     if org.id == principal.org_id:
         raise forbidden("you cannot delete your own organization")
     if not cascade:
-        from ihub.projects.service import count_projects_in_org
-
         contents = {
             "sub-organizations": await session.scalar(
                 select(func.count()).select_from(Organization).where(Organization.parent_id == org.id)
             ),
             "users": await session.scalar(select(func.count()).select_from(User).where(User.org_id == org.id)),
-            "projects": await count_projects_in_org(session, org.id),
+            "projects": await org_contents().count_projects_in_org(session, org.id),
         }
         held = [f"{count} {what}" for what, count in contents.items() if count]
         if held:
@@ -140,21 +163,14 @@ async def delete_org(session: AsyncSession, principal: Principal, org_id: int, c
             )
     # One statement for the whole subtree: foreign keys cascade to users, templates, projects and
     # everything below them, and the parent links are checked once the statement is done.
-    org_id = org.id  # rollback below expires `org`
-    try:
-        await session.execute(
-            delete(Organization)
-            .where(Organization.path.startswith(org.path))
-            .execution_options(synchronize_session=False)
-        )
-        await session.commit()
-    except IntegrityError:
-        # Something outside the subtree still points into it (say a project, moved elsewhere, whose
-        # template lives here); the database refuses, and so do we, without a 500.
-        await session.rollback()
-        raise conflict(
-            f"organization {org_id} cannot be deleted: something outside it still refers to its contents", "in_use"
-        ) from None
+    # Something outside the subtree may still point into it (say a project, moved elsewhere, whose template
+    # lives here); the database refuses, and so do we, without a 500.
+    on_conflict(
+        session, f"organization {org.id} cannot be deleted: something outside it still refers to its contents", "in_use"
+    )
+    await session.execute(
+        delete(Organization).where(Organization.path.startswith(org.path)).execution_options(synchronize_session=False)
+    )
     return org
 
 
@@ -171,10 +187,6 @@ async def ensure_root(session: AsyncSession, name: str = "Root") -> tuple[Organi
             text("SELECT setval(pg_get_serial_sequence('organizations', 'id'), (SELECT MAX(id) FROM organizations))")
         )
     return root, True
-
-
-async def _commit_or_conflict(session: AsyncSession, message: str) -> None:
-    await commit_or_conflict(session, message)
 
 
 # -- users ---------------------------------------------------------------------------------------
@@ -229,7 +241,8 @@ async def create_users(
         for e, email in zip(entries, emails, strict=True)
     ]
     session.add_all(users)
-    await _commit_or_conflict(session, "a user with one of these emails already exists")
+    on_conflict(session, "a user with one of these emails already exists")
+    await session.flush()
     return users
 
 
@@ -247,7 +260,8 @@ async def update_user(session: AsyncSession, principal: Principal, user_id: int,
         user.email = data.email.lower()
     if data.name is not None:
         user.name = data.name
-    await _commit_or_conflict(session, "a user with that email already exists")
+    on_conflict(session, "a user with that email already exists")
+    await session.flush()
     return user
 
 
@@ -257,5 +271,5 @@ async def delete_user(session: AsyncSession, principal: Principal, user_id: int)
     if user.id == principal.user_id:
         raise forbidden("you cannot delete yourself")
     await session.delete(user)
-    await session.commit()
+    await session.flush()
     return user
