@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""The measuring half of bench/compare_n8n.sh: the same load against a running n8n and a fresh `ihub serve`.
+
+    .venv/bin/python bench/compare_n8n.py --n8n-url http://127.0.0.1:PORT --n8n-db DATA/.n8n/database.sqlite
+
+(compare_n8n.sh installs, starts and stops n8n, then calls this.) Both sides get the same load from the load
+process of bench/webhook_ingest.py: the body of the anchor's post.lua, `--connections` keep-alive connections
+for `--seconds` after a `--warmup` phase. n8n: `POST /webhook/bench` (Webhook → Set, respond on receipt,
+executions saved in SQLite). ihub: `ihub serve` (SQLite, local executor), `POST /prod/incoming/webhook/jwt`
+with a reused access token, one-step `map` flow (the same work as n8n's Set node).
+
+Figures per side:
+- accepted/s, p50/p99: requests answered 200 (n8n) or 202 (ihub) in the measured phase, by the load process;
+- completed/s: executions (n8n `execution_entity`, status success) or runs (ihub `runs`, succeeded) that
+  finished inside the measured window, divided by its length. This is the rate sustained under load, backlog
+  included; a side that accepts faster than it executes builds a backlog, reported as `backlog` (accepted in
+  the window, not finished by its end);
+- webhook-to-finished p50/p99: for what was accepted in the measured window, finished − created from the
+  database (n8n: execution createdAt → stoppedAt; with respond-on-receipt the row is created as the request
+  is accepted; ihub: run createdAt → finishedAt), after waiting for the backlog to drain (up to --drain s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from webhook_ingest import free_port, http_request, prepare, run_phase, start_server, wait_ready
+
+# The body of the anchor's post.lua, byte for byte, for both sides.
+BODY = b'{"issueKey":"SERVICENOW-1","description":"HEJ","summary":"Ticket from test case"}'
+
+
+def _utc(value: Any) -> datetime:
+    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+
+
+class Side:
+    """One system under test: how to address its webhook and how to read its finished work."""
+
+    name: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    ok: int
+    db: Path
+    # (created, finished or None, succeeded?) per execution/run
+    sql: str
+    unfinished_sql: str
+
+    def rows(self) -> list[tuple[datetime, datetime | None, bool]]:
+        with sqlite3.connect(self.db) as conn:
+            raw = conn.execute(self.sql).fetchall()
+        return [(_utc(c), _utc(f) if f else None, bool(ok)) for c, f, ok in raw]
+
+    def unfinished(self) -> int:
+        with sqlite3.connect(self.db) as conn:
+            return int(conn.execute(self.unfinished_sql).fetchone()[0])
+
+
+class N8n(Side):
+    def __init__(self, url: str, db: Path) -> None:
+        self.name, self.port, self.db = "n8n", int(url.rsplit(":", 1)[1].split("/")[0]), db
+        self.path, self.headers, self.ok = "/webhook/bench", {"Content-Type": "application/json"}, 200
+        self.sql = 'SELECT "createdAt", "stoppedAt", status = \'success\' FROM execution_entity'
+        self.unfinished_sql = 'SELECT count(*) FROM execution_entity WHERE "stoppedAt" IS NULL'
+
+
+class Ihub(Side):
+    def __init__(self, port: int, db: Path, token: str) -> None:
+        self.name, self.port, self.db = "ihub", port, db
+        self.path, self.ok = "/prod/incoming/webhook/jwt", 202
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        self.sql = "SELECT created_at, finished_at, status = 'succeeded' FROM runs"
+        self.unfinished_sql = "SELECT count(*) FROM runs WHERE finished_at IS NULL"
+
+
+def measure(side: Side, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    request = http_request("POST", side.path, side.port, side.headers, BODY)
+    if args.warmup > 0:
+        warm = argparse.Namespace(seconds=args.warmup, warmup=0, connections=args.connections)
+        run_phase(f"{side.name}-warmup", request, side.port, warm, workdir, ok=side.ok)
+    phase = argparse.Namespace(seconds=args.seconds, warmup=0, connections=args.connections)
+    load = run_phase(side.name, request, side.port, phase, workdir, ok=side.ok)
+    # The load process reports its own measured span; it ends a moment before the subprocess returns (exit).
+    end = datetime.now(UTC) - timedelta(seconds=0.05)
+    start = end - timedelta(seconds=load["seconds"])
+    rows = side.rows()
+    completed = sum(1 for _, f, ok in rows if ok and f is not None and start <= f <= end)
+    accepted_in_window = [r for r in rows if start <= r[0] <= end]
+    backlog = sum(1 for _, f, _ in accepted_in_window if f is None or f > end)
+    drain_started = time.monotonic()
+    while side.unfinished() and time.monotonic() - drain_started < args.drain:
+        time.sleep(0.2)
+    drained = time.monotonic() - drain_started
+    rows = [r for r in side.rows() if start <= r[0] <= end]
+    latencies = sorted((f - c).total_seconds() * 1000 for c, f, ok in rows if ok and f is not None)
+
+    def percentile(p: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else None
+
+    window = (end - start).total_seconds()
+    return {
+        "accepted_per_s": load["accepted_per_s"],
+        "p50_ms": load["p50_ms"],
+        "p99_ms": load["p99_ms"],
+        "statuses": load["statuses"],
+        "completed_per_s": round(completed / window, 1),
+        "backlog_at_end": backlog,
+        "drain_s": round(drained, 1),
+        "still_unfinished": side.unfinished(),
+        "finish_p50_ms": percentile(0.50),
+        "finish_p99_ms": percentile(0.99),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n8n-url", required=True, help="the running n8n, e.g. http://127.0.0.1:5678")
+    parser.add_argument("--n8n-db", required=True, type=Path, help="its SQLite database (.n8n/database.sqlite)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured load per side (default 15, as wrk -d15s)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before (default 2)")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16, as -c16)")
+    parser.add_argument("--drain", type=float, default=120.0, help="longest wait for a backlog (default 120 s)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
+        workdir = Path(tmp)
+        if not args.json:
+            print("n8n: measuring…", flush=True)
+        results["n8n"] = measure(N8n(args.n8n_url, args.n8n_db), args, workdir)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server, creds = start_server(workdir / "data", port)
+        try:
+            wait_ready(url, server)
+            token, _ = prepare(url, creds)
+            if not args.json:
+                print("ihub: measuring…", flush=True)
+            results["ihub"] = measure(Ihub(port, workdir / "data" / "ihub.db", token), args, workdir)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except Exception:  # noqa: BLE001 - a stuck server is killed
+                server.kill()
+
+    ours, theirs = results["ihub"], results["n8n"]
+    ratios = {
+        "accepted_per_s": _ratio(ours["accepted_per_s"], theirs["accepted_per_s"]),
+        "completed_per_s": _ratio(ours["completed_per_s"], theirs["completed_per_s"]),
+        # Below 1 is better for latency; the target is ≤ 0.1.
+        "finish_p99_ms": _ratio(ours["finish_p99_ms"], theirs["finish_p99_ms"]),
+    }
+    report = {
+        "setup": {
+            "connections": args.connections,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "body_bytes": len(BODY),
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        },
+        **results,
+        "ratio_ihub_to_n8n": ratios,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    setup = report["setup"]
+    print(
+        f"n8n vs ihub — same load: {args.connections} connections, {args.seconds:g} s (+{args.warmup:g} s warm-up), "
+        f"{len(BODY)}-byte body; {os.cpu_count()} CPUs; load average {load_before} before, "
+        f"{setup['load_average_after']} after"
+    )
+    print(
+        f"{'side':<6}{'accepted/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'done/s':>9}{'backlog':>9}"
+        f"{'drain s':>9}{'finish p50':>12}{'finish p99':>12}  statuses"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<6}{r['accepted_per_s']:>11.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['completed_per_s']:>9.1f}"
+            f"{r['backlog_at_end']:>9}{r['drain_s']:>9.1f}{_ms(r['finish_p50_ms']):>12}{_ms(r['finish_p99_ms']):>12}"
+            f"  {r['statuses']}"
+        )
+    print(
+        "ihub/n8n: accepted/s {accepted_per_s}x, completed/s {completed_per_s}x (target ≥ 10), "
+        "webhook-to-finished p99 {finish_p99_ms}x (target ≤ 0.1)".format(**ratios)
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    main()
