@@ -130,6 +130,9 @@ class Runs:
             self.query(f"SELECT count(*) FROM runs WHERE flow_id = ? AND id > ? AND {FINISHED}", flow_id, after)[0][0]
         )
 
+    def unfinished(self) -> int:
+        return int(self.query(f"SELECT count(*) FROM runs WHERE NOT ({FINISHED})")[0][0])
+
     def is_finished(self, run_id: int) -> bool:
         return bool(self.query(f"SELECT count(*) FROM runs WHERE id = ? AND {FINISHED}", run_id)[0][0])
 
@@ -330,6 +333,10 @@ def burst(hub: Hub, name: str, flow_id: int, token: str, args: argparse.Namespac
 def serial(hub: Hub, flow_id: int, token: str, args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
+    # One at a time means no backlog ahead: a burst that outlived its timeout is left to finish first.
+    deadline = time.monotonic() + args.timeout
+    while hub.runs.unfinished() and time.monotonic() < deadline:
+        time.sleep(0.2)
     after = hub.runs.last_id()
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=hub.url, headers=headers, timeout=30) as client:
