@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -180,6 +182,8 @@ def main() -> None:
     parser.add_argument("--serial", type=int, default=30, help="requests one at a time, after the load (default 30)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    # compare_n8n.sh stops us with TERM: exit through the finally blocks, which stop the ihub we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     results: dict[str, dict[str, Any]] = {}

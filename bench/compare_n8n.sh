@@ -12,16 +12,18 @@
 # 127.0.0.1 only, and stops it at the end whatever happens.
 set -euo pipefail
 
+# First, before anything else can fail: without Node this optional bench is skipped, not an error.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "compare_n8n: node and npm are needed to run n8n; not found, so nothing was measured (optional bench)."
+    exit 0
+fi
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 anchor="${IHUB_N8N_ANCHOR:-$root/../shared/anchors/n8n}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/ihub-bench/n8n"
 python="${PYTHON:-$root/.venv/bin/python}"
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "compare_n8n: node and npm are needed to run n8n; not found, so nothing was measured (optional bench)."
-    exit 0
-fi
 for file in package.json webhook-set.json; do
     if [[ ! -f "$anchor/$file" ]]; then
         echo "compare_n8n: $anchor/$file not found (set IHUB_N8N_ANCHOR to the n8n anchor folder)" >&2
@@ -40,7 +42,13 @@ fi
 
 data="$(mktemp -d "${TMPDIR:-/tmp}/ihub-bench-n8n-XXXXXX")"
 n8n_pid=""
+measure_pid=""
 cleanup() {
+    # The measuring process stops its own ihub on TERM (it turns TERM into an exit that runs its finally).
+    if [[ -n "$measure_pid" ]] && kill -0 "$measure_pid" 2>/dev/null; then
+        kill -TERM "$measure_pid" 2>/dev/null || true
+        wait "$measure_pid" 2>/dev/null || true
+    fi
     if [[ -n "$n8n_pid" ]] && kill -0 "$n8n_pid" 2>/dev/null; then
         kill -TERM "$n8n_pid" 2>/dev/null || true
         # n8n shuts down gracefully within its own timeout; do not leave it behind if it does not.
@@ -105,4 +113,7 @@ if [[ -z "$ready" ]]; then
     exit 1
 fi
 
-"$python" "$here/compare_n8n.py" --n8n-url "$url" --n8n-db "$data/.n8n/database.sqlite" "$@"
+# In the background and waited for, so that an INT or TERM to this script runs the cleanup at once.
+"$python" "$here/compare_n8n.py" --n8n-url "$url" --n8n-db "$data/.n8n/database.sqlite" "$@" &
+measure_pid=$!
+wait "$measure_pid"
