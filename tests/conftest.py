@@ -29,6 +29,7 @@ from ihub.config import Settings
 from ihub.db.engine import sync_url
 from ihub.db.registry import metadata
 from ihub.flows.service import forget_compiled_flows
+from ihub.projects.runtime import forget_project_runtimes
 
 POSTGRES_ADMIN_URL = os.environ.get("IHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("IHUB_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -81,6 +82,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     truncate_postgres(url)
     # Same URL, new contents: flows this process compiled from the previous test's templates are not these.
     forget_compiled_flows()
+    forget_project_runtimes()
     return url
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -203,3 +203,11 @@ def is_lock_timeout(error: DBAPIError) -> bool:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def database_of(session: AsyncSession) -> str:
+    """The URL of the database a session talks to: the key of per-process caches of database rows (ids are
+    only unique within one database; the API's read and write engines share one URL)."""
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind  # tests may bind a session to a Connection
+    return str(engine.url)

@@ -51,7 +51,8 @@ from ihub.flows.steps.base import RetryLater, StepError, StepModel, StepType
 from ihub.flows.steps.registry import step_type
 from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
-from ihub.projects.service import connection_runtime, project_settings
+from ihub.projects.runtime import RUNTIMES
+from ihub.projects.service import connection_runtime
 from ihub.runs import lifecycle
 from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
@@ -297,16 +298,15 @@ class RunExecution:
         ).all()
         for record in records:
             self.records.setdefault(record.path, []).append(record)
-        self.settings = await project_settings(session, run.project_id)
-        if self.loaded is not None and self.loaded.spec is not None:
-            for slot in sorted(self.loaded.spec.connections()):
-                try:
-                    runtime = await connection_runtime(session, self.engine.context.box, run.project_id, slot)
-                except ApiError as error:
-                    self.connection_errors[slot] = error.message
-                    continue
-                self.connections[slot] = runtime
-                self.secrets.extend(secret_values(runtime))
+        slots = self.loaded.spec.connections() if self.loaded is not None and self.loaded.spec is not None else ()
+        # Settings and decrypted connections from the per-process cache, checked against the project's change
+        # stamp (projects/runtime.py): one small read instead of three per slot and the decryption.
+        project = await RUNTIMES.get(session, self.engine.context.box, run.project_id, slots)
+        self.settings = project.settings
+        self.connection_errors = dict(project.errors)
+        for slot, runtime in project.connections.items():
+            self.connections[slot] = runtime
+            self.secrets.extend(secret_values(runtime))
 
     async def execute(self) -> Outcome | None:
         run = self.run

@@ -14,10 +14,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
+from ihub.db.engine import database_of
 from ihub.flows.definition import FlowSpec, compile_flow, template_slots
 from ihub.flows.models import Flow
 from ihub.projects.models import Project
@@ -100,18 +101,12 @@ def forget_compiled_flows() -> None:
     COMPILED.clear()
 
 
-def _database(session: AsyncSession) -> str:
-    bind = session.get_bind()
-    engine = bind.engine if isinstance(bind, Connection) else bind  # tests may bind a session to a Connection
-    return str(engine.url)
-
-
 async def compiled_flow(
     session: AsyncSession, template_id: int, version: int, key: str
 ) -> tuple[bool, FlowSpec | None]:
     """(the version exists, flow `key` compiled from it or None). The definition is read and validated only
     on the first call per process for this (template, version, key)."""
-    cache_key = (_database(session), template_id, version, key)
+    cache_key = (database_of(session), template_id, version, key)
     found, spec = COMPILED.get(cache_key)
     if found:
         return True, spec
