@@ -286,7 +286,7 @@ class RunExecution:
     # -- the run ----------------------------------------------------------------------------------------------
 
     async def load(self, session: Any) -> None:
-        """Read the run, its flow, finished steps, settings and connections (inside the claim's transaction)."""
+        """Read the run, its flow (its own version), finished steps, settings and connections (after the claim)."""
         run = await session.get(Run, self.run_id)
         self.run = run
         self.run_uid = run.uid
