@@ -8,6 +8,7 @@ leaves an `interrupted` attempt behind, and the resumed run sends the request ag
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
@@ -139,7 +140,7 @@ async def run(step: HttpStep, ctx: StepContext) -> dict[str, Any]:
         content = as_text(ctx.render(step.body)).encode()
     record = ctx.record
     record.request = _request_summary(ctx, step.method, url, query, headers, content)
-    response = await _send(ctx, step, runtime, url, query, headers, content)
+    response = await _send(ctx, step, runtime, Outgoing(url, query, headers, content))
     await ctx.yield_to_writers()  # parsing and redacting a 10 MiB answer is CPU work
     body = _parse_body(response)
     response_state = {
@@ -181,34 +182,31 @@ def _request_summary(
     return redacted
 
 
-async def _send(
-    ctx: StepContext,
-    step: HttpStep,
-    runtime: dict[str, Any],
-    url: str,
-    query: dict[str, str],
-    headers: dict[str, str],
-    content: bytes | None,
-) -> FetchedResponse:
+@dataclass(frozen=True)
+class Outgoing:
+    """The rendered request, before the connection's credentials are added."""
+
+    url: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    content: bytes | None
+
+
+async def _send(ctx: StepContext, step: HttpStep, runtime: dict[str, Any], request: Outgoing) -> FetchedResponse:
     try:
         # The step's timeout is one deadline over everything it waits for: the token fetch, connecting,
         # sending, and every byte of the answer (inner fetches carry it too, as their own limit).
         async with asyncio.timeout(step.timeout):
-            return await _send_within_deadline(ctx, step, runtime, url, query, headers, content)
+            return await _send_within_deadline(ctx, step, runtime, request)
     except TimeoutError:
-        raise StepError("timeout", f"timed out after {step.timeout:g}s: {_shown(ctx, url)}") from None
+        raise StepError("timeout", f"timed out after {step.timeout:g}s: {_shown(ctx, request.url)}") from None
 
 
 async def _send_within_deadline(
-    ctx: StepContext,
-    step: HttpStep,
-    runtime: dict[str, Any],
-    url: str,
-    query: dict[str, str],
-    headers: dict[str, str],
-    content: bytes | None,
+    ctx: StepContext, step: HttpStep, runtime: dict[str, Any], request: Outgoing
 ) -> FetchedResponse:
     http, tokens = ctx.http, ctx.tokens
+    url, query, headers, content = request.url, request.query, request.headers, request.content
     limits = FetchLimits(step.timeout, ctx.max_response_bytes)
     for attempt in (1, 2):
         try:
