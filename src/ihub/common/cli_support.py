@@ -6,10 +6,13 @@ them in with explicit imports, so there is no import cycle and no command group 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
+from rich.console import Console
 
 from ihub.config import get_settings
 
@@ -38,3 +41,23 @@ async def with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) 
             return await work(session, SecretBox(settings.resolved_secret_key()))
     finally:
         await engine.dispose()
+
+
+def fail(message: str, as_json: bool) -> NoReturn:
+    """End the command with exit code 1: `{"error": message}` on stdout with --json, a red line on stderr
+    without (so a script that parses stdout never gets prose)."""
+    if as_json:
+        print(json.dumps({"error": message}))
+    else:
+        Console(stderr=True).print(f"[red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def run_work(work: Callable[[AsyncSession, SecretBox], Awaitable[T]], as_json: bool) -> T:
+    """`with_session(work)` for a command; an ApiError (not found, conflict, ...) ends it through `fail`."""
+    from ihub.common.errors import ApiError
+
+    try:
+        return asyncio.run(with_session(work))
+    except ApiError as error:
+        fail(error.message, as_json)

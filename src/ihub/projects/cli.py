@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from ihub.common.cli_support import JsonFlag, with_session
+from ihub.common.cli_support import JsonFlag, fail, run_work
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +29,7 @@ def upgrade(
 ) -> None:
     """Pin the project to a version of its template (a lower one rolls back); runs already started keep theirs.
     Running hubs pick the new version up for webhook runs within a few seconds (their client cache's TTL)."""
-    from ihub.common.errors import ApiError, not_found
+    from ihub.common.errors import not_found
     from ihub.common.ids import parse_id
     from ihub.projects import service
     from ihub.projects.models import Project
@@ -39,7 +38,7 @@ def upgrade(
         pid = parse_id(project_id)
         number = parse_id(version) if version is not None else None
     except ValueError:
-        _fail("the project id and --version must be decimal numbers", as_json)
+        fail("the project id and --version must be decimal numbers", as_json)
 
     async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
         project = await session.get(Project, pid)
@@ -56,10 +55,7 @@ def upgrade(
             "flows": [flow.key for flow in view.flows],
         }
 
-    try:
-        result = asyncio.run(with_session(work))
-    except ApiError as error:
-        _fail(error.message, as_json)
+    result = run_work(work, as_json)
     if as_json:
         print(json.dumps(result))
         return
@@ -67,11 +63,3 @@ def upgrade(
         f"project {result['id']} pinned to version {result['templateVersion']} of template {result['templateId']} "
         f"(was {result['previousVersion']}; flows: {', '.join(result['flows']) or 'none'})"
     )
-
-
-def _fail(message: str, as_json: bool) -> NoReturn:
-    if as_json:
-        print(json.dumps({"error": message}))
-    else:
-        console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(1)

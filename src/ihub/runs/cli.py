@@ -6,13 +6,13 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ihub.common.cli_support import JsonFlag, with_session
+from ihub.common.cli_support import JsonFlag, fail, with_session
 from ihub.runs.status import RunStatus
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ T = TypeVar("T")
 
 app = typer.Typer(help="Inspect and replay flow runs.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
 
 STATUS_STYLE: dict[str, str] = {
     RunStatus.SUCCEEDED: "green",
@@ -35,21 +34,13 @@ STATUS_STYLE: dict[str, str] = {
 }
 
 
-def _fail(message: str, as_json: bool) -> NoReturn:
-    if as_json:
-        print(json.dumps({"error": message}))
-    else:
-        errors.print(f"[red]error:[/] {message}")
-    raise typer.Exit(1)
-
-
 def _id(value: str, kind: str, as_json: bool) -> int:
     from ihub.common.ids import parse_id
 
     try:
         return parse_id(value)
     except ValueError:
-        _fail(f"{kind} id must be a decimal number, got {value!r}", as_json)
+        fail(f"{kind} id must be a decimal number, got {value!r}", as_json)
 
 
 def _run(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) -> T:
@@ -141,7 +132,7 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: Js
 
     run = _run(work)
     if run is None:
-        _fail(f"run {rid} not found", as_json)
+        fail(f"run {rid} not found", as_json)
     if as_json:
         print(json.dumps(run))
         return
@@ -207,7 +198,7 @@ def replay(
     try:
         result = _run(work)
     except ApiError as error:
-        _fail(error.message, as_json)
+        fail(error.message, as_json)
     if as_json:
         print(json.dumps(result))
         return

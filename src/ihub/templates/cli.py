@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
 
-from ihub.common.cli_support import JsonFlag, with_session
+from ihub.common.cli_support import JsonFlag, fail, run_work
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,7 +50,6 @@ def import_template(
 ) -> None:
     """Create the template, or update the one of the same name in that organization (a new version; projects
     stay on theirs until `ihub project upgrade`)."""
-    from ihub.common.errors import ApiError
     from ihub.common.ids import parse_id
     from ihub.templates import service
 
@@ -59,7 +57,7 @@ def import_template(
         org_id = parse_id(org)
         data = read_template_file(file)
     except ValueError as error:
-        _fail(str(error), as_json)
+        fail(str(error), as_json)
 
     async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
         template, created = await service.import_template(
@@ -75,10 +73,7 @@ def import_template(
             "flows": service.flow_keys(template),
         }
 
-    try:
-        result = asyncio.run(with_session(work))
-    except ApiError as error:
-        _fail(error.message, as_json)
+    result = run_work(work, as_json)
     if as_json:
         print(json.dumps(result))
         return
@@ -96,7 +91,7 @@ def _ids(as_json: bool, *values: str) -> list[int]:
     try:
         return [parse_id(value) for value in values]
     except ValueError:
-        _fail(f"ids and versions must be decimal numbers, got {' '.join(values)!r}", as_json)
+        fail(f"ids and versions must be decimal numbers, got {' '.join(values)!r}", as_json)
 
 
 def _version_view(version: Any, with_definition: bool) -> dict[str, Any]:
@@ -121,7 +116,7 @@ def list_versions(
     """Every stored version of a template, oldest first."""
     from sqlalchemy import select
 
-    from ihub.common.errors import ApiError, not_found
+    from ihub.common.errors import not_found
     from ihub.templates.models import Template, TemplateVersion
 
     [tid] = _ids(as_json, template_id)
@@ -134,10 +129,7 @@ def list_versions(
         )
         return [_version_view(row, with_definition=False) for row in rows.all()]
 
-    try:
-        versions = asyncio.run(with_session(work))
-    except ApiError as error:
-        _fail(error.message, as_json)
+    versions = run_work(work, as_json)
     if as_json:
         print(json.dumps({"templateId": str(tid), "versions": versions}))
         return
@@ -167,10 +159,7 @@ def show_version(
             raise ApiError(404, f"template {tid} has no version {number}", "not_found")
         return _version_view(found, with_definition=True)
 
-    try:
-        view = asyncio.run(with_session(work))
-    except ApiError as error:
-        _fail(error.message, as_json)
+    view = run_work(work, as_json)
     if as_json:
         print(json.dumps({"templateId": str(tid), **view}))
         return
@@ -179,11 +168,3 @@ def show_version(
         f"flows: {', '.join(view['flows']) or 'none'})"
     )
     print(yaml.safe_dump(view["definition"], sort_keys=False, allow_unicode=True), end="")
-
-
-def _fail(message: str, as_json: bool) -> NoReturn:
-    if as_json:
-        print(json.dumps({"error": message}))
-    else:
-        console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(1)
