@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook_ingest import (
+    add_load_options,
     create_trigger,
     free_port,
     http_request,
@@ -82,10 +83,7 @@ def main() -> None:
         "--max-rate", type=int, default=2500, help="grants/s to prepare assertions for (default 2500)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--request-file", help=argparse.SUPPRESS)
+    add_load_options(parser)
     args = parser.parse_args()
     if args.load:
         load_main(args)

@@ -127,6 +127,14 @@ def load_main(args: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(_load(args.host, args.port, requests, args.seconds, args.connections))))
 
 
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The hidden options a bench passes to itself when it re-runs as the load process (`--load`)."""
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--request-file", help=argparse.SUPPRESS)
+
+
 def write_requests(path: Path, requests: list[bytes]) -> None:
     """One request repeated for the whole phase, or several (JSON list) each sent once, in order."""
     if len(requests) == 1:
@@ -283,10 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
     )
-    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--request-file", help=argparse.SUPPRESS)
+    add_load_options(parser)
     args = parser.parse_args()
     if args.load:
         load_main(args)
