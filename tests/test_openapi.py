@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -142,3 +143,52 @@ async def test_docs_page(client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in response.text
+
+
+DOC_PAGES = ("/docs", "/redoc")
+
+
+def referenced_assets(html: str) -> list[str]:
+    """Every script `src` and stylesheet/icon `href` of a page."""
+    return re.findall(r'<script[^>]*\ssrc="([^"]+)"', html) + re.findall(r'<link[^>]*\shref="([^"]+)"', html)
+
+
+@pytest.mark.parametrize("page", DOC_PAGES)
+async def test_doc_pages_load_nothing_from_other_hosts(client, page):
+    """Offline or behind a strict proxy a CDN script leaves the page blank: every asset comes from the hub."""
+    response = await client.get(page)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+    assets = referenced_assets(response.text)
+    assert any(url.endswith(".js") for url in assets), assets
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", response.text), response.text
+    for url in assets:
+        assert url.startswith("/"), url
+        answer = await client.get(url)
+        assert answer.status_code == 200, url
+        kind = answer.headers["content-type"]
+        if url.endswith(".js"):
+            assert "javascript" in kind, (url, kind)
+        elif url.endswith(".css"):
+            assert kind.startswith("text/css"), (url, kind)
+        else:
+            assert kind.startswith("image/"), (url, kind)
+        assert len(answer.content) > 1000, url
+
+
+async def test_swagger_ui_page_has_its_stylesheet(client):
+    assets = referenced_assets((await client.get("/docs")).text)
+    assert any(url.endswith(".css") for url in assets), assets
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_root_sends_people_to_the_console(client, method):
+    response = await client.request(method, "/")
+    assert response.status_code in (302, 307)
+    assert response.headers["location"] == "/console/"
+
+
+async def test_root_and_docs_pages_are_not_in_the_schema(openapi):
+    assert not {"/", "/docs", "/redoc"} & set(openapi["paths"])
+    assert not any(path.startswith("/docs-assets") for path in openapi["paths"])

@@ -10,13 +10,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Scope
 
 from ihub import __version__
+from ihub.api_docs import install_docs
 from ihub.common.body import add_body_schemas
 from ihub.common.context import AppContext
 from ihub.common.crypto import SecretBox
@@ -67,6 +68,9 @@ def render_error(scope: Scope, error: ApiError) -> ASGIApp:
     """An ApiError rendered outside the routes (BodySizeLimit answers before the app runs)."""
     return error_response(Request(scope), error.status, error.code, error.message, error.headers)
 
+
+# Where the web console is mounted (built in ihub/console); `GET /` sends people there.
+CONSOLE_PATH = "/console/"
 
 # Seconds a client should wait before retrying after a 503 for a busy database: a lock held past the
 # timeout is usually a burst or a stuck transaction that clears within a second or two.
@@ -180,6 +184,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         version=__version__,
         description="Integration hub: provisioning API (/api/v1) and signed-JWT flow triggers (/{env}/incoming).",
         lifespan=lifespan,
+        # FastAPI's pages load their scripts from a CDN; install_docs serves the same pages from local files.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     app.state.run_worker = run_worker
@@ -206,8 +213,16 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    install_docs(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    # A person who opens the hub's address lands on the console; 307 keeps HEAD a HEAD.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def home(request: Request) -> RedirectResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return RedirectResponse(root + CONSOLE_PATH, status_code=307)
 
     return app
