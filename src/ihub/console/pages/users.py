@@ -37,7 +37,7 @@ def allowed_actions(viewer: Viewer, user: User) -> dict[str, str | None]:
     yourself = user.id == viewer.user_id
     return {
         "key": None if viewer.is_owner else "only an Owner may generate API keys",
-        "link": manage,
+        "link": manage or ("change your own password in Account settings" if yourself else None),
         "role": manage or ("you cannot change your own role" if yourself else None),
         "delete": manage or ("you cannot delete yourself" if yourself else None),
     }
