@@ -129,7 +129,9 @@ def _announce_first_owner(settings: Settings, first: FirstOwner) -> None:
     console.print(
         f"[green]ihub initialized:[/] first Owner userId {first.user_id} ({first.email}). Its API secret key is "
         "on the IHUB_OWNER_SECRET line above (shown once: store it now). Open the IHUB_SIGNIN_URL link to choose "
-        f"the Owner's console password (works once, for {settings.signin_link_ttl_hours} h)."
+        f"the Owner's console password (works once, for {settings.signin_link_ttl_hours} h).",
+        # One line, never wrapped: a wrapped line could start with "IHUB_" and look like one of those above.
+        soft_wrap=True,
     )
 
 
