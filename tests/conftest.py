@@ -179,6 +179,8 @@ class LiveHub:
     secret: str
     process: subprocess.Popen
     env: dict[str, str]
+    # The one-time sign-in link `ihub init` printed for the first Owner.
+    signin_url: str = ""
 
 
 def start_hub(
@@ -208,7 +210,7 @@ def start_hub(
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return LiveHub(url, creds["userId"], creds["secret"], process, env)
+                return LiveHub(url, creds["userId"], creds["secret"], process, env, creds.get("signinUrl", ""))
         except httpx.HTTPError:
             pass
         if process.poll() is not None:

@@ -57,9 +57,11 @@ def test_init_json_prints_the_first_owner_once(env, tmp_path):
     first = ihub(env, "init", "--json")
     assert first.returncode == 0, first.stderr
     created = json.loads(first.stdout)
-    assert set(created) == {"orgId", "userId", "email", "secret"}
+    assert set(created) == {"orgId", "userId", "email", "secret", "signinUrl"}
     assert created["orgId"] == "1" and created["userId"].isdigit() and len(created["secret"]) >= 32
     assert first.stdout.count(created["secret"]) == 1 and created["secret"] not in first.stderr
+    assert created["signinUrl"].startswith("http://127.0.0.1:8080/console/password/")
+    assert first.stdout.count(created["signinUrl"]) == 1 and created["signinUrl"] not in first.stderr
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o077 == 0
     assert token_status(tmp_path / "data", created["userId"], created["secret"]) == 200
 
@@ -110,12 +112,17 @@ def test_serve_prints_the_owner_on_first_start_only(env, tmp_path):
                 process.wait(timeout=15)
         output = log.read_text()
         if start == "first":
-            lines = dict(line.split("=", 1) for line in output.splitlines() if line.startswith("IHUB_OWNER_"))
+            lines = dict(line.split("=", 1) for line in output.splitlines() if line.startswith("IHUB_"))
             user_id, secret = lines["IHUB_OWNER_USER_ID"], lines["IHUB_OWNER_SECRET"]
+            signin_url = lines["IHUB_SIGNIN_URL"]
             assert user_id == "1"
             assert token_status(tmp_path / "data", user_id, secret) == 200
+            # Each credential once: the machine-readable line is the only place (the hint points at it).
+            assert output.count(secret) == 1 and output.count(signin_url) == 1
+            assert signin_url.startswith("http://127.0.0.1:8080/console/password/")
         else:
             assert "IHUB_OWNER_SECRET" not in output and secret not in output
+            assert "IHUB_SIGNIN_URL" not in output and signin_url not in output
 
 
 def test_init_on_postgresql(tmp_path):

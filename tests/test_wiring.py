@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 from pathlib import Path
 
 import typer
@@ -27,16 +28,34 @@ def test_every_domain_router_is_served() -> None:
         assert importlib.import_module(module).router in ROUTERS, module
 
 
+def registered_commands() -> set[object]:
+    """Callbacks of the root's commands and of its groups' commands (`ihub worker`, `ihub user invite`)."""
+    apps = [cli.app, *(group.typer_instance for group in cli.app.registered_groups)]
+    return {command.callback for app in apps if app is not None for command in app.registered_commands}
+
+
 def test_every_domain_command_group_is_registered() -> None:
     registered = {id(group.typer_instance) for group in cli.app.registered_groups}
-    commands = {command.callback for command in cli.app.registered_commands}
+    commands = registered_commands()
     for module in domain_modules("cli"):
         loaded = importlib.import_module(module)
         groups = [value for value in vars(loaded).values() if isinstance(value, typer.Typer)]
         for group in groups:
             assert id(group) in registered, module
-        if not groups:  # a module of single commands (executors: `ihub worker`)
-            assert any(getattr(loaded, "worker", None) is callback for callback in commands), module
+        if not groups:
+            # A module of single commands (executors: `ihub worker`; accounts: `ihub user invite`, ...): each of
+            # its public plain functions is a command of the root or of one of its groups.
+            singles = [
+                value
+                for name, value in vars(loaded).items()
+                if inspect.isfunction(value)
+                and value.__module__ == module
+                and not name.startswith("_")
+                and not inspect.iscoroutinefunction(value)
+            ]
+            assert singles, module
+            for function in singles:
+                assert function in commands, f"{module}.{function.__name__}"
 
 
 # Dependencies between these domains point one way: each may import those listed before it, never one after.

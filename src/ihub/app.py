@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,6 +24,10 @@ from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, envelope, status_slug
 from ihub.common.limits import BodySizeLimit
 from ihub.config import Settings, get_settings
+from ihub.console.auth import SignInRequired
+from ihub.console.errors import error_page, is_console_path, sign_in_redirect
+from ihub.console.routes import router as console_router
+from ihub.console.routes import static_files
 from ihub.db.engine import create_engine, create_read_engine, create_sessionmaker, is_lock_timeout
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
@@ -44,6 +48,7 @@ ROUTERS = [
     projects_router,
     runs_router,
     incoming_router,
+    console_router,
 ]
 
 
@@ -55,7 +60,9 @@ def is_oauth_path(path: str) -> bool:
 
 def error_response(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+) -> Response:
+    if is_console_path(request.url.path):
+        return error_page(request, status, code, message, headers)
     if is_oauth_path(request.url.path):
         body: dict[str, Any] = {"error": code, "error_description": message}
         headers = {"Cache-Control": "no-store", **(headers or {})}
@@ -77,7 +84,7 @@ CONSOLE_PATH = "/console/"
 DB_BUSY_RETRY_AFTER = 2
 
 
-def database_busy(request: Request) -> JSONResponse:
+def database_busy(request: Request) -> Response:
     return error_response(
         request,
         503,
@@ -88,17 +95,21 @@ def database_busy(request: Request) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, error: SignInRequired) -> Response:
+        return sign_in_redirect(request, error)
+
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, error: ApiError) -> Response:
         response = error_response(request, error.status, error.code, error.message, error.headers)
-        if error.fields and not is_oauth_path(request.url.path):
+        if error.fields and not is_oauth_path(request.url.path) and not is_console_path(request.url.path):
             body = envelope(error.status, error.code, error.message)
             body["metadata"]["errors"] = error.fields
             response = JSONResponse(body, status_code=error.status, headers=error.headers)
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
         messages = {
             404: f"no route {request.method} {request.url.path}",
             405: f"method {request.method} not allowed here",
@@ -109,7 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, error: RequestValidationError) -> Response:
         fields = []
         for item in error.errors():
             loc = [str(p) for p in item.get("loc", ())]
@@ -120,27 +131,27 @@ def install_error_handlers(app: FastAPI) -> None:
         return await _api_error(request, api_error)
 
     @app.exception_handler(RecursionError)
-    async def _too_deep(request: Request, error: RecursionError) -> JSONResponse:
+    async def _too_deep(request: Request, error: RecursionError) -> Response:
         # Input nested deeper than Python recurses (JSON in a form field, a payload ...): the client's
         # doing, wherever it was parsed, so a 400 rather than a 500.
         log.warning("recursion limit reached on %s %s", request.method, request.url.path)
         return error_response(request, 400, "invalid_request", "the request is nested too deeply to process")
 
     @app.exception_handler(PoolTimeout)
-    async def _pool_exhausted(request: Request, error: PoolTimeout) -> JSONResponse:
+    async def _pool_exhausted(request: Request, error: PoolTimeout) -> Response:
         # Every connection stayed busy for db_lock_timeout_seconds: ask the client to come back, don't 500.
         log.warning("database connection wait timed out on %s %s", request.method, request.url.path)
         return database_busy(request)
 
     @app.exception_handler(OperationalError)
-    async def _database_error(request: Request, error: OperationalError) -> JSONResponse:
+    async def _database_error(request: Request, error: OperationalError) -> Response:
         if is_lock_timeout(error):
             log.warning("database lock wait timed out on %s %s", request.method, request.url.path)
             return database_busy(request)
         return await _unexpected(request, error)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, error: Exception) -> Response:
         # Logged in full for the operator; the client learns nothing about the internals.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error; the server log has the details")
@@ -195,6 +206,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/console/static", static_files(), name="console-static")
     # Background work (the executor and its workers) starts and stops with the app.
     install_executor(app)
     app.add_middleware(

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from ihub.accounts.cli import invite, reset_password
 from ihub.common.cli_support import JsonFlag, with_session
 from ihub.config import Settings, get_settings
 from ihub.executors.cli import worker
@@ -69,18 +70,35 @@ async def _initialize(settings: Settings, owner_email: str) -> FirstOwner | None
     engine = create_engine(settings.resolved_database_url, pool=False)
     try:
         async with create_sessionmaker(engine)() as session:
-            first = await initialize(session, SecretBox(settings.resolved_secret_key()), owner_email=owner_email)
+            box = SecretBox(settings.resolved_secret_key())
+            first = await initialize(session, box, owner_email=owner_email, settings=settings)
             await session.commit()
             return first
     finally:
         await engine.dispose()
 
 
-def _print_first_owner(first: FirstOwner, as_json: bool) -> None:
+def _signin_url(settings: Settings, first: FirstOwner) -> str:
+    from ihub.accounts.service import link_url
+
+    if first.signin is None:
+        raise RuntimeError("initialize() was called without settings, so no sign-in link was made")
+    return link_url(settings, first.signin)
+
+
+def _print_first_owner(settings: Settings, first: FirstOwner, as_json: bool) -> None:
+    """`ihub init`: the secret and the sign-in link, each shown once (JSON on stdout, or a panel on stderr)."""
+    url = _signin_url(settings, first)
     if as_json:
         print(
             json.dumps(
-                {"orgId": str(first.org_id), "userId": str(first.user_id), "email": first.email, "secret": first.secret}
+                {
+                    "orgId": str(first.org_id),
+                    "userId": str(first.user_id),
+                    "email": first.email,
+                    "secret": first.secret,
+                    "signinUrl": url,
+                }
             )
         )
         return
@@ -88,11 +106,32 @@ def _print_first_owner(first: FirstOwner, as_json: bool) -> None:
         Panel.fit(
             f"[bold]Root organization:[/] {first.org_id}\n"
             f"[bold]Owner userId:[/]      {first.user_id}  ({first.email})\n"
-            f"[bold]Owner secret key:[/]  {first.secret}\n\n"
-            "This secret is shown once. Store it now; `ihub key generate --user ID` makes a new one.",
+            f"[bold]Owner secret key:[/]  {first.secret}\n"
+            f"[bold]Console sign-in:[/]   {url}\n\n"
+            "The secret is shown once. Store it now; `ihub key generate --user ID` makes a new one.\n"
+            f"Open the link to choose the Owner's console password: it works once, for "
+            f"{settings.signin_link_ttl_hours} h; `ihub user invite --email E` makes a new one.",
             title="ihub initialized",
             border_style="green",
         )
+    )
+
+
+def _announce_first_owner(settings: Settings, first: FirstOwner) -> None:
+    """`ihub serve` on first start: machine-readable lines on stdout, the one place the secret and link appear,
+    and a hint on stderr that points at them without repeating them (logs get copied around)."""
+    print(
+        f"IHUB_OWNER_USER_ID={first.user_id}\n"
+        f"IHUB_OWNER_SECRET={first.secret}\n"
+        f"IHUB_SIGNIN_URL={_signin_url(settings, first)}",
+        flush=True,
+    )
+    console.print(
+        f"[green]ihub initialized:[/] first Owner userId {first.user_id} ({first.email}). Its API secret key is "
+        "on the IHUB_OWNER_SECRET line above (shown once: store it now). Open the IHUB_SIGNIN_URL link to choose "
+        f"the Owner's console password (works once, for {settings.signin_link_ttl_hours} h).",
+        # One line, never wrapped: a wrapped line could start with "IHUB_" and look like one of those above.
+        soft_wrap=True,
     )
 
 
@@ -101,7 +140,8 @@ def init(
     as_json: JsonFlag = False,
     owner_email: Annotated[str, typer.Option(help="Email of the first Owner.")] = "owner@ihub.local",
 ) -> None:
-    """Create the schema, the root organization (id "1") and the first Owner with a secret key."""
+    """Create the schema, the root organization (id "1") and the first Owner with a secret key and a one-time
+    console sign-in link."""
     settings = get_settings()
     migrate_database(settings)
     first = asyncio.run(_initialize(settings, owner_email))
@@ -112,7 +152,7 @@ def init(
         else:
             console.print(message)
         raise typer.Exit(3)
-    _print_first_owner(first, as_json)
+    _print_first_owner(settings, first, as_json)
 
 
 @app.command()
@@ -138,8 +178,7 @@ def serve(
     migrate_database(settings)
     first = asyncio.run(_initialize(settings, "owner@ihub.local"))
     if first is not None:
-        _print_first_owner(first, as_json=False)
-        print(f"IHUB_OWNER_USER_ID={first.user_id}\nIHUB_OWNER_SECRET={first.secret}", flush=True)
+        _announce_first_owner(settings, first)
     from ihub.common.gcpause import freeze_startup_objects
 
     hub = create_app(settings, run_worker=not no_worker)
@@ -229,3 +268,5 @@ app.add_typer(project_app, name="project")
 app.add_typer(runs_app, name="runs")
 app.add_typer(trigger_app, name="trigger")
 app.command()(worker)
+user_app.command("invite")(invite)
+user_app.command("reset-password")(reset_password)

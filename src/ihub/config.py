@@ -53,6 +53,32 @@ class Settings(BaseSettings):
         "addresses without a failure in the window may still try.",
     )
     token_failure_window_seconds: int = Field(default=300, ge=1)
+    console_session_idle_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=24 * 60,
+        description="A console session unused for this long ends (a browser left open on a shared desk).",
+    )
+    console_session_max_hours: int = Field(
+        default=12,
+        ge=1,
+        le=24 * 30,
+        description="A console session ends this long after sign-in however active it is (a stolen cookie stops "
+        "working by the next working day).",
+    )
+    signin_link_ttl_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 14,
+        description="How long an invitation or password-reset link works (once) before it must be sent again.",
+    )
+    password_min_length: int = Field(
+        default=10,
+        ge=8,
+        le=128,
+        description="Fewest characters a console password may have. Console sign-in failures are limited with "
+        "the IHUB_TOKEN_FAILURES_* settings, counted apart from /api/v1/token.",
+    )
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
         default_factory=list,
         description="Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed; empty = none.",

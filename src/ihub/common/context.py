@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -80,9 +81,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # The body is read from the network before the first statement: on SQLite that statement (the caller's
     # token lookup) takes the write lock (BEGIN IMMEDIATE), and a slow client must not hold it while it sends.
     # Starlette keeps the bytes, so the body dependencies parse them without reading again.
-    await request.body()
+    await received(request)
     async with unit_of_work(context.sessions) as session:
         yield session
+
+
+async def received(request: Request) -> None:
+    """Wait until the whole body has arrived. A route with form fields (the console) has had FastAPI parse the
+    form before its dependencies run, which consumed the stream: the body has arrived then, too."""
+    # RuntimeError "Stream consumed": read by the form parser, which keeps the parsed form.
+    with suppress(RuntimeError):
+        await request.body()
 
 
 Context = Annotated[AppContext, Depends(get_context)]

@@ -1,0 +1,1 @@
+"""Console sign-in: passwords, one-time sign-in links and browser sessions."""

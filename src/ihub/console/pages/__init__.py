@@ -1,0 +1,1 @@
+"""One module per console section; each exposes `router`, wired in console/routes.py."""
