@@ -119,7 +119,8 @@ def test_serve_prints_the_owner_on_first_start_only(env, tmp_path):
             assert token_status(tmp_path / "data", user_id, secret) == 200
             # Each credential once: the machine-readable line is the only place (the hint points at it).
             assert output.count(secret) == 1 and output.count(signin_url) == 1
-            assert signin_url.startswith("http://127.0.0.1:8080/console/password/")
+            # IHUB_PUBLIC_URL is unset: the link names the port the hub listens on, so it opens as printed.
+            assert signin_url.startswith(f"http://127.0.0.1:{port}/console/password/")
         else:
             assert "IHUB_OWNER_SECRET" not in output and secret not in output
             assert "IHUB_SIGNIN_URL" not in output and signin_url not in output

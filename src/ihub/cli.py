@@ -171,7 +171,7 @@ def serve(
     from ihub.app import create_app
     from ihub.logs import configure_logging
 
-    settings = get_settings()
+    settings = get_settings().listening_on(host, port)
     if workers is not None:
         settings = settings.model_copy(update={"workers": workers})
     configure_logging(settings.log_level)
@@ -185,8 +185,8 @@ def serve(
     freeze_startup_objects()
     uvicorn.run(
         hub,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
         proxy_headers=False,
     )

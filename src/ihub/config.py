@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ihub.egress.policy import EgressPolicy
@@ -21,7 +21,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("ihub-data"), description="Where the SQLite file and generated key live.")
     database_url: str = Field(default="", description="sqlite:///path or postgresql://...; empty = SQLite in data_dir.")
-    public_url: str = Field(default="http://127.0.0.1:8080", description="Externally visible base URL.")
+    public_url: str = Field(
+        default="",
+        description="Externally visible base URL (token audiences, sign-in links, trigger pages); empty = "
+        "http://<host>:<port> (127.0.0.1 for a wildcard host). Set it behind a proxy or on https.",
+    )
     secret_key: str = Field(default="", repr=False, description="Master key; generated into data_dir when unset.")
     host: str = "127.0.0.1"
     port: int = 8080
@@ -143,6 +147,7 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
     )
     log_level: str = "INFO"
+    _public_url_derived: bool = PrivateAttr(default=False)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -158,6 +163,24 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _derive_public_url(self) -> Settings:
+        # The address it listens on, so links printed at first start work with IHUB_PORT alone.
+        if not self.public_url:
+            self.public_url = listening_url(self.host, self.port)
+            self._public_url_derived = True
+        return self
+
+    def listening_on(self, host: str | None, port: int | None) -> Settings:
+        """These settings with `serve --host/--port` applied; a derived public URL follows them."""
+        host, port = host or self.host, port or self.port
+        update: dict[str, Any] = {"host": host, "port": port}
+        if self._public_url_derived:
+            update["public_url"] = listening_url(host, port)
+        copy = self.model_copy(update=update)
+        copy._public_url_derived = self._public_url_derived
+        return copy
 
     @field_validator("egress_allow")
     @classmethod
@@ -181,6 +204,13 @@ class Settings(BaseSettings):
         path.touch(mode=0o600)
         path.write_text(key + "\n")
         return key
+
+
+def listening_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - naming it, not binding it
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
 
 
 @lru_cache
