@@ -10,7 +10,6 @@ from ihub.common.body import json_or_form, request_body
 from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
-from ihub.incoming.access import incoming_state
 from ihub.projects import service
 from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate, ProjectUpgrade
 from ihub.provisioning.deps import Caller
@@ -95,10 +94,7 @@ async def upgrade_project(
 ) -> ProjectList:
     """Pin the project to another version of its template (the latest when `version` is omitted; a lower one
     is a rollback). Its flows and connections follow that version; runs already started keep theirs."""
-    project = await service.upgrade_project(session, caller, path_id(project_id, "project"), body.version)
-    # This process's webhook reads the pinned version through a short-lived cache: drop it so the next
-    # webhook run starts on the new version here (other processes follow within the cache's TTL).
-    incoming_state(context).clients.invalidate()
+    project = await service.upgrade_and_refresh(session, context, caller, path_id(project_id, "project"), body.version)
     return ProjectList(projects=await service.project_views(session, [project]))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +37,9 @@ from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
 from ihub.tenancy.service import visible_org
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 
 async def count_projects_in_org(session: AsyncSession, org_id: int) -> int:
@@ -350,9 +353,7 @@ def _store_secrets(box: SecretBox, connection: Connection, secrets: dict[str, An
     connection.secret_fields = sorted(secrets)
 
 
-def _update_connection(
-    box: SecretBox, connection: Connection, config: dict[str, Any], secrets: dict[str, Any]
-) -> None:
+def _update_connection(box: SecretBox, connection: Connection, config: dict[str, Any], secrets: dict[str, Any]) -> None:
     """Apply one request's changes to a connection. Credential binding: when the change moves the connection's
     target (`connection_types.target`: base URL, token URL, auth placement), no stored secret is kept; only the
     secrets given in this same request are, bound to the new target. Who may do this is who may edit the
@@ -480,6 +481,18 @@ async def upgrade_project(session: AsyncSession, principal: Principal, project_i
     its connections. Runs already started keep the version they recorded."""
     project = await visible_project(session, principal, project_id)
     return await pin_version(session, project, version)
+
+
+async def upgrade_and_refresh(
+    session: AsyncSession, context: AppContext, principal: Principal, project_id: int, version: int | None
+) -> Project:
+    """`upgrade_project`, then drop this process's cached webhook client state so the next webhook run starts on
+    the new version here (other processes follow within the cache's TTL). What `/api/v1` and the console call."""
+    from ihub.incoming.access import incoming_state  # incoming is wired above projects; imported on use
+
+    project = await upgrade_project(session, principal, project_id, version)
+    incoming_state(context).clients.invalidate()
+    return project
 
 
 # -- for the flow engine -------------------------------------------------------------------------

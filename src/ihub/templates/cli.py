@@ -27,19 +27,9 @@ def read_template_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ValueError(f"cannot read {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with name, description and definition")
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
-        raise ValueError(f"{path}: name: required, a non-empty string of at most 200 characters")
-    description = data.get("description", "")
-    if description is None:
-        description = ""
-    if not isinstance(description, str):
-        raise ValueError(f"{path}: description: must be a string")
-    if "definition" not in data:
-        raise ValueError(f"{path}: definition: required ({{connections, flows}})")
-    return {"name": name.strip(), "description": description, "definition": data["definition"]}
+    from ihub.templates.service import template_document
+
+    return template_document(data, str(path))
 
 
 @app.command("import")

@@ -24,7 +24,7 @@ from ihub.flows.definition import validate_flows
 from ihub.templates import connection_types
 from ihub.templates.models import Template, TemplateVersion
 from ihub.tenancy.models import Organization
-from ihub.tenancy.permissions import Principal, require_admin
+from ihub.tenancy.permissions import Principal, Role, require_admin
 from ihub.tenancy.service import ancestor_ids, visible_org
 
 
@@ -171,6 +171,12 @@ async def writable_template(session: AsyncSession, principal: Principal, templat
     return template
 
 
+async def can_write(session: AsyncSession, principal: Principal, template: Template) -> bool:
+    """May the caller change or delete this template (an Owner or Admin, the template in their subtree)?
+    For showing or hiding controls; `writable_template` enforces the same rule."""
+    return principal.role is not Role.MEMBER and principal.sees(await _org_path(session, template.org_id))
+
+
 async def available_in_org(session: AsyncSession, template: Template, org_id: int) -> bool:
     """May a project in `org_id` use this template (it belongs to that org or one of its ancestors)?"""
     return template.org_id in await ancestor_ids(session, org_id)
@@ -306,6 +312,37 @@ async def import_template(
     if existing is None:
         return await _insert(session, org_id, name, description or "", definition), True
     return await _apply_update(session, existing, None, description, definition), False
+
+
+async def import_template_as(
+    session: AsyncSession, principal: Principal, org_id: int, name: str, description: str | None, definition: Any
+) -> tuple[Template, bool]:
+    """`import_template` on behalf of a signed-in Owner or Admin (the console's upload): create the template in
+    an org of their subtree, or update the one of that name there. Returns (template, created)."""
+    org = await visible_org(session, principal, org_id)
+    require_admin(principal, "import templates")
+    existing = await session.scalar(select(Template).where(Template.org_id == org.id, Template.name == name))
+    if existing is None:
+        return await create_template(session, principal, org.id, name, description or "", definition), True
+    return await update_template(session, principal, existing.id, None, description, definition), False
+
+
+def template_document(data: Any, source: str) -> dict[str, Any]:
+    """A template file's content (YAML or JSON, already parsed): `{name, description, definition}` checked at the
+    top level; the definition itself is checked when it is stored. ValueError naming `source` otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping with name, description and definition")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
+        raise ValueError(f"{source}: name: required, a non-empty string of at most 200 characters")
+    description = data.get("description", "")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        raise ValueError(f"{source}: description: must be a string")
+    if "definition" not in data:
+        raise ValueError(f"{source}: definition: required ({{connections, flows}})")
+    return {"name": name.strip(), "description": description, "definition": data["definition"]}
 
 
 # -- versions ------------------------------------------------------------------------------------

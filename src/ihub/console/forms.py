@@ -1,0 +1,70 @@
+"""Reading what people type into console forms: YAML or JSON documents in a textarea, and the path-prefixed
+messages of a rejected input turned into errors shown next to the field they are about.
+
+Only input handling lives here; what a definition, a setting or a connection may hold is decided by the
+services, exactly as for `/api/v1`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ihub.common.errors import ApiError
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One rejected input: the form field it belongs to, the path inside it (`definition.flows[0].key`) and why."""
+
+    field: str
+    path: str
+    message: str
+
+
+def parse_document(text: str, field: str) -> Any:
+    """A YAML or JSON document (YAML is a superset of JSON); ApiError 400 at `field` when it does not parse or
+    holds values JSON cannot (YAML dates, for one)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ApiError(400, f"{field}: not valid YAML or JSON{where}: {problem}", "invalid_document") from None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise ApiError(400, f"{field}: {error} (put such values in quotes)", "invalid_document") from None
+    return value
+
+
+def as_yaml(value: Any) -> str:
+    """How a stored definition or settings object is shown for editing."""
+    if value in (None, {}, []):
+        return ""
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=120)
+
+
+def field_errors(error: ApiError, fields: tuple[str, ...]) -> list[FieldError]:
+    """The error's messages, each placed at the form field its path starts with (`definition.flows[0]: ...` →
+    `definition`); a message naming no field of the form is placed at "" (shown above the form)."""
+    items = error.fields or [{"field": "", "message": error.message}]
+    found = []
+    for item in items:
+        path, message = item["field"], item["message"]
+        if not path and ": " in message:
+            path, message = message.split(": ", 1)
+        root = path.split(".", 1)[0].split("[", 1)[0]
+        found.append(FieldError(root if root in fields else "", path, message))
+    return found
+
+
+def errors_by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
+    grouped: dict[str, list[FieldError]] = {}
+    for item in errors:
+        grouped.setdefault(item.field, []).append(item)
+    return grouped
