@@ -169,7 +169,7 @@ async def test_run_page_replay_and_cancel(
     for step in api_run["steps"]:
         assert step["path"] in page
         for part in ("request", "response"):
-            assert step[part] in shown
+            assert step[part] is None or step[part] in shown
     assert api_run["trigger"] in shown
 
     replayed = await owner_browser.submit(
