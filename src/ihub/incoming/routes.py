@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session, client_address, get_context
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
-from ihub.db.unit_of_work import after_commit
 from ihub.flows.reply import BODYLESS, InvalidReply, check_reply
 from ihub.incoming import grant, service, throttle
-from ihub.incoming.access import IncomingState, InvalidToken, incoming_state
+from ihub.incoming.access import InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
 from ihub.provisioning.deps import Caller
@@ -44,13 +41,7 @@ def oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 REALM = 'Bearer realm="ihub"'
 
 
-# --- trigger page -----------------------------------------------------------------------------------
-
-
-def _invalidate_after_commit(session: AsyncSession, state: IncomingState, client_id: str) -> None:
-    """Drop the webhook's cached view of a client once the change is committed: dropped earlier, a webhook in
-    between could cache the old row again (for the cache's 5 s) from a snapshot before the commit."""
-    after_commit(session, partial(state.clients.invalidate, client_id))
+# --- trigger page (the console's trigger page calls the same service functions) ------------------------
 
 
 @router.post(
@@ -71,15 +62,9 @@ async def create_trigger(
 ) -> TriggersResponse:
     """Create a JWT trigger client for a flow (or, with `iss`, add a key to one). A generated private key
     is returned once, in this response only."""
-    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
-    state = incoming_state(context)
-    added = await service.add_key(session, loaded, body, state.jwks.policy, created_by=caller.user_id)
-    _invalidate_after_commit(session, state, added.client.client_id)
-    keys = await service.keys_of(session, [added.client.id])
+    created = await service.create_trigger(session, context, caller, path_id(flow_id, "flow"), body)
     response.headers.update(NO_STORE)
-    return TriggersResponse(
-        triggers=[service.describe(added.client, keys[added.client.id], context.settings, state.jwks, added)]
-    )
+    return TriggersResponse(triggers=[created])
 
 
 @router.get(
@@ -91,9 +76,7 @@ async def create_trigger(
 )
 async def show_triggers(flow_id: str, caller: Caller, context: Context, session: Session) -> TriggersResponse:
     """What a client needs to call this flow: iss, sub, aud (token URL per env), webhook URLs, key ids."""
-    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=False)
-    triggers = await service.describe_all(session, loaded.flow.id, context.settings, incoming_state(context).jwks)
-    return TriggersResponse(triggers=triggers)
+    return TriggersResponse(triggers=await service.show_triggers(session, context, caller, path_id(flow_id, "flow")))
 
 
 @router.put(
@@ -113,16 +96,10 @@ async def update_trigger(
     body: TriggerUpdate = json_or_form(TriggerUpdate),
 ) -> TriggersResponse:
     """Enable or disable a trigger client (tokens stop within 5 seconds), or change its JWKS URL."""
-    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
-    client = await service.get_client(session, loaded.flow.id, iss)
-    if body.jwks_url is not None:
-        await service.set_jwks_url(session, client, body.jwks_url, incoming_state(context).jwks.policy)
-    if body.enabled is not None:
-        await service.set_enabled(session, client, body.enabled)
-    state = incoming_state(context)
-    _invalidate_after_commit(session, state, client.client_id)
-    keys = await service.keys_of(session, [client.id])
-    return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
+    updated = await service.update_trigger(
+        session, context, caller, path_id(flow_id, "flow"), iss, enabled=body.enabled, jwks_url=body.jwks_url
+    )
+    return TriggersResponse(triggers=[updated])
 
 
 @router.delete(
@@ -136,13 +113,8 @@ async def revoke_key(
     flow_id: str, iss: str, kid: str, caller: Caller, context: Context, session: Session
 ) -> TriggersResponse:
     """Revoke one key: assertions signed with it are refused, and tokens it obtained stop within 5 seconds."""
-    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
-    client = await service.get_client(session, loaded.flow.id, iss)
-    state = incoming_state(context)
-    await service.revoke_key(session, client, kid, state.jwks)
-    _invalidate_after_commit(session, state, client.client_id)
-    keys = await service.keys_of(session, [client.id])
-    return TriggersResponse(triggers=[service.describe(client, keys[client.id], context.settings, state.jwks)])
+    revoked = await service.revoke_trigger_key(session, context, caller, path_id(flow_id, "flow"), iss, kid)
+    return TriggersResponse(triggers=[revoked])
 
 
 @router.delete(
@@ -156,13 +128,8 @@ async def delete_trigger(
     flow_id: str, iss: str, caller: Caller, context: Context, session: Session
 ) -> TriggersResponse:
     """Delete a trigger client with its keys; its tokens stop within 5 seconds."""
-    loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"), manage=True)
-    client = await service.get_client(session, loaded.flow.id, iss)
-    keys = await service.keys_of(session, [client.id])
-    described = service.describe(client, keys[client.id], context.settings)
-    await service.delete_client(session, client)
-    _invalidate_after_commit(session, incoming_state(context), iss)
-    return TriggersResponse(triggers=[described])
+    deleted = await service.delete_trigger(session, context, caller, path_id(flow_id, "flow"), iss)
+    return TriggersResponse(triggers=[deleted])
 
 
 # --- RFC 7523 token endpoint -----------------------------------------------------------------------

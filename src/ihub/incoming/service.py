@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,13 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.errors import ApiError, not_found
 from ihub.config import Settings
 from ihub.db.base import utcnow
+from ihub.db.unit_of_work import after_commit
 from ihub.egress import EgressPolicy
+from ihub.incoming.access import IncomingState, incoming_state
 from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
 from ihub.incoming.jwks import JwksCache, check_jwks_url
 from ihub.incoming.keys import UnusableKey, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
 from ihub.incoming.models import TriggerClient, TriggerKey
 from ihub.incoming.schemas import KeyOut, TriggerCreate, TriggerOut
 from ihub.tenancy.permissions import Principal, require_admin
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 
 @dataclass
@@ -223,3 +230,85 @@ async def describe_all(
     clients = await list_clients(session, flow_id)
     keys = await keys_of(session, [c.id for c in clients])
     return [describe(c, keys[c.id], settings, jwks) for c in clients]
+
+
+# -- the trigger page's actions, as both /api/v1 and the console perform them -------------------------------
+
+
+def _state(context: AppContext) -> IncomingState:
+    return incoming_state(context)
+
+
+def invalidate_after_commit(session: AsyncSession, context: AppContext, client_id: str) -> None:
+    """Drop the webhook's cached view of a client once the change is committed: dropped earlier, a webhook in
+    between could cache the old row again (for the cache's 5 s) from a snapshot before the commit."""
+    after_commit(session, partial(_state(context).clients.invalidate, client_id))
+
+
+async def _described(session: AsyncSession, context: AppContext, client: TriggerClient) -> TriggerOut:
+    keys = await keys_of(session, [client.id])
+    return describe(client, keys[client.id], context.settings, _state(context).jwks)
+
+
+async def show_triggers(
+    session: AsyncSession, context: AppContext, principal: Principal, flow_id: int
+) -> list[TriggerOut]:
+    """What a client needs to call the flow (any viewer who sees the flow)."""
+    loaded = await visible_flow(session, principal, flow_id, manage=False)
+    return await describe_all(session, loaded.flow.id, context.settings, _state(context).jwks)
+
+
+async def create_trigger(
+    session: AsyncSession, context: AppContext, principal: Principal, flow_id: int, data: TriggerCreate
+) -> TriggerOut:
+    """A new client (or, with `data.iss`, a new key of one: a rotation); a generated private key is in the
+    answer once and never stored."""
+    loaded = await visible_flow(session, principal, flow_id, manage=True)
+    state = _state(context)
+    added = await add_key(session, loaded, data, state.jwks.policy, created_by=principal.user_id)
+    invalidate_after_commit(session, context, added.client.client_id)
+    keys = await keys_of(session, [added.client.id])
+    return describe(added.client, keys[added.client.id], context.settings, state.jwks, added)
+
+
+async def update_trigger(
+    session: AsyncSession,
+    context: AppContext,
+    principal: Principal,
+    flow_id: int,
+    iss: str,
+    *,
+    enabled: bool | None = None,
+    jwks_url: str | None = None,
+) -> TriggerOut:
+    """Enable or disable a client (tokens stop within 5 seconds), or change its JWKS URL."""
+    loaded = await visible_flow(session, principal, flow_id, manage=True)
+    client = await get_client(session, loaded.flow.id, iss)
+    if jwks_url is not None:
+        await set_jwks_url(session, client, jwks_url, _state(context).jwks.policy)
+    if enabled is not None:
+        await set_enabled(session, client, enabled)
+    invalidate_after_commit(session, context, client.client_id)
+    return await _described(session, context, client)
+
+
+async def revoke_trigger_key(
+    session: AsyncSession, context: AppContext, principal: Principal, flow_id: int, iss: str, kid: str
+) -> TriggerOut:
+    loaded = await visible_flow(session, principal, flow_id, manage=True)
+    client = await get_client(session, loaded.flow.id, iss)
+    await revoke_key(session, client, kid, _state(context).jwks)
+    invalidate_after_commit(session, context, client.client_id)
+    return await _described(session, context, client)
+
+
+async def delete_trigger(
+    session: AsyncSession, context: AppContext, principal: Principal, flow_id: int, iss: str
+) -> TriggerOut:
+    loaded = await visible_flow(session, principal, flow_id, manage=True)
+    client = await get_client(session, loaded.flow.id, iss)
+    keys = await keys_of(session, [client.id])
+    described = describe(client, keys[client.id], context.settings)
+    await delete_client(session, client)
+    invalidate_after_commit(session, context, iss)
+    return described

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,12 +11,7 @@ from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
-from ihub.common.jsonbounds import payload_depth_error
 from ihub.common.responses import errors
-from ihub.db.unit_of_work import after_commit
-from ihub.executors import dispatch
-from ihub.flows.storage import unstorable
-from ihub.flows.triggers import ManualTrigger
 from ihub.provisioning.deps import Caller
 from ihub.runs import service
 from ihub.runs.schemas import (
@@ -33,11 +27,6 @@ from ihub.runs.schemas import (
 from ihub.runs.status import RunStatus
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
-
-
-def unstorable_number(body: Any) -> str | None:
-    reason = unstorable(body)
-    return f"body holds {reason}" if reason is not None else None
 
 
 @router.get("/project/{project_id}/runs", response_model=RunList, response_model_by_alias=True)
@@ -108,9 +97,7 @@ async def replay_run(
     (`{"version": "original"}`, the default; the body may be left out) or on the project's pinned version
     (`{"version": "current"}`)."""
     original = await service.visible_run(session, caller, path_id(run_id, "run"))
-    run = await service.replay_run(session, original, body.version)
-    # The executor reads the run from the database: tell it once the request's unit of work has committed.
-    after_commit(session, partial(dispatch, context, run.id))
+    run = await service.replay_and_dispatch(session, context, original, body.version)
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)
 
 
@@ -138,11 +125,6 @@ async def run_flow(flow_id: str, request: Request, caller: Caller, session: Sess
     """Trigger a flow by hand with a JSON body (it becomes `trigger.body`); answers 202 with the run id."""
     loaded = await service.visible_flow(session, caller, path_id(flow_id, "flow"))
     body = await read_body(request)
-    problem = payload_depth_error(body) or unstorable_number(body)
-    if problem is not None:
-        raise ApiError(400, problem, "invalid_request")
     content_type = request.headers.get("content-type", "application/json")
-    trigger = ManualTrigger.payload(body, content_type=content_type, user_id=str(caller.user_id))
-    run = await service.trigger_flow(session, loaded, trigger_type="manual", trigger=trigger)
-    after_commit(session, partial(dispatch, context, run.id))
+    run = await service.run_now(session, context, caller, loaded, body, content_type=content_type)
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)

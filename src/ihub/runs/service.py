@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ihub.common.errors import bad_request, conflict, not_found
+from ihub.common.body import refuse_nul
+from ihub.common.errors import ApiError, bad_request, conflict, not_found
+from ihub.common.jsonbounds import payload_depth_error
 from ihub.db.base import utcnow
+from ihub.db.unit_of_work import after_commit
+from ihub.executors import dispatch
 from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
-from ihub.flows.triggers import received, replayed
+from ihub.flows.storage import unstorable
+from ihub.flows.triggers import ManualTrigger, received, replayed
 from ihub.projects.models import Project
 from ihub.runs import lifecycle
 from ihub.runs.models import Run, StepRecord
 from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
+
+if TYPE_CHECKING:
+    from ihub.common.context import AppContext
 
 
 async def create_run(
@@ -117,6 +128,26 @@ async def visible_flow(session: AsyncSession, principal: Principal, flow_id: int
     return loaded
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """What a run list is narrowed to; None means any."""
+
+    status: str | None = None
+    # A flow id (digits) or a flow key.
+    flow: str | None = None
+    # Created at or after `since`, and before `until`.
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    # The cursor of the next (older) page, and of the previous (newer) one; None when there is none.
+    older: int | None
+    newer: int | None
+
+
 async def list_runs(
     session: AsyncSession,
     project_id: int,
@@ -128,22 +159,88 @@ async def list_runs(
     cursor: int | None = None,
 ) -> tuple[list[Run], int | None]:
     """Newest first by id (keyset): `cursor` is the last id of the previous page."""
-    query = select(Run).where(Run.project_id == project_id)
-    if status:
-        query = query.where(Run.status == status)
-    if flow:
-        if flow.isdigit():
-            query = query.where(Run.flow_id == int(flow))
+    page = await page_runs(session, RunFilter(status, flow, since), project_id=project_id, limit=limit, before=cursor)
+    return page.runs, page.older
+
+
+async def page_runs(
+    session: AsyncSession,
+    filters: RunFilter,
+    *,
+    project_id: int | None = None,
+    org_path: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+    after: int | None = None,
+) -> RunPage:
+    """One page of runs, newest first, of a project or of every project in an organization's subtree.
+
+    Keyset paging on the id (ids grow with time): `before` gives the page after a page whose last id it is
+    (older runs), `after` the page before one whose first id it is (newer runs). Each page is one indexed
+    query: `ix_runs_project_created` (project_id, id) for a project; for a subtree the primary key walked
+    newest first, with the project ids of the subtree (a small set) checked per row.
+    """
+    query = select(Run)
+    if project_id is not None:
+        query = query.where(Run.project_id == project_id)
+    if org_path is not None:
+        subtree = select(Project.id).join(Organization, Organization.id == Project.org_id)
+        subtree = subtree.where(Organization.path.startswith(org_path, autoescape=True))
+        query = query.where(Run.project_id.in_(subtree.scalar_subquery()))
+    if filters.status:
+        query = query.where(Run.status == filters.status)
+    if filters.flow:
+        if filters.flow.isdigit():
+            query = query.where(Run.flow_id == int(filters.flow))
         else:
-            query = query.join(Flow, Flow.id == Run.flow_id).where(Flow.key == flow)
-    if since is not None:
-        query = query.where(Run.created_at >= since)
-    if cursor is not None:
-        query = query.where(Run.id < cursor)
+            query = query.join(Flow, Flow.id == Run.flow_id).where(Flow.key == filters.flow)
+    if filters.since is not None:
+        query = query.where(Run.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Run.created_at < filters.until)
+    if after is not None:
+        # The previous page: the `limit` runs just newer than `after`, read oldest first, shown newest first.
+        rows = list((await session.scalars(query.where(Run.id > after).order_by(Run.id).limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        rows.reverse()
+        return RunPage(rows, rows[-1].id if rows else None, rows[0].id if more and rows else None)
+    if before is not None:
+        query = query.where(Run.id < before)
     rows = list((await session.scalars(query.order_by(Run.id.desc()).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    newer = rows[0].id if before is not None and rows else None
+    return RunPage(rows, rows[-1].id if more and rows else None, newer)
+
+
+async def visible_org_path(session: AsyncSession, principal: Principal, org_id: int) -> str:
+    path = await session.scalar(select(Organization.path).where(Organization.id == org_id))
+    if path is None or not principal.sees(path):
+        raise not_found("organization", org_id)
+    return path
+
+
+async def flows_in(
+    session: AsyncSession, *, project_id: int | None = None, org_path: str | None = None
+) -> list[tuple[int, str, str]]:
+    """(flow id, flow key, project name) of a project's or a subtree's flows, for choosing one."""
+    query = select(Flow.id, Flow.key, Project.name).join(Project, Project.id == Flow.project_id)
+    if project_id is not None:
+        query = query.where(Flow.project_id == project_id)
+    if org_path is not None:
+        query = query.join(Organization, Organization.id == Project.org_id).where(
+            Organization.path.startswith(org_path, autoescape=True)
+        )
+    rows = await session.execute(query.order_by(Project.name, Flow.key))
+    return [(flow_id, key, name) for flow_id, key, name in rows.all()]
+
+
+async def project_names(session: AsyncSession, project_ids: set[int]) -> dict[int, str]:
+    if not project_ids:
+        return {}
+    rows = await session.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids)))
+    return {project_id: name for project_id, name in rows.all()}
 
 
 # Step records shown per GET /run/{id}: a run may hold tens of thousands (nested foreach), and serializing them
@@ -231,4 +328,46 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
     # Finished meanwhile (TOO_LATE): the refreshed run shows how it ended, as if it had been read a moment later.
     await lifecycle.cancel(session, run.id)
     await session.refresh(run)
+    return run
+
+
+def unstorable_number(body: Any) -> str | None:
+    reason = unstorable(body)
+    return f"body holds {reason}" if reason is not None else None
+
+
+def json_text(text: str) -> Any:
+    """A JSON body typed into a form (the console's Run now): an empty text is `{}`."""
+    if not text.strip():
+        return {}
+    try:
+        return refuse_nul(json.loads(text))
+    except (ValueError, RecursionError) as error:
+        raise ApiError(400, f"body is not valid JSON: {error}", "invalid_json") from None
+
+
+async def run_now(
+    session: AsyncSession,
+    context: AppContext,
+    principal: Principal,
+    loaded: LoadedFlow,
+    body: Any,
+    *,
+    content_type: str = "application/json",
+) -> Run:
+    """Trigger a flow (from `visible_flow`) by hand with `body`, which becomes `trigger.body`; the executor
+    hears of the run once the caller's unit of work commits."""
+    problem = payload_depth_error(body) or unstorable_number(body)
+    if problem is not None:
+        raise ApiError(400, problem, "invalid_request")
+    trigger = ManualTrigger.payload(body, content_type=content_type, user_id=str(principal.user_id))
+    run = await trigger_flow(session, loaded, trigger_type="manual", trigger=trigger)
+    after_commit(session, partial(dispatch, context, run.id))
+    return run
+
+
+async def replay_and_dispatch(session: AsyncSession, context: AppContext, original: Run, version: str) -> Run:
+    run = await replay_run(session, original, version)
+    # The executor reads the run from the database: tell it once the request's unit of work has committed.
+    after_commit(session, partial(dispatch, context, run.id))
     return run
