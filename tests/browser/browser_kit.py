@@ -34,5 +34,4 @@ def sign_in(page: Any, email: str, password: str = PASSWORD) -> None:
 def owner_page(page: Any, hub: Any) -> Any:
     """The first Owner, signed in through the link `ihub init` printed."""
     set_password_and_enter(page, hub.signin_url)
-    page.goto("/console/account")
     return page

@@ -21,7 +21,10 @@ CHROMIUM = os.environ.get("IHUB_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop marked as running in this thread while
+# it is open, and the async tests that run after the browser tests would find it ("Cannot run the event loop
+# while another loop is running"). One browser per test module costs about a second.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         # Not a skip: the README's test command must run these. .ci/run installs the package.

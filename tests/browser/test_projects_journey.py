@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from conftest import owner_page, shot
+from browser_kit import owner_page, shot
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import jwt
 import requests
+from browser_kit import owner_page, shot
 from playwright.sync_api import expect
-
-from conftest import owner_page, shot
 
 HOOKED = {
     "key": "hooked",
