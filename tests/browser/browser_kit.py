@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 SCREENSHOTS = Path(os.environ.get("IHUB_SCREENSHOTS", Path(__file__).parents[2] / ".artifacts" / "screenshots"))
 PASSWORD = "correct horse battery staple"
@@ -35,3 +39,25 @@ def owner_page(page: Any, hub: Any) -> Any:
     """The first Owner, signed in through the link `ihub init` printed."""
     set_password_and_enter(page, hub.signin_url)
     return page
+
+
+def api_auth(hub: Any) -> dict[str, str]:
+    """The first Owner's `/api/v1` Authorization header (the secret `ihub init` printed)."""
+    nonce = str(uuid.uuid4())
+    digest = hashlib.sha256((hub.secret + nonce).encode()).hexdigest()
+    response = httpx.post(f"{hub.url}/api/v1/token", json={"userId": hub.user_id, "nonce": nonce, "hash": digest})
+    assert response.status_code == 200, response.text
+    return {"Authorization": response.json()["tokens"][0]["token"]}
+
+
+def api_project(hub: Any, definition: dict[str, Any], name: str = "Service desk") -> dict[str, Any]:
+    """A template with `definition` and a project made from it, through `/api/v1` as an operator's script does."""
+    auth = api_auth(hub)
+    body = {"name": f"{name} template", "description": "made by a test", "definition": definition}
+    response = httpx.post(f"{hub.url}/api/v1/template/org/1", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    body = {"name": name, "templateId": response.json()["templates"][0]["id"]}
+    response = httpx.post(f"{hub.url}/api/v1/project/org/1", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    project: dict[str, Any] = response.json()["projects"][0]
+    return project

@@ -4,15 +4,13 @@ posts to the webhook, and the run shows as succeeded on the runs page; then Repl
 
 from __future__ import annotations
 
-import hashlib
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import jwt
 import requests
-from browser_kit import owner_page, shot
+from browser_kit import api_project, owner_page, shot
 from playwright.sync_api import expect
 
 HOOKED = {
@@ -27,25 +25,8 @@ HOOKED = {
 WAITING = {"key": "waiting", "trigger": "manual", "steps": [{"id": "pause", "type": "delay", "seconds": 600}]}
 
 
-def api_auth(hub: Any) -> dict[str, str]:
-    nonce = str(uuid.uuid4())
-    digest = hashlib.sha256((hub.secret + nonce).encode()).hexdigest()
-    response = requests.post(f"{hub.url}/api/v1/token", json={"userId": hub.user_id, "nonce": nonce, "hash": digest})
-    assert response.status_code == 200, response.text
-    return {"Authorization": response.json()["tokens"][0]["token"]}
-
-
 def project_with_flows(hub: Any) -> dict[str, Any]:
-    auth = api_auth(hub)
-    definition = {"connections": [], "flows": [HOOKED, WAITING]}
-    body = {"name": "Ticket intake", "description": "browser journey", "definition": definition}
-    response = requests.post(f"{hub.url}/api/v1/template/org/1", json=body, headers=auth)
-    assert response.status_code == 200, response.text
-    body = {"name": "Service desk", "templateId": response.json()["templates"][0]["id"]}
-    response = requests.post(f"{hub.url}/api/v1/project/org/1", json=body, headers=auth)
-    assert response.status_code == 200, response.text
-    project: dict[str, Any] = response.json()["projects"][0]
-    return project
+    return api_project(hub, {"connections": [], "flows": [HOOKED, WAITING]})
 
 
 def flow_of(project: dict[str, Any], key: str) -> str:
