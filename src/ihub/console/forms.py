@@ -8,12 +8,40 @@ services, exactly as for `/api/v1`.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
+
+# The errors a person fixes in the form itself (bad input, a name already taken): the form comes back with them.
+FORM_ERRORS = frozenset({400, 409})
+
+
+@dataclass
+class FormAttempt:
+    """What `form_errors` caught: None when the services accepted the form."""
+
+    error: ApiError | None = None
+
+
+@asynccontextmanager
+async def form_errors(session: AsyncSession) -> AsyncIterator[FormAttempt]:
+    """Run a form's service calls; an input error is rolled back (nothing of the form is stored) and kept in the
+    attempt for the page to show at its fields, with what was typed. Any other error (403, 404 ...) propagates
+    to the console's error page."""
+    attempt = FormAttempt()
+    try:
+        yield attempt
+    except ApiError as error:
+        if error.status not in FORM_ERRORS:
+            raise
+        await session.rollback()
+        attempt.error = error
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ihub.common.context import Context, Session, received
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
-from ihub.console.forms import FieldError, as_yaml, errors_by_field, field_errors, parse_document
+from ihub.console.forms import FieldError, as_yaml, errors_by_field, field_errors, form_errors, parse_document
 from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
 from ihub.projects import service as projects
@@ -31,7 +31,6 @@ from ihub.templates import service as templates
 
 router = APIRouter()
 
-FORM_ERRORS = frozenset({400, 409})
 INPUT_TYPES = {"string": "text", "url": "url", "email": "email"}
 ENTRY_PATH = re.compile(r"^connections\[(\d+)\](?:\.details)?\.([A-Za-z0-9_]+)")
 
@@ -200,14 +199,11 @@ async def create_project(
     """Step 1: the project is created at once (so step 2 is an ordinary page of it, and reloading loses nothing)."""
     org = path_id(org_id, "organization")
     values = {"name": name, "description": description, "templateId": template}
-    try:
+    async with form_errors(session) as attempt:
         body = validate_as(ProjectCreate, values)
         project = await projects.create_project(session, viewer.principal, org, body)
-    except ApiError as error:
-        if error.status not in FORM_ERRORS:
-            raise
-        await session.rollback()
-        return await new_project_page(request, session, viewer, org, values, error)
+    if attempt.error:
+        return await new_project_page(request, session, viewer, org, values, attempt.error)
     (view,) = await projects.project_views(session, [project])
     if not view.template_connections:
         return redirect(request, f"/console/project/{project.id}", f"Project {project.name} created.")
@@ -262,7 +258,7 @@ async def save_setup(request: Request, project_id: str, viewer: Acting, session:
     await received(request)
     form = await request.form()
     order: list[str] = []
-    try:
+    async with form_errors(session) as attempt:
         project = await projects.visible_project(session, viewer.principal, pid)
         (view,) = await projects.project_views(session, [project])
         entries, order = connection_entries(form, view)
@@ -272,11 +268,8 @@ async def save_setup(request: Request, project_id: str, viewer: Acting, session:
             change["settings"] = settings_value(settings)
         body = validate_as(ProjectUpdate, change)
         project = await projects.update_project(session, context.box, viewer.principal, pid, body)
-    except ApiError as error:
-        if error.status not in FORM_ERRORS:
-            raise
-        await session.rollback()
-        return await setup_page(request, session, viewer, pid, error=error, order=order, form=form)
+    if attempt.error:
+        return await setup_page(request, session, viewer, pid, error=attempt.error, order=order, form=form)
     return redirect(request, f"/console/project/{project.id}", f"Project {project.name} saved.")
 
 
@@ -331,7 +324,7 @@ async def _update(
     await received(request)
     form = await request.form()
     order: list[str] = []
-    try:
+    async with form_errors(session) as attempt:
         project = await projects.visible_project(session, viewer.principal, pid)
         change: dict[str, Any] = {}
         if what == "connections":
@@ -344,11 +337,8 @@ async def _update(
             change = {key: form.get(key) for key in ("name", "description") if isinstance(form.get(key), str)}
         body = validate_as(ProjectUpdate, change)
         project = await projects.update_project(session, context.box, viewer.principal, pid, body)
-    except ApiError as error:
-        if error.status not in FORM_ERRORS:
-            raise
-        await session.rollback()
-        return await project_page(request, session, viewer, pid, error=error, order=order, form=form)
+    if attempt.error:
+        return await project_page(request, session, viewer, pid, error=attempt.error, order=order, form=form)
     messages = {"connections": "Connection saved.", "settings": "Settings saved.", "details": "Project saved."}
     return redirect(request, f"/console/project/{project.id}", messages[what])
 

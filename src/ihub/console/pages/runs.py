@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ihub.common.context import Context, Session
@@ -53,6 +53,29 @@ class Filters:
         return bool(self.status or self.flow or self.since or self.until)
 
 
+@dataclass(frozen=True)
+class ListQuery:
+    """A runs list's whole query string: the filters and the cursor of the page."""
+
+    filters: Filters
+    before: str | None
+    after: str | None
+
+
+def list_query(
+    status: str = "",
+    flow: str = "",
+    since: str = "",
+    until: str = "",
+    before: str | None = None,
+    after: str | None = None,
+) -> ListQuery:
+    return ListQuery(Filters(status, flow.strip(), since, until), before, after)
+
+
+Listing = Annotated[ListQuery, Depends(list_query)]
+
+
 def parse_time(value: str, name: str) -> datetime | None:
     """A `datetime-local` field (no zone: UTC, as the page says) or a full ISO 8601 time."""
     if not value:
@@ -82,10 +105,9 @@ async def runs_page(
     *,
     org_id: int,
     project: Any | None,
-    filters: Filters,
-    before: str | None,
-    after: str | None,
+    listing: ListQuery,
 ) -> HTMLResponse:
+    filters, before, after = listing.filters, listing.before, listing.after
     shell = await load_shell(session, viewer, org_id, "runs")
     scope: dict[str, Any] = {"project_id": project.id} if project is not None else {"org_path": shell.org.path}
     page = await service.page_runs(
@@ -121,42 +143,16 @@ async def runs_page(
 
 @router.get("/project/{project_id}/runs")
 async def project_runs(
-    request: Request,
-    project_id: str,
-    viewer: SignedIn,
-    session: Session,
-    status: str = "",
-    flow: str = "",
-    since: str = "",
-    until: str = "",
-    before: str | None = None,
-    after: str | None = None,
+    request: Request, project_id: str, viewer: SignedIn, session: Session, listing: Listing
 ) -> HTMLResponse:
     project = await visible_project(session, viewer.principal, path_id(project_id, "project"))
-    filters = Filters(status, flow.strip(), since, until)
-    return await runs_page(
-        request, session, viewer, org_id=project.org_id, project=project, filters=filters, before=before, after=after
-    )
+    return await runs_page(request, session, viewer, org_id=project.org_id, project=project, listing=listing)
 
 
 @router.get("/org/{org_id}/runs")
-async def org_runs(
-    request: Request,
-    org_id: str,
-    viewer: SignedIn,
-    session: Session,
-    status: str = "",
-    flow: str = "",
-    since: str = "",
-    until: str = "",
-    before: str | None = None,
-    after: str | None = None,
-) -> HTMLResponse:
-    filters = Filters(status, flow.strip(), since, until)
+async def org_runs(request: Request, org_id: str, viewer: SignedIn, session: Session, listing: Listing) -> HTMLResponse:
     org = path_id(org_id, "organization")
-    return await runs_page(
-        request, session, viewer, org_id=org, project=None, filters=filters, before=before, after=after
-    )
+    return await runs_page(request, session, viewer, org_id=org, project=None, listing=listing)
 
 
 @router.get("/run/{run_id}")

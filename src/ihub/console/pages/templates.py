@@ -14,7 +14,7 @@ from ihub.common.context import Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
-from ihub.console.forms import as_yaml, errors_by_field, field_errors, parse_document
+from ihub.console.forms import as_yaml, errors_by_field, field_errors, form_errors, parse_document
 from ihub.console.shell import Shell, load_shell
 from ihub.console.web import redirect, render
 from ihub.templates import service as templates
@@ -27,7 +27,6 @@ router = APIRouter()
 
 FORM_FIELDS = ("name", "description", "definition")
 # The ApiErrors a template form shows on itself: bad input (400) and a name already taken (409).
-FORM_ERRORS = frozenset({400, 409})
 
 
 def flow_summary(flow: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +145,7 @@ async def create_template(
 ) -> Response:
     org = path_id(org_id, "organization")
     values = {"name": name, "description": description, "definition": definition}
-    try:
+    async with form_errors(session) as attempt:
         body = validate_as(
             TemplateCreate,
             {"name": name, "description": description, "definition": parse_document(definition, "definition")},
@@ -154,12 +153,9 @@ async def create_template(
         template = await templates.create_template(
             session, viewer.principal, org, body.name, body.description, body.definition
         )
-    except ApiError as error:
-        if error.status not in FORM_ERRORS:
-            raise
-        await session.rollback()
+    if attempt.error:
         shell = await load_shell(session, viewer, org, "templates")
-        return form_page(request, shell, template=None, values=values, error=error)
+        return form_page(request, shell, template=None, values=values, error=attempt.error)
     return redirect(request, f"/console/template/{template.id}", f"Template {template.name} created (version 1).")
 
 
@@ -189,7 +185,7 @@ async def update_template(
 ) -> Response:
     tid = path_id(template_id, "template")
     values = {"name": name, "description": description, "definition": definition}
-    try:
+    async with form_errors(session) as attempt:
         body = validate_as(
             TemplateUpdate,
             {"name": name, "description": description, "definition": parse_document(definition, "definition")},
@@ -197,13 +193,10 @@ async def update_template(
         template = await templates.update_template(
             session, viewer.principal, tid, body.name, body.description, body.definition
         )
-    except ApiError as error:
-        if error.status not in FORM_ERRORS:
-            raise
-        await session.rollback()
+    if attempt.error:
         current = await templates.readable_template(session, viewer.principal, tid)
         shell = await template_shell(session, viewer, current, None)
-        return form_page(request, shell, template=current, values=values, error=error)
+        return form_page(request, shell, template=current, values=values, error=attempt.error)
     return redirect(
         request, f"/console/template/{template.id}", f"Template {template.name} saved as version {template.version}."
     )
