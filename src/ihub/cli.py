@@ -106,15 +106,16 @@ def _print_first_owner(settings: Settings, first: FirstOwner, as_json: bool) -> 
         Panel.fit(
             f"[bold]Root organization:[/] {first.org_id}\n"
             f"[bold]Owner userId:[/]      {first.user_id}  ({first.email})\n"
-            f"[bold]Owner secret key:[/]  {first.secret}\n"
-            f"[bold]Console sign-in:[/]   {url}\n\n"
+            f"[bold]Owner secret key:[/]  {first.secret}\n\n"
             "The secret is shown once. Store it now; `ihub key generate --user ID` makes a new one.\n"
-            f"Open the link to choose the Owner's console password: it works once, for "
+            f"Open the link below to choose the Owner's console password: it works once, for "
             f"{settings.signin_link_ttl_hours} h; `ihub user invite --email E` makes a new one.",
             title="ihub initialized",
             border_style="green",
         )
     )
+    # Outside the panel and never wrapped: a link broken over two lines does not open when copied.
+    console.print(f"Console sign-in: {url}", soft_wrap=True, highlight=False)
 
 
 def _announce_first_owner(settings: Settings, first: FirstOwner) -> None:
