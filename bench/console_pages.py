@@ -161,7 +161,8 @@ def main() -> None:
                 flow_id = int(trigger["sub"])
                 auth = api_auth(http, creds)
                 projects = http.get("/api/v1/project/org/1", headers=auth).raise_for_status().json()["projects"]
-                project_id = int(next(p["id"] for p in projects if any(int(f["id"]) == flow_id for f in p["flows"])))
+                project = next(p for p in projects if any(int(f["id"]) == flow_id for f in p["flows"]))
+                project_id, template_id = int(project["id"]), int(project["templateId"])
                 sub_org, sub_project, sub_flow = sub_org_project(http, auth)
                 started = time.perf_counter()
                 run_id, oldest = bulk_runs(
@@ -187,7 +188,15 @@ def main() -> None:
                     "sub-org runs": f"/console/org/{sub_org}/runs",
                     "run detail (20 steps)": f"/console/run/{run_id}",
                     "trigger page": f"/console/flow/{flow_id}/trigger",
+                    "projects": "/console/org/1/projects",
+                    "project": f"/console/project/{project_id}",
+                    "project setup": f"/console/project/{project_id}/setup",
+                    "templates": "/console/org/1/templates",
+                    "template": f"/console/template/{template_id}",
+                    "template edit": f"/console/template/{template_id}/edit",
                     "users": "/console/org/1/users",
+                    "organizations": "/console/org/1/orgs",
+                    "account": "/console/account",
                     "system": "/console/system",
                 }
                 results = {name: measure(http, path, args.requests) for name, path in pages.items()}
