@@ -171,6 +171,8 @@ async def test_run_now_starts_a_run_and_refuses_invalid_json(
     assert f"Run {run_id} started." in run_page
     listed = (await owner_browser.page(f"/console/project/{project['id']}/runs")).text
     assert f'href="/console/run/{run_id}"' in listed
+    # The project page lists its newest runs too.
+    assert f'href="/console/run/{run_id}"' in (await owner_browser.page(f"/console/project/{project['id']}")).text
     api_run = (await client.get(f"/api/v1/run/{run_id}", headers=auth)).json()["runs"][0]
     assert api_run["triggerType"] == "manual" and api_run["trigger"]["body"] == {"n": 41}
 

@@ -26,10 +26,14 @@ from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
 from ihub.projects import service as projects
 from ihub.projects.schemas import ConnectionOut, ProjectCreate, ProjectOut, ProjectUpdate, ProjectUpgrade
+from ihub.runs import service as runs
 from ihub.templates import connection_types
 from ihub.templates import service as templates
 
 router = APIRouter()
+
+# The project page shows its newest runs; the runs page has the rest, with filters.
+RECENT_RUNS = 5
 
 INPUT_TYPES = {"string": "text", "url": "url", "email": "email"}
 ENTRY_PATH = re.compile(r"^connections\[(\d+)\](?:\.details)?\.([A-Za-z0-9_]+)")
@@ -293,9 +297,12 @@ async def project_page(
     versions = list(await templates.list_versions(session, viewer.principal, template.id))
     errors = place_errors(error, order or [], ("settings", "name", "description", "version")) if error else []
     typed = typed_values(form)
+    latest = await runs.page_runs(session, runs.RunFilter(), project_id=project.id, limit=RECENT_RUNS)
     return render(
         request,
         "project.html",
+        recent_runs=latest.runs,
+        run_flow_keys=await runs.flow_keys(session, {run.flow_id for run in latest.runs}),
         status_code=error.status if error else 200,
         **shell.context(),
         project=view,
