@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -20,11 +21,39 @@ def silence_sensitive_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# Request paths and query strings that carry a credential: a one-time password link's token (in the path), and
+# an OAuth callback's `code` and `state`, or any `token` parameter. The access log keeps the rest of the line.
+SECRET_PATH = re.compile(r"(/console/password/)[^/?#\s]+")
+SECRET_QUERY = re.compile(r"([?&](?:code|state|token|access_token|refresh_token)=)[^&#\s]*", re.IGNORECASE)
+
+
+def redact_path(path: str) -> str:
+    return SECRET_QUERY.sub(r"\1[redacted]", SECRET_PATH.sub(r"\1[redacted]", path))
+
+
+class AccessLogRedaction(logging.Filter):
+    """uvicorn's access log prints every request's full path; credentials in paths are replaced first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_path(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def redact_access_log() -> None:
+    """Idempotent. A filter on the logger itself survives uvicorn's own logging set-up (it adds handlers and
+    levels, never removes a logger's filters)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
+        access.addFilter(AccessLogRedaction())
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
     # Alembic narrates every migration step at INFO; operators only need to hear about problems.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     silence_sensitive_loggers()
+    redact_access_log()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
