@@ -126,10 +126,16 @@ class Settings(BaseSettings):
         "excluded) before the run fails.",
     )
     run_retention_days: int = Field(default=30, ge=1)
+    connection_max_wait_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="Hours a run waits for a connection that needs a reconnect (waiting_for_connection) before "
+        "it fails.",
+    )
     redis_url: str = ""
     egress_allow: list[str] = Field(
         default_factory=list,
-        description='CIDRs and host names outgoing calls may reach although the egress policy refuses them by '
+        description="CIDRs and host names outgoing calls may reach although the egress policy refuses them by "
         'default (loopback, private, link-local...), as JSON: \'["10.1.0.0/16", "api.internal", "*.corp.example"]\'.',
     )
     run_lease_seconds: float = Field(

@@ -217,8 +217,23 @@ async def test_finish_takes_only_a_terminal_status(status: RunStatus, queued, tr
 
 def test_status_values_are_the_stored_strings() -> None:
     # Rows written before the enums existed, and API clients, see exactly these.
-    assert [s.value for s in RunStatus] == ["queued", "running", "succeeded", "failed", "cancelled"]
-    assert [s.value for s in StepStatus] == ["running", "succeeded", "failed", "retrying", "waiting", "interrupted"]
+    assert [s.value for s in RunStatus] == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "waiting_for_connection",
+    ]
+    assert [s.value for s in StepStatus] == [
+        "running",
+        "succeeded",
+        "failed",
+        "retrying",
+        "waiting",
+        "interrupted",
+        "parked",
+    ]
     assert {s for s in RunStatus if s.terminal} == TERMINAL_RUN_STATUSES == {"succeeded", "failed", "cancelled"}
     assert {s for s in StepStatus if s.final} == FINAL_STEP_STATUSES == {"succeeded", "failed"}
 
