@@ -67,7 +67,7 @@ async def _parked_run(kit, httpserver: HTTPServer, revocation: Revocation) -> tu
     )
     revocation.revoked = True
     run_id = await kit.trigger(kit.flow_id(project, "two-calls"), {})
-    run = await kit.wait(run_id, statuses=("waiting_for_connection", "succeeded", "failed", "cancelled"))
+    await kit.wait(run_id, statuses=("waiting_for_connection", "succeeded", "failed", "cancelled"))
     return project, run_id
 
 
