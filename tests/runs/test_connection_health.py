@@ -153,3 +153,39 @@ async def test_last_used_is_written_at_most_once_a_minute(kit) -> None:  # noqa:
         assert await health.record_used(session, int(project["id"]), "jira", now=now + timedelta(seconds=61))
         await session.commit()
     assert (await _row(kit, project)).last_used_at == now + timedelta(seconds=61)
+
+
+async def test_the_cli_shows_each_connections_status(kit, tmp_path) -> None:  # noqa: ANN001
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    project = await kit.project(jira_definition([FLOW], slot_type="http"), [http_connection("https://api.test")])
+    async with kit.app.state.context.sessions() as session:
+        row = await session.scalar(select(Connection).where(Connection.project_id == int(project["id"])))
+        assert row is not None
+        await health.record_status(session, row.id, health.ConnectionStatus.NEEDS_RECONNECT, "invalid_grant")
+        await session.commit()
+    env = {
+        **os.environ,
+        "IHUB_DATABASE_URL": kit.app.state.context.settings.database_url,
+        "IHUB_DATA_DIR": str(tmp_path / "cli-data"),
+        "IHUB_SECRET_KEY": "cli-test-key-" + "y" * 32,
+    }
+
+    def ihub(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "ihub", "project", "show", project["id"], *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    result = await asyncio.to_thread(ihub, "--json")
+    assert result.returncode == 0, result.stderr
+    (connection,) = json.loads(result.stdout)["connections"]
+    assert (connection["id"], connection["status"], connection["statusMessage"]) == (
+        "jira",
+        "needs_reconnect",
+        "invalid_grant",
+    )
+    human = await asyncio.to_thread(ihub)
+    assert human.returncode == 0 and "needs_reconnect: invalid_grant" in human.stdout, human.stderr
