@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     redis_url: str = ""
     egress_allow: list[str] = Field(
         default_factory=list,
-        description="CIDRs and host names outgoing calls may reach although the egress policy refuses them by "
+        description='CIDRs and host names outgoing calls may reach although the egress policy refuses them by '
         'default (loopback, private, link-local...), as JSON: \'["10.1.0.0/16", "api.internal", "*.corp.example"]\'.',
     )
     run_lease_seconds: float = Field(
