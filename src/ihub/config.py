@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         "excluded) before the run fails.",
     )
     run_retention_days: int = Field(default=30, ge=1)
+    connection_max_wait_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="Hours a run waits for a connection that needs a reconnect (waiting_for_connection) before "
+        "it fails.",
+    )
     redis_url: str = ""
     egress_allow: list[str] = Field(
         default_factory=list,

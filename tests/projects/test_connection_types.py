@@ -13,7 +13,7 @@ def test_registry_lists_the_documented_types_and_fields():
     fields = {t["type"]: {f["name"]: f for f in t["fields"]} for t in describe()}
     assert list(fields["http"]) == [
         "baseUrl", "authType", "username", "password", "token", "apiKey", "apiKeyName", "apiKeyIn",
-        "clientId", "clientSecret", "tokenUrl", "scope", "headers",
+        "clientId", "clientSecret", "tokenUrl", "scope", "headers", "probePath",
     ]  # fmt: skip
     assert {name for name, f in fields["http"].items() if f["secret"]} == {
         "password", "token", "apiKey", "clientSecret"

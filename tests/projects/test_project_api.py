@@ -42,6 +42,7 @@ async def test_create_project_from_template(client, hub):
     assert connection(project, "jira") == {
         "id": "jira", "type": "jira", "name": "Jira Cloud", "configured": False, "config": {}, "secretsSet": [],
         "missing": ["siteUrl", "email", "apiToken"],
+        "status": "connected", "statusMessage": None, "lastRefreshedAt": None, "lastUsedAt": None,
     }  # fmt: skip
     assert connection(project, "api")["missing"] == ["baseUrl", "scope"]
     flows = project["flows"]
@@ -111,6 +112,7 @@ async def test_configure_update_and_clear_fields(client, hub):
         "id": "jira", "type": "jira", "name": "Jira Cloud", "configured": True,
         "config": {"siteUrl": "https://acme.atlassian.net", "email": "bot@acme.com"}, "secretsSet": ["apiToken"],
         "missing": [],
+        "status": "connected", "statusMessage": None, "lastRefreshedAt": None, "lastUsedAt": None,
     }  # fmt: skip
     assert "tok-1" not in response.text
 

@@ -217,8 +217,23 @@ async def test_finish_takes_only_a_terminal_status(status: RunStatus, queued, tr
 
 def test_status_values_are_the_stored_strings() -> None:
     # Rows written before the enums existed, and API clients, see exactly these.
-    assert [s.value for s in RunStatus] == ["queued", "running", "succeeded", "failed", "cancelled"]
-    assert [s.value for s in StepStatus] == ["running", "succeeded", "failed", "retrying", "waiting", "interrupted"]
+    assert [s.value for s in RunStatus] == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "waiting_for_connection",
+    ]
+    assert [s.value for s in StepStatus] == [
+        "running",
+        "succeeded",
+        "failed",
+        "retrying",
+        "waiting",
+        "interrupted",
+        "parked",
+    ]
     assert {s for s in RunStatus if s.terminal} == TERMINAL_RUN_STATUSES == {"succeeded", "failed", "cancelled"}
     assert {s for s in StepStatus if s.final} == FINAL_STEP_STATUSES == {"succeeded", "failed"}
 
@@ -291,3 +306,61 @@ def _raw_update(path: Path) -> bool:
         if isinstance(node, ast.Call)
         for argument in node.args
     )
+
+
+# -- parked runs: waiting_for_connection -------------------------------------------------------------------------
+
+
+async def _parked(run_id: int, transition: Any, until_hours: float = 72) -> None:
+    assert await transition(lifecycle.claim, run_id, LEASE_A)
+    until = utcnow() + timedelta(hours=until_hours)
+    assert await transition(lifecycle.park, run_id, "worker-a", slot="jira", until=until)
+
+
+async def test_park_is_the_lease_owners_and_holds_no_lease(queued, transition, row) -> None:  # noqa: ANN001
+    assert await transition(lifecycle.claim, queued, LEASE_A)
+    until = utcnow() + timedelta(hours=72)
+    assert not await transition(lifecycle.park, queued, "worker-b", slot="jira", until=until)
+    assert await transition(lifecycle.park, queued, "worker-a", slot="jira", until=until)
+    parked = await row(queued)
+    assert parked["status"] == RunStatus.WAITING_FOR_CONNECTION
+    assert (parked["waiting_for_slot"], parked["lease_expires_at"], parked["next_attempt_at"]) == ("jira", None, None)
+    # Not due, not renewable, not finishable or releasable by its former owner: it waits for the reconnect.
+    assert not await transition(lifecycle.claim, queued, LEASE_B)
+    assert await transition(lifecycle.renew, queued, LEASE_A) is Renewal.LEASE_LOST
+    assert not await transition(lifecycle.finish, queued, "worker-a", RunStatus.FAILED, error="late")
+    assert not await transition(lifecycle.release, queued, "worker-a", next_attempt_at=utcnow())
+    assert await row(queued) == parked
+
+
+async def test_resume_queues_only_the_runs_parked_on_that_slot(kit, queued, transition, row) -> None:  # noqa: ANN001
+    await _parked(queued, transition)
+    project_id = (await row(queued))["project_id"]
+    assert await transition(lifecycle.resume, project_id, "other") == []
+    assert await transition(lifecycle.resume, project_id + 1, "jira") == []
+    assert (await row(queued))["status"] == RunStatus.WAITING_FOR_CONNECTION
+    assert await transition(lifecycle.resume, project_id, "jira") == [queued]
+    resumed = await row(queued)
+    assert resumed["status"] == RunStatus.QUEUED
+    assert (resumed["waiting_for_slot"], resumed["parked_until"]) == (None, None)
+    assert await transition(lifecycle.claim, queued, LEASE_B)  # due now
+    assert await transition(lifecycle.resume, project_id, "jira") == []  # running runs are not touched
+
+
+async def test_an_expired_park_is_claimable_and_keeps_what_it_waited_for(queued, transition, row) -> None:  # noqa: ANN001
+    await _parked(queued, transition)
+    assert not await transition(lifecycle.claim, queued, LEASE_B, now=utcnow() + timedelta(hours=71))
+    assert await transition(lifecycle.claim, queued, LEASE_B, now=utcnow() + timedelta(hours=73))
+    claimed = await row(queued)
+    assert claimed["status"] == RunStatus.RUNNING and claimed["lease_owner"] == "worker-b"
+    # The engine tells an expired park from a resumed run by these.
+    assert claimed["waiting_for_slot"] == "jira" and claimed["parked_until"] is not None
+
+
+async def test_cancel_of_a_parked_run_is_immediate_and_a_resume_then_changes_nothing(queued, transition, row) -> None:  # noqa: ANN001
+    await _parked(queued, transition)
+    assert await transition(lifecycle.cancel, queued) is Cancellation.CANCELLED
+    cancelled = await row(queued)
+    assert cancelled["status"] == RunStatus.CANCELLED
+    assert await transition(lifecycle.resume, cancelled["project_id"], "jira") == []
+    assert await row(queued) == cancelled

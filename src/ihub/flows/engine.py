@@ -16,6 +16,12 @@ Durability rules (the database is the truth):
   A run's reads after its claim use a read-only connection: no write lock is held while a flow loads.
 - A retry or a long `delay` never holds a worker: the run goes back to `queued` with `next_attempt_at` and the
   executor picks it up when it is due.
+- A step whose connection needs a person to reconnect it (ConnectionError_ kind `needs_reconnect`: refresh
+  refused, grant revoked) neither fails the run nor spends a retry, since no retry can succeed before the person
+  acts and failing would lose the run: the attempt is recorded as `parked`, the run is parked
+  (`waiting_for_connection`, until now + connection_max_wait_hours) and the connection marked needs_reconnect, in
+  one transaction. The reconnect queues the run again and it resumes like any other (finished steps restored);
+  a run still parked when its wait runs out is claimed only to be failed with a clear error.
 
 This module owns the walk, the checkpoints, restore and the lease; it names no step type. What a step does is
 its handler's (ihub.flows.steps), reached through a `StepRun` context; when its record is written, whether it
@@ -44,15 +50,18 @@ from ihub.common.group_commit import GroupCommit
 from ihub.db.base import utcnow
 from ihub.db.write_gate import until_no_write_held_here
 from ihub.egress import egress_client, policy_from_settings
-from ihub.flows.connections import TokenCache, redact_text, redact_value, secret_values
+from ihub.flows.connections import ConnectionError_, TokenCache, redact_text, redact_value, secret_values
 from ihub.flows.expressions import ExpressionError, evaluate, render
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.flows.steps.base import RetryLater, StepError, StepModel, StepType
 from ihub.flows.steps.registry import step_type
 from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
+from ihub.projects import health
+from ihub.projects.models import Connection
 from ihub.projects.runtime import RUNTIMES
 from ihub.projects.service import connection_runtime
+from ihub.projects.status import ConnectionStatus
 from ihub.runs import lifecycle
 from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
@@ -74,6 +83,7 @@ MAX_STEPS_PER_EXECUTION = 20_000
 # waits are short either way (25: 24-33 ms, 100: 27-42 ms; quiet 17-20). The cost is one lease UPDATE per batch.
 PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
+DEFAULT_CONNECTION_MAX_WAIT_HOURS = 72.0
 
 
 class StepFailed(Exception):
@@ -86,6 +96,16 @@ class StepFailed(Exception):
 
 class Cancelled(Exception):
     pass
+
+
+class Parked(Exception):
+    """A step's connection needs a reconnect: the run waits for it (waiting_for_connection), nothing failed."""
+
+    def __init__(self, slot: str, message: str, attempt_started: datetime) -> None:
+        super().__init__(f"connection {slot}: {message}")
+        self.slot = slot
+        self.message = message
+        self.attempt_started = attempt_started
 
 
 class LeaseLost(Exception):
@@ -316,6 +336,14 @@ class RunExecution:
         if cancel_requested:
             await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)
             return Outcome(RunStatus.CANCELLED)
+        if run.parked_until is not None:
+            # Claimed because its wait for a reconnect ran out (only that claim keeps parked_until set).
+            hours = f"{self._max_wait_hours():g}"
+            error = (
+                f"connection {run.waiting_for_slot} needed a reconnect for {hours} h; reconnect it and replay this run"
+            )
+            await self._finish(RunStatus.FAILED, error=error)
+            return Outcome(RunStatus.FAILED)
         if self.loaded is None or self.loaded.spec is None:
             await self._finish(RunStatus.FAILED, error="the flow is no longer defined by the project's template")
             return Outcome(RunStatus.FAILED)
@@ -335,6 +363,8 @@ class RunExecution:
             if await self._release(wait.at):
                 return Outcome(RunStatus.QUEUED, wait.at)
             return None
+        except Parked as parked:
+            return await self._park(parked)
         except StepFailed as failure:
             await self._finish(RunStatus.FAILED, error=str(failure))
             return Outcome(RunStatus.FAILED)
@@ -359,6 +389,61 @@ class RunExecution:
         if not await self._finish(RunStatus.SUCCEEDED):
             return None
         return Outcome(RunStatus.SUCCEEDED)
+
+    def _max_wait_hours(self) -> float:
+        settings = getattr(self.engine.context, "settings", None)
+        return float(getattr(settings, "connection_max_wait_hours", DEFAULT_CONNECTION_MAX_WAIT_HOURS))
+
+    async def _park(self, parked: Parked) -> Outcome | None:
+        """Park the run on the connection, mark the connection needs_reconnect: one transaction, lease owner only.
+
+        If the connection was refreshed or reconnected after the parked attempt began, its reconnect may have
+        come before this park (and found nothing to resume): the run is queued again at once instead."""
+        assert self.loaded is not None
+        project_id = self.loaded.project_id
+        until = utcnow() + timedelta(hours=self._max_wait_hours())
+        outcome = Outcome(RunStatus.WAITING_FOR_CONNECTION)
+
+        async def transition(session: AsyncSession) -> bool:
+            nonlocal outcome
+            row = (
+                await session.execute(
+                    select(Connection.id, Connection.last_refreshed_at).where(
+                        Connection.project_id == project_id, Connection.slot_id == parked.slot
+                    )
+                )
+            ).first()
+            if row is not None and row.last_refreshed_at is not None and row.last_refreshed_at > parked.attempt_started:
+                now = utcnow()
+                outcome = Outcome(RunStatus.QUEUED, now)
+                return await lifecycle.release(session, self.run_id, self.engine.owner, next_attempt_at=now)
+            if not await lifecycle.park(session, self.run_id, self.engine.owner, slot=parked.slot, until=until):
+                return False
+            if row is not None:
+                await health.record_status(session, row.id, ConnectionStatus.NEEDS_RECONNECT, parked.message)
+            return True
+
+        if not await self._hand_over(transition):
+            return None
+        if outcome.status == RunStatus.WAITING_FOR_CONNECTION:
+            log.info("run %s: parked until connection %r is reconnected", self.run_id, parked.slot)
+        return outcome
+
+    async def _record_used(self, slots: Sequence[str]) -> None:
+        """`last_used_at` of the connections a step used, at most once a minute each (ihub.projects.health)."""
+        if self.loaded is None:
+            return
+        project_id = self.loaded.project_id
+        database = str(getattr(getattr(self.engine.context, "settings", None), "database_url", ""))
+        due = [slot for slot in dict.fromkeys(slots) if health.USES.due(database, project_id, slot)]
+        if not due:
+            return
+        try:
+            async with self.engine.sessions() as session, session.begin():
+                for slot in due:
+                    await health.record_used(session, project_id, slot)
+        except Exception:  # noqa: BLE001 - "last used" is for people; a run never fails over it
+            log.warning("run %s: could not record connection use", self.run_id, exc_info=True)
 
     async def _fail_unstorable(self, error: BaseException) -> Outcome | None:
         """Data the database refuses is refused again on every retry: fail the run now, with a clear error,
@@ -441,8 +526,8 @@ class RunExecution:
         outcomes = await asyncio.gather(
             *(one(index, prefix, extra) for index, (prefix, extra) in enumerate(runs)), return_exceptions=True
         )
-        # What stops the run outranks a failed step, which outranks waiting for a retry.
-        for kind in (LeaseLost, Cancelled, OverBudget, StepFailed):
+        # What stops the run outranks a failed step, which outranks waiting for a reconnect, then for a retry.
+        for kind in (LeaseLost, Cancelled, OverBudget, StepFailed, Parked):
             for outcome in outcomes:
                 if isinstance(outcome, kind):
                     raise outcome
@@ -515,6 +600,17 @@ class RunExecution:
                     record.response = {"status": record.response.get("status"), "body": f"[not stored: {reason}]"}
                 raise StepError("state", f"the step's result cannot be stored: it holds {reason}")
         except StepError as error:
+            slot = context.used[-1] if context.used else None
+            if error.kind == health.NEEDS_RECONNECT and slot is not None:
+                # Not a failure and no retry spent (the engine docstring says why): the attempt is recorded as
+                # parked and the run waits for the connection.
+                message = self._redact(error.message)
+                record.status = StepStatus.PARKED
+                parked = {"status": StepStatus.PARKED.value, "response": None, "output": None, "error": message}
+                await self._close(kind, record, parked, error.message)
+                raise Parked(slot, message, started) from None
+            if context.used:
+                await self._record_used(context.used)
             state = error.state or {"status": StepStatus.FAILED.value, "response": None, "output": None}
             state.update(status=StepStatus.FAILED.value, error=self._redact(error.message), attempts=failures + 1)
             if step.retry.retries(error) and failures + 1 < step.retry.max_attempts:
@@ -537,6 +633,8 @@ class RunExecution:
             await self._close(kind, record, state, str(failure))
             scope.steps[step.id] = state
             return
+        if context.used:
+            await self._record_used(context.used)
         state.setdefault("status", StepStatus.SUCCEEDED.value)
         state.setdefault("attempts", failures + 1)
         record.status = StepStatus.SUCCEEDED
@@ -575,6 +673,10 @@ class RunExecution:
             return await kind.handler(step, context)
         except ExpressionError as error:
             raise StepError("expression", f"expression error: {error}") from None
+        except ConnectionError_ as error:
+            # Raised past a handler's own handling (a connection's auth prepared outside the step's request):
+            # the same failure, of the same kind, as if the handler had turned it into a StepError.
+            raise StepError(error.kind, self._redact(str(error))) from None
 
     async def connection(self, slot: str) -> dict[str, Any]:
         if slot in self.connections:
@@ -600,6 +702,8 @@ class StepRun:
         self._scope = scope
         self._path = path
         self._record = record
+        # Connection slots this step asked for, in order: which one to park on, which ones were used.
+        self.used: list[str] = []
 
     @property
     def path(self) -> str:
@@ -638,6 +742,7 @@ class StepRun:
         await until_no_write_held_here()
 
     async def connection(self, slot: str) -> dict[str, Any]:
+        self.used.append(slot)
         return await self._execution.connection(slot)
 
     @property

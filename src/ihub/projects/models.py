@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ihub.db.base import Base, CreatedAtMixin, UTCDateTime, utcnow
+from ihub.projects.status import ConnectionStatus
 
 
 class Project(CreatedAtMixin, Base):
@@ -42,3 +43,12 @@ class Connection(CreatedAtMixin, Base):
     secret_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
     configured: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Health (ihub.projects.health writes these, leaving updated_at alone: updated_at stamps what the engine
+    # caches, config and secrets, and a health change must not make every worker decrypt the project again).
+    status: Mapped[str] = mapped_column(
+        String(16), default=ConnectionStatus.CONNECTED.value, server_default=ConnectionStatus.CONNECTED.value
+    )
+    # The provider's message for error / needs_reconnect (never a secret: redacted before it is stored).
+    status_message: Mapped[str | None] = mapped_column(Text)
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

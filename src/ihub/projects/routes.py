@@ -10,8 +10,8 @@ from ihub.common.body import json_or_form, request_body
 from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
-from ihub.projects import service
-from ihub.projects.schemas import ProjectCreate, ProjectList, ProjectUpdate, ProjectUpgrade
+from ihub.projects import health, service
+from ihub.projects.schemas import ConnectionList, ProjectCreate, ProjectList, ProjectUpdate, ProjectUpgrade
 from ihub.provisioning.deps import Caller
 from ihub.templates import connection_types
 
@@ -102,6 +102,18 @@ async def upgrade_project(
 async def delete_project(project_id: str, caller: Caller, session: Session) -> ProjectList:
     """Delete a project with its connections, flows and runs."""
     return ProjectList(projects=[await service.delete_project(session, caller, path_id(project_id, "project"))])
+
+
+@router.post("/project/{project_id}/connection/{slot_id}/test", response_model=ConnectionList)
+async def test_connection(
+    project_id: str, slot_id: str, caller: Caller, context: Context, session: Session
+) -> ConnectionList:
+    """Check a connection now with its type's probe request (Jira `GET /rest/api/3/myself`, ...) and record
+    the outcome as its `status`: 2xx connected, 401/403 or no answer error (with the provider's message),
+    needs_reconnect when only a person can fix it. Whoever may edit the project may."""
+    project = await health.test_connection(session, context, caller, path_id(project_id, "project"), slot_id)
+    (view,) = await service.project_views(session, [project])
+    return ConnectionList(connections=[c for c in view.connections if c.id == slot_id])
 
 
 @router.get("/connection/types", tags=["projects"])

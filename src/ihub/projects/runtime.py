@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError
 from ihub.db.engine import database_of
+from ihub.projects.health import USES
 from ihub.projects.models import Connection, Project
 from ihub.projects.service import connection_runtime, project_settings
 
@@ -75,9 +76,7 @@ class ProjectRuntimes:
         self.size = size
         self._entries: OrderedDict[tuple[str, int], tuple[Stamp, frozenset[str], ProjectRuntime]] = OrderedDict()
 
-    async def get(
-        self, session: AsyncSession, box: SecretBox, project_id: int, slots: Iterable[str]
-    ) -> ProjectRuntime:
+    async def get(self, session: AsyncSession, box: SecretBox, project_id: int, slots: Iterable[str]) -> ProjectRuntime:
         wanted = frozenset(slots)
         key = (database_of(session), project_id)
         stamp = await _stamp(session, project_id)
@@ -105,5 +104,7 @@ RUNTIMES = ProjectRuntimes()
 
 
 def forget_project_runtimes() -> None:
-    """Drop every cached project (for a database emptied while this process runs: ids start again at 1)."""
+    """Drop every cached project (for a database emptied while this process runs: ids start again at 1), and
+    which connections had their use recorded lately (the same ids may name new connections)."""
     RUNTIMES.clear()
+    USES.clear()

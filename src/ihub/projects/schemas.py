@@ -77,6 +77,23 @@ class ConnectionOut(BaseModel):
     config: dict[str, Any] = Field(description="Non-secret fields that are set.")
     secrets_set: list[str] = Field(serialization_alias="secretsSet", description="Secret fields that are set.")
     missing: list[str] = Field(description="Required fields not set yet.")
+    status: str = Field(
+        default="connected",
+        description="connected | expiring | needs_reconnect | error (POST .../connection/{slot}/test checks it now).",
+    )
+    status_message: str | None = Field(
+        default=None,
+        serialization_alias="statusMessage",
+        description="The provider's message for error and needs_reconnect.",
+    )
+    last_refreshed_at: datetime | None = Field(default=None, serialization_alias="lastRefreshedAt")
+    last_used_at: datetime | None = Field(
+        default=None, serialization_alias="lastUsedAt", description="When a run last used it (to the minute)."
+    )
+
+
+class ConnectionList(BaseModel):
+    connections: list[ConnectionOut]
 
 
 class FlowOut(BaseModel):

@@ -102,6 +102,11 @@ def _slots(definition: dict[str, Any] | None) -> list[dict[str, Any]]:
     return list((definition or {}).get("connections") or [])
 
 
+def slot_of(definition: dict[str, Any] | None, slot_id: str) -> dict[str, Any] | None:
+    """The template slot `slot_id` of a definition, or None."""
+    return _slot_map(definition).get(slot_id)
+
+
 def _slot_map(definition: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {slot["id"]: slot for slot in _slots(definition)}
 
@@ -139,6 +144,10 @@ def _connection_out(connection: Connection | None, slot: dict[str, Any]) -> Conn
         config=dict(connection.config or {}),
         secrets_set=sorted(connection.secret_fields or []),
         missing=missing,
+        status=connection.status,
+        status_message=connection.status_message,
+        last_refreshed_at=connection.last_refreshed_at,
+        last_used_at=connection.last_used_at,
     )
 
 

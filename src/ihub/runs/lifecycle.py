@@ -15,17 +15,29 @@ two workers racing for one run, or a stale worker writing after its lease was ta
 | finish      | running → succeeded/failed/cancelled | lease owner        | mine                                      |
 | release     | running → queued (due later)         | lease owner        | mine                                      |
 | release_all | running → queued (due now)           | owner, shutdown    | mine                                      |
-| cancel      | queued → cancelled                   | the API            | status = queued                           |
+| park        | running → waiting                    | lease owner        | mine                                      |
+| resume      | waiting → queued (due now)           | reconnect          | status = waiting AND its project, slot    |
+| claim       | waiting → running (to fail it)       | any engine         | status = waiting AND parked_until ≤ now   |
+| cancel      | queued or waiting → cancelled        | the API            | status IN (queued, waiting)               |
 | cancel      | running → running + cancel_requested | the API            | status = running                          |
 
-"mine" is `lease_owner = me AND status = running`. The API's cancel is POST /run/{id}/cancel; a run flagged
-there is finished as cancelled by its lease owner before its next step.
+"mine" is `lease_owner = me AND status = running`; "waiting" is `waiting_for_connection`. The API's
+cancel is POST /run/{id}/cancel; a run flagged there is finished as cancelled by its lease owner before its next
+step.
 
 A claim adds one to `attempt`, sets a lease of `lease_seconds` and `started_at` (the first claim only); it is
 also how an expired lease is reclaimed: nothing else reschedules a run whose worker died (the executors' pollers
 and the procrastinate reconciler only find such runs with `claimable` and hand their ids to an engine).
 `lease_owner` stays set after finish and release: it tells which worker ran the run last (shown as `worker`).
 Terminal statuses (succeeded, failed, cancelled) are never left: no guard above matches them.
+
+A parked run (`waiting_for_connection`, `park`) waits for a person to reconnect one connection of its project:
+it holds no worker and no lease, and it is not a failure, so no retry is spent on it. `resume` (called
+when that connection is reconnected, ihub.projects.health.mark_reconnected) queues it again, due now; the
+resumed run restores its finished steps and runs the parked one again. A run still parked at `parked_until` is
+claimable like a due run, so the pollers that find due runs find it; the claim keeps `waiting_for_slot` and
+`parked_until`, and the engine, seeing them on a run it claimed, finishes it as failed instead of executing it.
+Resume and the expiry's claim both require `status = waiting_for_connection`: whichever comes first wins.
 """
 
 from __future__ import annotations
@@ -79,6 +91,8 @@ def claimable(now: datetime, *, due_before: datetime | None = None) -> ColumnEle
     return or_(
         and_(Run.status == RunStatus.QUEUED, or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= due)),
         and_(Run.status == RunStatus.RUNNING, Run.lease_expires_at < now),
+        # A parked run whose wait ran out: claimed only to be failed (the engine sees parked_until).
+        and_(Run.status == RunStatus.WAITING_FOR_CONNECTION, Run.parked_until <= due),
     )
 
 
@@ -172,6 +186,42 @@ async def release(session: AsyncSession, run_id: int, owner: str, *, next_attemp
     )
 
 
+async def park(session: AsyncSession, run_id: int, owner: str, *, slot: str, until: datetime) -> bool:
+    """running → waiting_for_connection for connection `slot` of the run's project, until `until` (then it
+    fails), by the lease owner only. The run holds no worker while it waits; `attempt` is not reset."""
+    return await _changed(
+        session,
+        update(Run)
+        .where(owned_by(run_id, owner))
+        .values(
+            status=RunStatus.WAITING_FOR_CONNECTION,
+            waiting_for_slot=slot,
+            parked_until=until,
+            next_attempt_at=None,
+            lease_expires_at=None,
+        ),
+    )
+
+
+async def resume(session: AsyncSession, project_id: int, slot: str, *, now: datetime | None = None) -> list[int]:
+    """waiting_for_connection → queued (due now) for every run of the project parked on connection `slot`:
+    it was reconnected. Returns their ids (the caller tells the executor once committed)."""
+    waiting = and_(
+        Run.project_id == project_id,
+        Run.status == RunStatus.WAITING_FOR_CONNECTION,
+        Run.waiting_for_slot == slot,
+    )
+    ids = list((await session.scalars(select(Run.id).where(waiting))).all())
+    if ids:
+        await _rowcount(
+            session,
+            update(Run)
+            .where(waiting, Run.id.in_(ids))
+            .values(status=RunStatus.QUEUED, next_attempt_at=now or utcnow(), waiting_for_slot=None, parked_until=None),
+        )
+    return ids
+
+
 async def release_all(session: AsyncSession, owner: str, *, now: datetime | None = None) -> list[int]:
     """running → queued (due now) for every run `owner` holds: on shutdown, so that nobody waits for a lease."""
     mine = and_(Run.lease_owner == owner, Run.status == RunStatus.RUNNING)
@@ -187,11 +237,12 @@ async def release_all(session: AsyncSession, owner: str, *, now: datetime | None
 
 
 async def cancel(session: AsyncSession, run_id: int, *, now: datetime | None = None) -> Cancellation:
-    """queued → cancelled at once; running → cancel_requested (its owner stops before its next step)."""
+    """queued or waiting_for_connection → cancelled at once; running → cancel_requested (its owner stops before
+    its next step)."""
     cancelled = await _changed(
         session,
         update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .where(Run.id == run_id, Run.status.in_([RunStatus.QUEUED, RunStatus.WAITING_FOR_CONNECTION]))
         .values(
             status=RunStatus.CANCELLED,
             finished_at=now or utcnow(),

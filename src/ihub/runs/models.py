@@ -27,7 +27,8 @@ class Run(CreatedAtMixin, Base):
     flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
     flow_version: Mapped[int] = mapped_column(Integer, default=1)
     # A RunStatus value; changed only by ihub.runs.lifecycle. Plain text, no database enum (see runs/status.py).
-    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED.value)
+    # 32: `waiting_for_connection` is longer than the 16 the first statuses needed.
+    status: Mapped[str] = mapped_column(String(32), default=RunStatus.QUEUED.value)
     trigger_type: Mapped[str] = mapped_column(String(16))
     # The trigger as received: {"body", "contentType", "headers", "env", "clientId", "receivedAt"}.
     trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -45,6 +46,10 @@ class Run(CreatedAtMixin, Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # Makes a trigger idempotent where the trigger can repeat (a schedule tick: "schedule:<flow>:<time>").
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # While waiting_for_connection: the project's connection slot the run waits for, and when it gives up.
+    # Both stay set on a run whose wait expired (the claim keeps them), which is how the engine tells it apart.
+    waiting_for_slot: Mapped[str | None] = mapped_column(String(100))
+    parked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class StepRecord(Base):

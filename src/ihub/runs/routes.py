@@ -34,7 +34,9 @@ async def list_runs(
     project_id: str,
     caller: Caller,
     session: Session,
-    status: Annotated[str | None, Query(description="queued | running | succeeded | failed | cancelled")] = None,
+    status: Annotated[
+        str | None, Query(description="queued | running | waiting_for_connection | succeeded | failed | cancelled")
+    ] = None,
     flow: Annotated[str | None, Query(description="A flow id or key.")] = None,
     since: Annotated[datetime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -12,6 +12,7 @@ from ihub.common.errors import ApiError
 from ihub.common.ids import MAX_ID, IdOut, parse_id
 from ihub.flows.definition import KEY_PATTERN
 from ihub.runs.models import Run
+from ihub.runs.status import RunStatus
 
 
 class StepOut(BaseModel):
@@ -22,7 +23,7 @@ class StepOut(BaseModel):
     path: str = Field(description="The step inside loops and branches, e.g. `each[2].create`.")
     type: str
     attempt: int
-    status: str = Field(description="running | succeeded | failed | retrying | waiting | interrupted")
+    status: str = Field(description="running | succeeded | failed | retrying | waiting | interrupted | parked")
     started_at: datetime = Field(serialization_alias="startedAt")
     finished_at: datetime | None = Field(serialization_alias="finishedAt")
     request: dict[str, Any] | None = Field(description="Request summary: truncated, secrets redacted.")
@@ -38,7 +39,7 @@ class RunOut(BaseModel):
     flow_id: IdOut = Field(serialization_alias="flowId")
     flow_key: str | None = Field(serialization_alias="flowKey")
     flow_version: int = Field(serialization_alias="flowVersion")
-    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    status: str = Field(description="queued | running | waiting_for_connection | succeeded | failed | cancelled")
     trigger_type: str = Field(serialization_alias="triggerType")
     trigger: dict[str, Any]
     result: Any = Field(description="The last `respond` step's {status, body, headers}, if any.")
@@ -51,6 +52,17 @@ class RunOut(BaseModel):
     finished_at: datetime | None = Field(serialization_alias="finishedAt")
     cancel_requested: bool = Field(serialization_alias="cancelRequested")
     worker: str | None = Field(description="The worker that holds or last held the run.")
+    waiting_for_connection: str | None = Field(
+        default=None,
+        serialization_alias="waitingForConnection",
+        description="While waiting_for_connection: the project's connection slot that needs a reconnect (it "
+        "resumes by itself once reconnected).",
+    )
+    parked_until: datetime | None = Field(
+        default=None,
+        serialization_alias="parkedUntil",
+        description="While waiting_for_connection: when the run fails if the connection is not reconnected.",
+    )
     steps: list[StepOut] | None = None
     steps_next_cursor: str | None = Field(
         default=None,
@@ -175,5 +187,7 @@ def run_out(run: Run, flow_key: str | None, steps: Sequence[Any] | None = None) 
         finished_at=run.finished_at,
         cancel_requested=bool(run.cancel_requested),
         worker=run.lease_owner,
+        waiting_for_connection=run.waiting_for_slot if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
+        parked_until=run.parked_until if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
         steps=[step_out(s) for s in steps] if steps is not None else None,
     )

@@ -73,10 +73,14 @@ async def due_run_ids(
 
 
 async def next_wakeup(session: AsyncSession) -> datetime | None:
-    """When the earliest queued run or running lease becomes due (None if nothing is pending)."""
+    """When the earliest queued run, running lease or parked run's wait becomes due (None if nothing is pending)."""
     queued = await session.scalar(select(func.min(Run.next_attempt_at)).where(Run.status == RunStatus.QUEUED))
     leased = await session.scalar(select(func.min(Run.lease_expires_at)).where(Run.status == RunStatus.RUNNING))
-    times = [t for t in (queued, leased) if t is not None]
+    # A parked run is due when its wait runs out (to be failed); a reconnect wakes the executor itself.
+    parked = await session.scalar(
+        select(func.min(Run.parked_until)).where(Run.status == RunStatus.WAITING_FOR_CONNECTION)
+    )
+    times = [t for t in (queued, leased, parked) if t is not None]
     if not times:
         return None
     # SQLite hands back naive datetimes for aggregates: they are UTC.

@@ -19,6 +19,10 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Parked: a step's connection needs a person to reconnect it (refresh refused, grant revoked). Holds no
+    # worker and spends no retry; `ihub.projects.health.mark_reconnected` queues it again, and past its
+    # `parked_until` the poller claims it only to fail it (see ihub.runs.lifecycle).
+    WAITING_FOR_CONNECTION = "waiting_for_connection"
 
     @property
     def terminal(self) -> bool:
@@ -37,6 +41,9 @@ class StepStatus(StrEnum):
     WAITING = "waiting"
     # An `http` attempt recorded as `running` whose worker stopped before the answer was recorded.
     INTERRUPTED = "interrupted"
+    # This attempt could not authenticate until the connection is reconnected: the run is parked
+    # (waiting_for_connection) and the step runs again after the reconnect. Not a failure: no retry is spent.
+    PARKED = "parked"
 
     @property
     def final(self) -> bool:

@@ -39,6 +39,19 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The request that checks a connection now (POST /project/{id}/connection/{slot}/test): cheap, read-only,
+    answered 2xx by the provider when the credentials are good. `path` is joined to the base URL as a step's is.
+    `requires`: a field that must be set for the probe to mean anything (a Slack webhook cannot be checked
+    without posting a message). `any_answer`: every answer but 401/403 counts (a HEAD of an unknown API)."""
+
+    method: str
+    path: str
+    requires: str | None = None
+    any_answer: bool = False
+
+
+@dataclass(frozen=True)
 class ConnectionType:
     name: str
     description: str
@@ -47,6 +60,7 @@ class ConnectionType:
     one_of: tuple[tuple[str, ...], ...] = ()
     # Maps (config, secrets) with defaults applied onto `http` (config, secrets); None for `http` itself.
     to_http: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    probe: Probe = Probe("HEAD", "", any_answer=True)
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -92,6 +106,7 @@ HTTP = ConnectionType(
         Field("tokenUrl", "OAuth2 token endpoint.", kind="url"),
         Field("scope", "OAuth2 scope, space-separated."),
         Field("headers", "Extra headers sent with every request (object of strings).", kind="headers"),
+        Field("probePath", "Path that POST .../test checks with a GET (2xx: connected); a HEAD of baseUrl without."),
     ),
 )
 
@@ -112,6 +127,7 @@ JIRA = ConnectionType(
         Field("apiToken", "API token from id.atlassian.com → Security → API tokens.", secret=True, required=True),
     ),
     to_http=_jira_to_http,
+    probe=Probe("GET", "/rest/api/3/myself"),
 )
 
 
@@ -144,6 +160,7 @@ SERVICENOW = ConnectionType(
         Field("tokenUrl", "OAuth2 token endpoint.", default="{instanceUrl}/oauth_token.do", kind="url"),
     ),
     to_http=_servicenow_to_http,
+    probe=Probe("GET", "/api/now/table/sys_user?sysparm_limit=1"),
 )
 
 
@@ -164,6 +181,7 @@ SLACK = ConnectionType(
     ),
     one_of=(("webhookUrl", "botToken"),),
     to_http=_slack_to_http,
+    probe=Probe("POST", "auth.test", requires="botToken"),
 )
 
 TYPES: dict[str, ConnectionType] = {t.name: t for t in (HTTP, JIRA, SERVICENOW, SLACK)}
@@ -200,6 +218,7 @@ def describe() -> list[dict[str, Any]]:
                 }
                 for f in t.fields
             ],
+            "probe": {"method": t.probe.method, "path": t.probe.path},
         }
         for t in TYPES.values()
     ]

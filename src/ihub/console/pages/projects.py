@@ -24,6 +24,7 @@ from ihub.console.auth import Acting, SignedIn, Viewer
 from ihub.console.forms import FieldError, as_yaml, errors_by_field, field_errors, form_errors, parse_document
 from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
+from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.schemas import ConnectionOut, ProjectCreate, ProjectOut, ProjectUpdate, ProjectUpgrade
 from ihub.runs import service as runs
@@ -355,6 +356,25 @@ async def save_connection(
     request: Request, project_id: str, viewer: Acting, session: Session, context: Context
 ) -> Response:
     return await _update(request, session, context, viewer, project_id, "connections")
+
+
+@router.post("/project/{project_id}/connections/{slot_id}/test")
+async def test_connection(
+    request: Request, project_id: str, slot_id: str, viewer: Acting, session: Session, context: Context
+) -> Response:
+    """The Test button of a slot: POST /api/v1/project/{id}/connection/{slot}/test, its outcome as a message."""
+    pid = path_id(project_id, "project")
+    await received(request)
+    async with form_errors(session) as attempt:
+        project = await health.test_connection(session, context, viewer.principal, pid, slot_id)
+        (view,) = await projects.project_views(session, [project])
+        tested = next(c for c in view.connections if c.id == slot_id)
+    if attempt.error:
+        return redirect(request, f"/console/project/{pid}#slot-{slot_id}", attempt.error.message, error=True)
+    outcome = f"{tested.name}: {tested.status.replace('_', ' ')}"
+    if tested.status_message:
+        outcome += f" ({tested.status_message})"
+    return redirect(request, f"/console/project/{pid}#slot-{slot_id}", outcome, error=tested.status != "connected")
 
 
 @router.post("/project/{project_id}/settings")

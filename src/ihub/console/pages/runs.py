@@ -175,7 +175,8 @@ async def show_run(
         finished=finished,
         can_cancel=not finished and not run.cancel_requested,
         steps_next=f"/console/run/{run.id}?steps_after={next_steps}" if next_steps else None,
-        refresh=None if finished else REFRESH_SECONDS,
+        # A parked run may wait for days: it is not reloaded every few seconds meanwhile.
+        refresh=None if finished or run.status == RunStatus.WAITING_FOR_CONNECTION else REFRESH_SECONDS,
     )
 
 
