@@ -12,6 +12,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "flows"))
+sys.path.insert(0, str(HERE.parent / "console"))
 
 from authserver import AuthServer, Running  # noqa: E402
 from flowkit import Kit  # noqa: E402

@@ -22,7 +22,7 @@ from ihub.common.crypto import SecretBox, sha256_hex
 from ihub.common.errors import bad_request, not_found
 from ihub.db.base import utcnow
 from ihub.egress import FetchLimits
-from ihub.flows.connections import same_origin
+from ihub.flows.connections import origin, same_origin
 from ihub.oauth import pkce
 from ihub.oauth.models import OAuthApp, OAuthState
 from ihub.oauth.schemas import OAuthAppIn, OAuthAppOut
@@ -152,6 +152,24 @@ async def app_for_project(session: AsyncSession, project: Project, provider: OAu
             "oauth_app_missing",
         )
     return app
+
+
+async def authorize_origins(session: AsyncSession, org_id: int, type_names: set[str]) -> list[str]:
+    """The origins of the authorize URLs the org's OAuth apps send people to, for these connection types."""
+    wanted = {connection_types.TYPES[name].oauth_provider for name in type_names if name in connection_types.TYPES}
+    wanted.discard(None)
+    if not wanted:
+        return []
+    origins: set[str] = set()
+    for name, app in (await effective_apps(session, org_id)).items():
+        if name not in wanted:
+            continue
+        url = app.authorize_url or PROVIDERS[name].authorize_url
+        parsed = origin(url) if url else None
+        if parsed is not None:
+            scheme, host, port = parsed
+            origins.add(f"{scheme}://{host}:{port}")
+    return sorted(origins)
 
 
 # -- authorize -----------------------------------------------------------------------------------
