@@ -339,3 +339,26 @@ async def test_one_refresh_across_two_workers(kit: Kit, authserver: AuthServer, 
             await engine.dispose()
     assert authserver.refreshes == 1
     assert got[0] == got[1] == authserver.tokens[-1].access_token != old
+
+
+async def test_authorize_needs_an_oauth_slot_and_an_app(
+    kit: Kit, authserver: AuthServer, httpserver: HTTPServer
+) -> None:
+    project = await new_project(kit, httpserver)
+    path = f"/api/v1/project/{project['id']}/connection/crm/authorize"
+    missing = await kit.client.post(path, headers=kit.auth)  # no body at all: returnUrl is optional
+    assert missing.status_code == 400 and missing.json()["metadata"]["code"] == "oauth_app_missing"
+    await set_app(kit, authserver)
+    assert (await kit.client.post(path, headers=kit.auth)).status_code == 200
+    unknown = await kit.client.post(f"/api/v1/project/{project['id']}/connection/nope/authorize", headers=kit.auth)
+    assert unknown.status_code == 404
+    static = await kit.project(
+        {"connections": [{"id": "crm", "type": "http", "name": "CRM"}], "flows": [FLOW]},
+        [{"id": "crm", "details": {"type": "http", "baseUrl": httpserver.url_for("/")}}],
+    )
+    refused = await kit.client.post(f"/api/v1/project/{static['id']}/connection/crm/authorize", headers=kit.auth)
+    assert refused.status_code == 400 and refused.json()["metadata"]["code"] == "not_an_oauth_connection"
+    generic_without_urls = await kit.client.put(
+        "/api/v1/oauth/app/org/1/generic", json={"clientId": "a", "clientSecret": "b"}, headers=kit.auth
+    )
+    assert generic_without_urls.status_code == 400

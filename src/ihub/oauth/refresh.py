@@ -45,6 +45,8 @@ class AuthorizationCodeTokens:
 
     def __init__(self, context: AppContext) -> None:
         self.context = context
+        # One lock per connection this process has refreshed: as many as the connections it uses, each a few
+        # hundred bytes; the database lock is what guarantees one refresh, these only spare it local contenders.
         self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
 
     async def access_token(
