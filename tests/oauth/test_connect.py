@@ -133,7 +133,7 @@ async def test_connect_then_the_flow_calls_with_the_access_token(
 
     view = await connection_view(kit, project)
     assert view["configured"] is True and view["missing"] == []
-    assert set(view["secretsSet"]) == {"accessToken", "refreshToken", "expiresAt"}
+    assert set(view["secretsSet"]) == {"accessToken", "refreshToken", "expiresAt", "appId"}
 
     run = await run_flow(kit, project)
     assert run["status"] == "succeeded", run
@@ -362,3 +362,23 @@ async def test_authorize_needs_an_oauth_slot_and_an_app(
         "/api/v1/oauth/app/org/1/generic", json={"clientId": "a", "clientSecret": "b"}, headers=kit.auth
     )
     assert generic_without_urls.status_code == 400
+
+
+async def test_refresh_uses_the_app_that_obtained_the_tokens(
+    kit: Kit, authserver: AuthServer, httpserver: HTTPServer
+) -> None:
+    """A sub-organization that brings its own app later does not strand connections made with the inherited one:
+    their refresh token belongs to the inherited app's client."""
+    seen = target(httpserver, authserver)
+    await set_app(kit, authserver)
+    child = await kit.org()
+    project = await new_project(kit, httpserver, org_id=child)
+    await connect(kit, authserver, project)
+    own = {"clientId": "another-client", "clientSecret": "another-secret", "authorizeUrl": authserver.url("/authorize"),
+           "tokenUrl": authserver.url("/token")}  # fmt: skip
+    response = await kit.client.put(f"/api/v1/oauth/app/org/{child}/generic", json=own, headers=kit.auth)
+    assert response.status_code == 200
+    authserver.revoke_access()
+    run = await run_flow(kit, project)
+    assert run["status"] == "succeeded", run
+    assert authserver.refreshes == 1 and seen[-1] == f"Bearer {authserver.tokens[-1].access_token}"

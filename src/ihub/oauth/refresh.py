@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ihub.common.errors import ApiError
 from ihub.egress import FetchLimits
 from ihub.flows.connections import ConnectionError_
+from ihub.oauth.models import OAuthApp
 from ihub.oauth.service import app_for_project, resolve
 from ihub.oauth.tokens import GRANT_GONE, TokenRefused, TokenUnavailable, refresh
 from ihub.projects import service as projects
@@ -96,10 +98,15 @@ class AuthorizationCodeTokens:
                     "needs_reconnect",
                 )
             provider = PROVIDERS[connection_types.get_type(connection.type).oauth_provider or "generic"]
-            try:
-                app = await app_for_project(session, project, provider)
-            except Exception as error:  # ApiError: no app in reach any more
-                raise ConnectionError_(f"connection {slot_id!r}: {error}", "auth") from None
+            # The app the tokens were obtained with (a refresh token is bound to its client); the one in effect
+            # now only when that app is gone.
+            app_id = stored.get("appId")
+            app = await session.get(OAuthApp, app_id) if isinstance(app_id, int) else None
+            if app is None:
+                try:
+                    app = await app_for_project(session, project, provider)
+                except ApiError as error:
+                    raise ConnectionError_(f"connection {slot_id!r}: {error.message}", "auth") from None
             client = resolve(box, app, provider).client
             try:
                 tokens = await refresh(http, client, refresh_token, REFRESH_LIMITS)
@@ -120,7 +127,7 @@ class AuthorizationCodeTokens:
                 raise ConnectionError_(
                     f"connection {slot_id!r}: refreshing the token failed: {error}", "connect"
                 ) from None
-            values = tokens.secrets()
+            values = {**tokens.secrets(), "appId": app.id}
             projects.store_obtained(box, connection, values, slot)
             await session.commit()
             return values

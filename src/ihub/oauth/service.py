@@ -367,7 +367,7 @@ async def callback(
         slot = await projects.slot_of(session, project, row.slot_id) if project is not None else None
         if connection is None or project is None or slot is None or connection.type != slot["type"]:
             return Outcome("token_error", "The connection was removed meanwhile.", *where)
-        projects.store_obtained(box, connection, tokens.secrets(), slot)
+        projects.store_obtained(box, connection, {**tokens.secrets(), "appId": resolved.app.id}, slot)
         project.updated_at = utcnow()
         await session.commit()
     return Outcome("connected", "Connected. Runs of this project now use this account.", *where)

@@ -181,6 +181,8 @@ OAUTH_TOKEN_FIELDS = (
     Field(
         "expiresAt", "When the access token expires, epoch seconds (obtained by Connect).", secret=True, obtained=True
     ),
+    # Tokens belong to the client that obtained them: refreshes use this app even if another one applies later.
+    Field("appId", "The OAuth app the tokens were obtained with (set by Connect).", secret=True, obtained=True),
 )
 
 
