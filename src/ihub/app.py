@@ -31,6 +31,7 @@ from ihub.console.routes import static_files
 from ihub.db.engine import create_engine, create_read_engine, create_sessionmaker, is_lock_timeout
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
+from ihub.oauth.routes import router as oauth_router
 from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
 from ihub.runs.routes import router as runs_router
@@ -48,6 +49,7 @@ ROUTERS = [
     projects_router,
     runs_router,
     incoming_router,
+    oauth_router,
     console_router,
 ]
 

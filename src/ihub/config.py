@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         description="Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed; empty = none.",
     )
 
+    oauth_state_ttl_minutes: int = Field(
+        default=10, ge=1, le=60, description="How long a Connect's authorization link (its state) stays usable."
+    )
     incoming_envs: list[str] = Field(default_factory=lambda: ["prod", "test"])
     incoming_token_ttl_seconds: int = Field(default=3599, ge=60, le=86400)
     incoming_max_assertion_bytes: int = 8 * 1024
@@ -135,7 +138,7 @@ class Settings(BaseSettings):
     redis_url: str = ""
     egress_allow: list[str] = Field(
         default_factory=list,
-        description='CIDRs and host names outgoing calls may reach although the egress policy refuses them by '
+        description="CIDRs and host names outgoing calls may reach although the egress policy refuses them by "
         'default (loopback, private, link-local...), as JSON: \'["10.1.0.0/16", "api.internal", "*.corp.example"]\'.',
     )
     run_lease_seconds: float = Field(

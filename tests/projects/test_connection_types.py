@@ -9,7 +9,10 @@ from ihub.templates.connection_types import TYPES, describe, expand, missing_req
 
 
 def test_registry_lists_the_documented_types_and_fields():
-    assert sorted(TYPES) == ["http", "jira", "servicenow", "slack"]
+    assert sorted(TYPES) == [
+        "google_oauth", "http", "jira", "jira_cloud_oauth", "microsoft365_oauth", "oauth2_authorization_code",
+        "salesforce_oauth", "servicenow", "slack", "slack_oauth",
+    ]  # fmt: skip
     fields = {t["type"]: {f["name"]: f for f in t["fields"]} for t in describe()}
     assert list(fields["http"]) == [
         "baseUrl", "authType", "username", "password", "token", "apiKey", "apiKeyName", "apiKeyIn",

@@ -334,6 +334,9 @@ async def test_connection_types_endpoint(client, hub):
     response = await client.get("/api/v1/connection/types", headers=hub.auth)
     assert response.status_code == 200
     types = {t["type"]: t for t in response.json()["connectionTypes"]}
-    assert sorted(types) == ["http", "jira", "servicenow", "slack"]
+    assert sorted(types) == [
+        "google_oauth", "http", "jira", "jira_cloud_oauth", "microsoft365_oauth", "oauth2_authorization_code",
+        "salesforce_oauth", "servicenow", "slack", "slack_oauth",
+    ]  # fmt: skip
     assert [f["name"] for f in types["jira"]["fields"] if f["secret"]] == ["apiToken"]
     assert (await client.get("/api/v1/connection/types")).status_code == 401

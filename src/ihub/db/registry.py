@@ -4,6 +4,7 @@ from ihub.accounts import models as _accounts  # noqa: F401
 from ihub.db.base import Base
 from ihub.flows import models as _flows  # noqa: F401
 from ihub.incoming import models as _incoming  # noqa: F401
+from ihub.oauth import models as _oauth  # noqa: F401
 from ihub.projects import models as _projects  # noqa: F401
 from ihub.provisioning import models as _provisioning  # noqa: F401
 from ihub.ratelimit import models as _ratelimit  # noqa: F401

@@ -2,8 +2,10 @@
 
 A connection at runtime is `{"type": "http", "config": {...}, "secrets": {...}}` with presets already expanded
 (see ihub.projects.service.connection_runtime). Config and secrets are read as one mapping of fields:
-baseUrl, authType (none | basic | bearer | api_key | oauth2_client_credentials), username, password, token,
-apiKey, apiKeyName, apiKeyIn (header | query), clientId, clientSecret, tokenUrl, scope, headers.
+baseUrl, authType (none | basic | bearer | api_key | oauth2_client_credentials | oauth2_authorization_code),
+username, password, token, apiKey, apiKeyName, apiKeyIn (header | query), clientId, clientSecret, tokenUrl, scope,
+headers; for oauth2_authorization_code also refreshToken and expiresAt (the tokens a person's Connect obtained,
+refreshed through `TokenCache.user_tokens`, which the engine provides: ihub.oauth.refresh).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -45,10 +47,25 @@ class PreparedAuth:
     secrets: list[str] = field(default_factory=list)
 
 
-class TokenCache:
-    """OAuth2 client-credentials tokens per (token URL, client id, scope), kept until shortly before expiry."""
+class UserTokens(Protocol):
+    """Access tokens of connections a person authorized: stored sealed on the connection, refreshed in the database
+    (one refresh per connection at a time across processes). Implemented by ihub.oauth.refresh."""
 
-    def __init__(self) -> None:
+    async def access_token(
+        self, http: httpx.AsyncClient, runtime: dict[str, Any], limits: FetchLimits, *, force: bool = False
+    ) -> str:
+        """A usable access token, refreshed first when it expires soon (or when `force`: the target answered
+        401 to it). Updates `runtime` in place. Raises ConnectionError_ (kind needs_reconnect when the provider
+        refused the refresh)."""
+        ...
+
+
+class TokenCache:
+    """OAuth2 client-credentials tokens per (token URL, client id, scope), kept until shortly before expiry;
+    and, through `user_tokens`, the authorization-code tokens of connections a person connected."""
+
+    def __init__(self, user_tokens: UserTokens | None = None) -> None:
+        self.user_tokens = user_tokens
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
         self._locks: dict[tuple[str, str, str, str], asyncio.Lock] = {}
 
@@ -218,6 +235,12 @@ async def prepare_auth(
             auth.headers[name] = str(fields["apiKey"])
     elif kind == "oauth2_client_credentials":
         token = await tokens.token(http, fields, limits)
+        auth.secrets.append(token)
+        auth.headers["Authorization"] = f"Bearer {token}"
+    elif kind == "oauth2_authorization_code":
+        if tokens.user_tokens is None:
+            raise ConnectionError_("this process cannot refresh OAuth2 authorization-code tokens")
+        token = await tokens.user_tokens.access_token(http, runtime, limits)
         auth.secrets.append(token)
         auth.headers["Authorization"] = f"Bearer {token}"
     else:

@@ -57,6 +57,7 @@ from ihub.flows.steps.base import RetryLater, StepError, StepModel, StepType
 from ihub.flows.steps.registry import step_type
 from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
+from ihub.oauth.refresh import AuthorizationCodeTokens
 from ihub.projects import health
 from ihub.projects.models import Connection
 from ihub.projects.runtime import RUNTIMES
@@ -145,7 +146,8 @@ class Engine:
         # Every outgoing call of a flow passes the egress policy on the address it connects to.
         self.http = egress_client(policy_from_settings(context.settings), timeout=30.0)
         self.max_response_bytes: int = context.settings.http_max_response_bytes
-        self.tokens = TokenCache()
+        # Tokens of connections a person authorized are refreshed in the database (ihub.oauth.refresh).
+        self.tokens = TokenCache(AuthorizationCodeTokens(context))
         # Group commit (common/group_commit.py): runs claimed, finished or released at the same time share a
         # transaction, so a burst of short runs costs a few write locks instead of two per run.
         self._claims: GroupCommit[int, bool] = GroupCommit(self._claim_together)

@@ -204,7 +204,7 @@ async def test_connection(
     step uses, and record the outcome as its status. Whoever may edit the project may (any role in its
     subtree, like PUT /project); an unknown or invisible project is a 404 and nothing is recorded."""
     project = await service.visible_project(session, principal, project_id)
-    slot = service.slot_of(await service.pinned_definition(session, project), slot_id)
+    slot = await service.pinned_slot(session, project, slot_id)
     if slot is None:
         raise not_found("connection", slot_id)
     connection = await session.scalar(

@@ -102,11 +102,6 @@ def _slots(definition: dict[str, Any] | None) -> list[dict[str, Any]]:
     return list((definition or {}).get("connections") or [])
 
 
-def slot_of(definition: dict[str, Any] | None, slot_id: str) -> dict[str, Any] | None:
-    """The template slot `slot_id` of a definition, or None."""
-    return _slot_map(definition).get(slot_id)
-
-
 def _slot_map(definition: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {slot["id"]: slot for slot in _slots(definition)}
 
@@ -543,10 +538,50 @@ async def connection_runtime(session: AsyncSession, box: SecretBox, project_id: 
                 "connection_target_changed",
             )
     config, secrets = connection_types.expand(connection.type, connection.config or {}, secrets)
-    return {"type": "http", "sourceType": connection.type, "config": config, "secrets": secrets}
+    # Which row the tokens come from, for a connection whose tokens the engine refreshes (ihub.oauth.refresh).
+    ref = {"projectId": project_id, "slot": slot_id}
+    return {"type": "http", "sourceType": connection.type, "config": config, "secrets": secrets, "ref": ref}
 
 
 async def project_settings(session: AsyncSession, project_id: int) -> dict[str, Any]:
     """The project's settings (`config` in flow expressions); {} for an unknown project."""
     project = await session.get(Project, project_id)
     return dict(project.settings or {}) if project else {}
+
+
+# -- for connections a person authorizes (ihub.oauth) -----------------------------------------------------
+
+
+async def pinned_slot(session: AsyncSession, project: Project, slot_id: str) -> dict[str, Any] | None:
+    """The slot `slot_id` of the template version the project is pinned to; None when it has none."""
+    return _slot_map(await pinned_definition(session, project)).get(slot_id)
+
+
+async def connection_row(
+    session: AsyncSession, project_id: int, slot_id: str, *, lock: bool = False
+) -> Connection | None:
+    """The connection row; with `lock`, `SELECT ... FOR UPDATE` (PostgreSQL's row lock; on SQLite the write
+    transaction the session already holds serializes writers, and the clause is left out)."""
+    query = select(Connection).where(Connection.project_id == project_id, Connection.slot_id == slot_id)
+    if lock:
+        query = query.with_for_update()
+    return await session.scalar(query)
+
+
+def obtained_secrets(box: SecretBox, connection: Connection) -> dict[str, Any]:
+    """The connection's stored secrets, decrypted (for the refresh that replaces its tokens); {} if unreadable."""
+    try:
+        secrets, _ = _open_sealed(box, connection)
+    except ValueError:
+        return {}
+    return secrets
+
+
+def store_obtained(box: SecretBox, connection: Connection, values: dict[str, Any], slot: dict[str, Any]) -> None:
+    """Store what Connect or a refresh obtained (tokens) beside the connection's other secrets, bound to its
+    current target like any secret. A None value removes the field."""
+    merged = _merge(obtained_secrets(box, connection), values)
+    _store_secrets(box, connection, merged)
+    connection.configured = not _missing(connection, slot)
+    # updated_at moves (onupdate) with the sealed column: the runtime cache's stamp sees the new tokens.
+    connection.updated_at = utcnow()

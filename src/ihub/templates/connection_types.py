@@ -36,6 +36,8 @@ class Field:
     choices: tuple[str, ...] = ()
     # For an enum: the fields each choice makes required (authType basic → username, password).
     requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Set by ihub itself (the tokens Connect obtains), never entered through the API.
+    obtained: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ConnectionType:
     # Maps (config, secrets) with defaults applied onto `http` (config, secrets); None for `http` itself.
     to_http: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]] | None = None
     probe: Probe = Probe("HEAD", "", any_answer=True)
+    # For a connection a person authorizes (OAuth2 authorization code): the provider's name (oauth_providers).
+    oauth_provider: str | None = None
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -184,7 +188,102 @@ SLACK = ConnectionType(
     probe=Probe("POST", "auth.test", requires="botToken"),
 )
 
-TYPES: dict[str, ConnectionType] = {t.name: t for t in (HTTP, JIRA, SERVICENOW, SLACK)}
+
+# -- OAuth2 authorization code: a person connects their own account (ihub.oauth) ----------------------------
+# The tokens are obtained by Connect, never entered; `accessToken` is required, so the connection counts as
+# configured only once a person has connected it. `expiresAt` (epoch seconds) is sealed with the tokens but is a
+# number, so redaction (strings only) never scrubs a timestamp out of a run record.
+OAUTH_TOKEN_FIELDS = (
+    Field("accessToken", "Access token (obtained by Connect).", secret=True, required=True, obtained=True),
+    Field("refreshToken", "Refresh token (obtained by Connect).", secret=True, obtained=True),
+    Field(
+        "expiresAt", "When the access token expires, epoch seconds (obtained by Connect).", secret=True, obtained=True
+    ),
+    # Tokens belong to the client that obtained them: refreshes use this app even if another one applies later.
+    Field("appId", "The OAuth app the tokens were obtained with (set by Connect).", secret=True, obtained=True),
+)
+
+
+def _oauth_to_http(config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    # Bearer auth with the current access token; the engine refreshes it through the refresh token.
+    return (
+        {
+            "baseUrl": config.get("baseUrl"),
+            "authType": "oauth2_authorization_code",
+            "expiresAt": secrets.get("expiresAt"),
+        },
+        {"token": secrets.get("accessToken"), "refreshToken": secrets.get("refreshToken")},
+    )
+
+
+def _oauth_type(name: str, provider: str, description: str, *fields: Field) -> ConnectionType:
+    return ConnectionType(
+        name=name,
+        description=description,
+        fields=(
+            *fields,
+            Field("scope", "Scopes to ask for, space-separated (default: the provider's, or the OAuth app's)."),
+            *OAUTH_TOKEN_FIELDS,
+        ),
+        to_http=_oauth_to_http,
+        oauth_provider=provider,
+    )
+
+
+OAUTH2_AUTHORIZATION_CODE = _oauth_type(
+    "oauth2_authorization_code",
+    "generic",
+    "Any OAuth2 API a person connects (authorization code with PKCE); the organization's `generic` OAuth app "
+    "gives the authorize and token URLs.",
+    Field("baseUrl", "Base URL that step paths are joined to.", required=True, kind="url"),
+)
+JIRA_CLOUD_OAUTH = _oauth_type(
+    "jira_cloud_oauth",
+    "jira_cloud",
+    "Jira Cloud through Atlassian OAuth 2.0 (3LO): a person connects their Atlassian account.",
+    Field("cloudId", "The site's cloud id (https://<site>.atlassian.net/_edge/tenant_info).", required=True),
+    Field("baseUrl", "API base URL.", default="https://api.atlassian.com/ex/jira/{cloudId}", kind="url"),
+)
+SLACK_OAUTH = _oauth_type(
+    "slack_oauth",
+    "slack",
+    "Slack Web API with a bot token a workspace admin installs (OAuth v2).",
+    Field("baseUrl", "API base URL.", default="https://slack.com/api", kind="url"),
+)
+GOOGLE_OAUTH = _oauth_type(
+    "google_oauth",
+    "google",
+    "Google APIs on behalf of a person (offline access: refreshed by ihub).",
+    Field("baseUrl", "API base URL.", default="https://www.googleapis.com", kind="url"),
+)
+MICROSOFT365_OAUTH = _oauth_type(
+    "microsoft365_oauth",
+    "microsoft365",
+    "Microsoft Graph on behalf of a person (Microsoft 365).",
+    Field("baseUrl", "API base URL.", default="https://graph.microsoft.com/v1.0", kind="url"),
+)
+SALESFORCE_OAUTH = _oauth_type(
+    "salesforce_oauth",
+    "salesforce",
+    "Salesforce REST API on behalf of a person.",
+    Field("baseUrl", "The org's My Domain URL, e.g. https://acme.my.salesforce.com", required=True, kind="url"),
+)
+
+TYPES: dict[str, ConnectionType] = {
+    t.name: t
+    for t in (
+        HTTP,
+        JIRA,
+        SERVICENOW,
+        SLACK,
+        OAUTH2_AUTHORIZATION_CODE,
+        JIRA_CLOUD_OAUTH,
+        SLACK_OAUTH,
+        GOOGLE_OAUTH,
+        MICROSOFT365_OAUTH,
+        SALESFORCE_OAUTH,
+    )
+}
 
 
 def get_type(name: str) -> ConnectionType:
@@ -205,6 +304,7 @@ def describe() -> list[dict[str, Any]]:
             "type": t.name,
             "description": t.description,
             "oneOf": [list(group) for group in t.one_of],
+            "oauthProvider": t.oauth_provider,
             "fields": [
                 {
                     "name": f.name,
@@ -215,6 +315,7 @@ def describe() -> list[dict[str, Any]]:
                     "choices": list(f.choices),
                     "requires": {k: list(v) for k, v in f.requires.items()},
                     "description": f.description,
+                    "obtained": f.obtained,
                 }
                 for f in t.fields
             ],
@@ -279,6 +380,13 @@ def validate_fields(type_name: str, values: Mapping[str, Any], path: str) -> tup
                 400,
                 f"{path}.{name}: unknown field for connection type {kind.name!r} "
                 f"(fields: {', '.join(kind.field_names)})",
+                "invalid_connection_field",
+            )
+        if spec.obtained:
+            raise ApiError(
+                400,
+                f"{path}.{name}: set by Connect (POST /api/v1/project/{{id}}/connection/{{slot}}/authorize), "
+                "not entered",
                 "invalid_connection_field",
             )
         checked = None if value is None else _check_value(spec, value, f"{path}.{name}")

@@ -9,6 +9,7 @@ the stored value (the API's merge: a field not sent is kept, `null` clears it).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -23,7 +24,8 @@ from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
 from ihub.console.forms import FieldError, as_yaml, errors_by_field, field_errors, form_errors, parse_document
 from ihub.console.shell import load_shell
-from ihub.console.web import redirect, render
+from ihub.console.web import CONTENT_SECURITY_POLICY, redirect, render
+from ihub.oauth import service as oauth
 from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.schemas import ConnectionOut, ProjectCreate, ProjectOut, ProjectUpdate, ProjectUpgrade
@@ -52,6 +54,8 @@ def connection_forms(view: ProjectOut) -> list[dict[str, Any]]:
         kind = described[slot.type]
         fields = []
         for field in kind["fields"]:
+            if field["obtained"]:
+                continue  # tokens Connect obtains: never a form input (the Connect button below gets them)
             requires = "; ".join(
                 f"{choice} needs {', '.join(names)}" for choice, names in (field["requires"] or {}).items()
             )
@@ -70,7 +74,15 @@ def connection_forms(view: ProjectOut) -> list[dict[str, Any]]:
             )
         one_of = [" or ".join(group) for group in kind["oneOf"]]
         forms.append(
-            {"slot": slot, "status": status, "description": kind["description"], "fields": fields, "one_of": one_of}
+            {
+                "slot": slot,
+                "status": status,
+                "description": kind["description"],
+                "fields": fields,
+                "one_of": one_of,
+                "oauth": kind["oauthProvider"],
+                "connected": "accessToken" in status.secrets_set,
+            }
         )
     return forms
 
@@ -299,7 +311,7 @@ async def project_page(
     errors = place_errors(error, order or [], ("settings", "name", "description", "version")) if error else []
     typed = typed_values(form)
     latest = await runs.page_runs(session, runs.RunFilter(), project_id=project.id, limit=RECENT_RUNS)
-    return render(
+    page = render(
         request,
         "project.html",
         recent_runs=latest.runs,
@@ -316,6 +328,15 @@ async def project_page(
         errors_at=errors_by_field(errors),
         open_slot=form.get("slot") if form is not None else None,
     )
+    providers = {slot.type for slot in view.template_connections}
+    origins = await oauth.authorize_origins(session, project.org_id, providers)
+    if origins:
+        # Connect posts here and is answered 303 to the provider: browsers hold that redirect to the page's
+        # form-action, so the page allows exactly the authorize origins of its own OAuth apps.
+        page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+            "form-action 'self'", "form-action 'self' " + " ".join(origins)
+        )
+    return page
 
 
 @router.get("/project/{project_id}")
@@ -407,6 +428,32 @@ async def upgrade_project(
     return redirect(
         request, f"/console/project/{project.id}", f"Project now uses template version {project.template_version}."
     )
+
+
+@router.post("/project/{project_id}/connection/{slot}/connect")
+async def connect(
+    request: Request, project_id: str, slot: str, viewer: Acting, session: Session, context: Context
+) -> Response:
+    """Connect / Reconnect: the same authorization as POST /api/v1/.../authorize, then the browser goes to the
+    provider (303), which brings the person back to /oauth/callback and from there to this page."""
+    pid = path_id(project_id, "project")
+    public_url = context.settings.public_url.rstrip("/")
+    try:
+        url = await oauth.authorize(
+            session,
+            context.box,
+            viewer.principal,
+            pid,
+            slot,
+            public_url=public_url,
+            ttl=timedelta(minutes=context.settings.oauth_state_ttl_minutes),
+            return_url=f"{public_url}/console/project/{pid}",
+        )
+    except ApiError as error:
+        if error.status == 404:
+            raise
+        return redirect(request, f"/console/project/{pid}", error.message, error=True)
+    return redirect(request, url)
 
 
 @router.post("/project/{project_id}/delete")

@@ -15,7 +15,15 @@ import httpx
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from ihub.egress import DeadlineExceeded, EgressRefused, FetchedResponse, FetchLimits, ResponseTooLarge, fetch
-from ihub.flows.connections import ROUTING_HEADERS, ConnectionError_, build_url, fields_of, prepare_auth, redact_headers
+from ihub.flows.connections import (
+    ROUTING_HEADERS,
+    ConnectionError_,
+    build_url,
+    fields_of,
+    prepare_auth,
+    redact_headers,
+    same_origin,
+)
 from ihub.flows.steps.base import StepContext, StepError, StepModel, StepType
 from ihub.flows.steps.fields import (
     Number,
@@ -242,10 +250,24 @@ async def _send_within_deadline(
             raise StepError("connect", f"cannot connect to {shown}: {error}") from None
         except httpx.HTTPError as error:
             raise StepError("network", f"{type(error).__name__} calling {shown}: {error}") from None
-        oauth = fields_of(runtime).get("authType") == "oauth2_client_credentials"
-        if response.status_code == 401 and oauth and attempt == 1:
+        auth_type = fields_of(runtime).get("authType")
+        if response.status_code == 401 and auth_type == "oauth2_client_credentials" and attempt == 1:
             # The token may have been revoked or expired early: fetch a fresh one, once.
             tokens.invalidate(fields_of(runtime))
+            continue
+        user_tokens = tokens.user_tokens
+        if (
+            response.status_code == 401
+            and auth_type == "oauth2_authorization_code"
+            and attempt == 1
+            and user_tokens is not None
+            and same_origin(str(fields_of(runtime).get("baseUrl") or ""), url)
+        ):
+            # Expired early or revoked: refresh once (a refused refresh means a person must reconnect).
+            try:
+                await user_tokens.access_token(http, runtime, limits, force=True)
+            except ConnectionError_ as error:
+                raise StepError(error.kind, ctx.redact(str(error))) from None
             continue
         return response
     raise AssertionError("unreachable")
