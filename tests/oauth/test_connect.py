@@ -275,17 +275,28 @@ async def test_refresh_once_on_401(kit: Kit, authserver: AuthServer, httpserver:
     assert seen[1] == f"Bearer {authserver.tokens[-1].access_token}" != seen[0]
 
 
-async def test_revoked_grant_needs_a_reconnect(kit: Kit, authserver: AuthServer, httpserver: HTTPServer) -> None:
-    target(httpserver, authserver)
+async def test_revoked_grant_parks_runs_until_a_reconnect_resumes_them(
+    kit: Kit, authserver: AuthServer, httpserver: HTTPServer
+) -> None:
+    """The issue's journey: a revoked grant → needs_reconnect → runs parked, not failed → a person reconnects
+    (Connect again) → the parked runs resume by themselves and succeed."""
+    seen = target(httpserver, authserver)
     await set_app(kit, authserver)
     project = await new_project(kit, httpserver)
     await connect(kit, authserver, project)
     authserver.revoke_grant()
-    run = await run_flow(kit, project)
-    assert run["status"] == "failed", run
-    assert "needs to be connected again" in json.dumps(run) and "invalid_grant" in json.dumps(run)
-    for secret in issued(authserver):
-        assert secret not in json.dumps(run)
+    parked = [
+        await kit.wait(await kit.trigger(kit.flow_id(project, "f"), {}), statuses=("waiting_for_connection",))
+        for _ in range(2)
+    ]
+    for run in parked:
+        assert run["status"] == "waiting_for_connection" and run["waitingForConnection"] == "crm", run
+        assert run["error"] is None  # not failed
+        assert "needs to be connected again" in json.dumps(run) and "invalid_grant" in json.dumps(run)
+        for secret in issued(authserver):
+            assert secret not in json.dumps(run)
+    view = await connection_view(kit, project)
+    assert view["status"] == "needs_reconnect" and "invalid_grant" in view["statusMessage"]
     context = kit.app.state.context
     tokens = AuthorizationCodeTokens(context)
     async with context.sessions() as session:
@@ -294,8 +305,15 @@ async def test_revoked_grant_needs_a_reconnect(kit: Kit, authserver: AuthServer,
         with pytest.raises(ConnectionError_) as raised:
             await tokens.access_token(http, runtime, _limits(), force=True)
     assert raised.value.kind == "needs_reconnect"
-    # A reconnect makes it work again.
+    calls_before = len(seen)
+    # A person connects again: the callback stores new tokens and resumes both parked runs.
     assert (await connect(kit, authserver, project)).status_code == 200
+    for run in parked:
+        resumed = await kit.wait(run["id"])
+        assert resumed["status"] == "succeeded", resumed
+        assert [s["status"] for s in resumed["steps"]] == ["parked", "succeeded"]
+    assert len(seen) == calls_before + 2  # each parked step ran once more, with the new token
+    assert (await connection_view(kit, project))["status"] == "connected"
     assert (await run_flow(kit, project))["status"] == "succeeded"
 
 

@@ -23,6 +23,7 @@ from ihub.flows.connections import ConnectionError_
 from ihub.oauth.models import OAuthApp
 from ihub.oauth.service import app_for_project, resolve
 from ihub.oauth.tokens import GRANT_GONE, TokenRefused, TokenUnavailable, refresh
+from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.models import Project
 from ihub.templates import connection_types
@@ -129,5 +130,6 @@ class AuthorizationCodeTokens:
                 ) from None
             values = {**tokens.secrets(), "appId": app.id}
             projects.store_obtained(box, connection, values, slot)
+            await health.record_refreshed(session, connection.id)
             await session.commit()
             return values

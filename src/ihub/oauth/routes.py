@@ -98,7 +98,7 @@ async def callback(request: Request, context: Context) -> HTMLResponse:
     # The token endpoint is called like any outgoing call: through the egress policy. Callbacks are rare (a
     # person connecting), so a client of their own costs nothing worth pooling.
     async with egress_client(policy_from_settings(context.settings), timeout=30.0) as http:
-        outcome = await service.callback(context.sessions, context.box, http, params)
+        outcome = await service.callback(context.sessions, context.box, http, params, context=context)
     back = outcome.return_url or (f"/console/project/{outcome.project_id}" if outcome.project_id else None)
     status = 200 if outcome.result == "connected" else 400
     return render(request, "oauth_callback.html", status, outcome=outcome, heading=HEADINGS[outcome.result], back=back)

@@ -18,15 +18,18 @@ import httpx
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ihub.common.context import AppContext
 from ihub.common.crypto import SecretBox, sha256_hex
 from ihub.common.errors import bad_request, not_found
 from ihub.db.base import utcnow
+from ihub.db.unit_of_work import unit_of_work
 from ihub.egress import FetchLimits
 from ihub.flows.connections import origin, same_origin
 from ihub.oauth import pkce
 from ihub.oauth.models import OAuthApp, OAuthState
 from ihub.oauth.schemas import OAuthAppIn, OAuthAppOut
 from ihub.oauth.tokens import Client, TokenRefused, TokenUnavailable, exchange_code
+from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.models import Project
 from ihub.templates import connection_types
@@ -324,8 +327,12 @@ async def callback(
     box: SecretBox,
     http: httpx.AsyncClient,
     params: dict[str, str],
+    *,
+    context: AppContext | None = None,
 ) -> Outcome:
-    """Handle the provider's redirect: spend the state, exchange the code, store the tokens."""
+    """Handle the provider's redirect: spend the state, exchange the code, store the tokens. A (re)connect marks
+    the connection connected and resumes the runs parked on it (`projects.health.mark_reconnected`); with
+    `context` the executor hears of them once the tokens are committed."""
     state = params.get("state") or ""
     if not state:
         return Outcome("invalid_state", "The provider's answer has no state. Start again with Connect.")
@@ -361,7 +368,7 @@ async def callback(
         )
     except TokenUnavailable as error:
         return Outcome("token_error", f"The provider's token endpoint failed: {error}. Try again.", *where)
-    async with sessions() as session:
+    async with unit_of_work(sessions) as session:
         connection = await projects.connection_row(session, row.project_id, row.slot_id, lock=True)
         project = await session.get(Project, row.project_id)
         slot = await projects.pinned_slot(session, project, row.slot_id) if project is not None else None
@@ -369,7 +376,7 @@ async def callback(
             return Outcome("token_error", "The connection was removed meanwhile.", *where)
         projects.store_obtained(box, connection, {**tokens.secrets(), "appId": resolved.app.id}, slot)
         project.updated_at = utcnow()
-        await session.commit()
+        await health.mark_reconnected(session, row.project_id, row.slot_id, context=context)
     return Outcome("connected", "Connected. Runs of this project now use this account.", *where)
 
 

@@ -1,7 +1,7 @@
 """oauth apps and pending authorizations
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-26 02:17:18.952694
 """
 
