@@ -110,6 +110,8 @@ class AuthServer:
     # What the next token response says in expires_in; what the person answers at the consent screen.
     expires_in: int = 3600
     consent: bool = True
+    # Some providers (or app settings) issue no refresh token: the connection then expires with its access token.
+    issue_refresh_tokens: bool = True
     codes: dict[str, Code] = field(default_factory=dict)
     tokens: list[Token] = field(default_factory=list)
     exchanges: int = 0
@@ -212,7 +214,7 @@ def build_app(state: AuthServer) -> Flask:
         "default",
         BearerTokenGenerator(
             lambda **_: "at-" + secrets.token_urlsafe(24),
-            lambda **_: "rt-" + secrets.token_urlsafe(24),
+            lambda **_: "rt-" + secrets.token_urlsafe(24) if state.issue_refresh_tokens else None,
             lambda _client, _grant_type: state.expires_in,
         ),
     )

@@ -317,6 +317,21 @@ async def test_revoked_grant_parks_runs_until_a_reconnect_resumes_them(
     assert (await run_flow(kit, project))["status"] == "succeeded"
 
 
+async def test_without_a_refresh_token_the_connection_is_expiring(
+    kit: Kit, authserver: AuthServer, httpserver: HTTPServer
+) -> None:
+    target(httpserver, authserver)
+    await set_app(kit, authserver)
+    project = await new_project(kit, httpserver)
+    authserver.issue_refresh_tokens = False
+    assert (await connect(kit, authserver, project)).status_code == 200
+    assert (await connection_view(kit, project))["status"] == "expiring"
+    assert (await run_flow(kit, project))["status"] == "succeeded"  # usable until the access token ends
+    authserver.issue_refresh_tokens = True
+    assert (await connect(kit, authserver, project)).status_code == 200
+    assert (await connection_view(kit, project))["status"] == "connected"
+
+
 def _limits() -> Any:
     from ihub.egress import FetchLimits
 

@@ -32,6 +32,7 @@ from ihub.oauth.tokens import Client, TokenRefused, TokenUnavailable, exchange_c
 from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.models import Project
+from ihub.projects.status import ConnectionStatus
 from ihub.templates import connection_types
 from ihub.templates.oauth_providers import PROVIDERS, OAuthProvider
 from ihub.tenancy.models import Organization, User
@@ -377,6 +378,9 @@ async def callback(
         projects.store_obtained(box, connection, {**tokens.secrets(), "appId": resolved.app.id}, slot)
         project.updated_at = utcnow()
         await health.mark_reconnected(session, row.project_id, row.slot_id, context=context)
+        if not tokens.refresh_token and tokens.expires_at is not None:
+            # No refresh token: when this access token ends, only a person can renew it. Said ahead of time.
+            await health.record_status(session, connection.id, ConnectionStatus.EXPIRING)
     return Outcome("connected", "Connected. Runs of this project now use this account.", *where)
 
 
