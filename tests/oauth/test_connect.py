@@ -332,6 +332,38 @@ async def test_without_a_refresh_token_the_connection_is_expiring(
     assert (await connection_view(kit, project))["status"] == "connected"
 
 
+async def test_checking_a_connected_account_refreshes_or_says_reconnect(
+    kit: Kit, authserver: AuthServer, httpserver: HTTPServer
+) -> None:
+    """POST .../connection/{slot}/test on a connection a person authorized: an expired access token is
+    refreshed and the check passes; a revoked grant makes the connection needs_reconnect."""
+    seen = target(httpserver, authserver)
+
+    def head(request: Request) -> Response:  # the generic type's probe: HEAD of the base URL
+        seen.append(request.headers.get("Authorization", ""))
+        ok = authserver.valid_access(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        return Response("", status=200 if ok else 401)
+
+    httpserver.expect_request("/", method="HEAD").respond_with_handler(head)
+    await set_app(kit, authserver)
+    project = await new_project(kit, httpserver)
+    await connect(kit, authserver, project)
+    check = f"/api/v1/project/{project['id']}/connection/crm/test"
+    authserver.revoke_access()  # the access token ends; the refresh token still works
+    response = await kit.client.post(check, headers=kit.auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["connections"][0]["status"] == "connected"
+    assert authserver.refreshes == 1
+    authserver.revoke_grant()
+    response = await kit.client.post(check, headers=kit.auth)
+    assert response.status_code == 200, response.text
+    checked = response.json()["connections"][0]
+    assert checked["status"] == "needs_reconnect" and "invalid_grant" in checked["statusMessage"]
+    for secret in issued(authserver):
+        assert secret not in response.text
+    assert not seen or all("rt-" not in header for header in seen)
+
+
 def _limits() -> Any:
     from ihub.egress import FetchLimits
 

@@ -189,3 +189,38 @@ async def test_the_cli_shows_each_connections_status(kit, tmp_path) -> None:  # 
     )
     human = await asyncio.to_thread(ihub)
     assert human.returncode == 0 and "needs_reconnect: invalid_grant" in human.stdout, human.stderr
+
+
+async def test_a_slow_provider_does_not_hold_the_database_while_it_answers(kit, httpserver: HTTPServer) -> None:  # noqa: ANN001
+    """The probe waits on the provider outside any transaction: on SQLite a write request held open across it
+    would hold the only write lock, and every other write would wait for the provider."""
+    import threading
+
+    import anyio
+
+    reached, release = threading.Event(), threading.Event()
+
+    def slow(_request: Any) -> Any:
+        from werkzeug import Response
+
+        reached.set()
+        release.wait(20)
+        return Response('{"accountId": "a1"}', content_type="application/json")
+
+    httpserver.expect_oneshot_request("/rest/api/3/myself").respond_with_handler(slow)
+    project = await kit.project(jira_definition([FLOW]), [jira_connection(httpserver.url_for("/").rstrip("/"))])
+    results: dict[str, httpx.Response] = {}
+
+    async def check() -> None:
+        results["check"] = await kit.client.post(_test_url(project), headers=kit.auth)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(check)
+        while not reached.is_set():  # the probe reached the provider
+            await anyio.sleep(0.05)
+        # A write while the provider still has not answered: it must not wait for the probe.
+        created = await kit.client.post("/api/v1/org", json={"name": "Meanwhile", "parentId": "1"}, headers=kit.auth)
+        assert "check" not in results  # the probe is still waiting
+        release.set()
+    assert created.status_code == 200, created.text
+    assert results["check"].status_code == 200 and results["check"].json()["connections"][0]["status"] == "connected"

@@ -219,14 +219,30 @@ async def test_connection(
             f"connection {slot_id!r} cannot be checked without {probe.requires!r} (checking it would send a message)",
             "connection_not_testable",
         )
+    connection_id = connection.id
+    # The one exception to "services only flush": the checks above wrote nothing, and the probe waits on the
+    # provider for up to PROBE_TIMEOUT. On SQLite a write transaction holds the database's only write lock, so it
+    # ends here instead of blocking every writer (and the token refresh below, which locks the connection row in
+    # its own transaction) while the provider answers. The status is recorded in a new transaction.
+    await session.commit()
+    from ihub.oauth.refresh import AuthorizationCodeTokens  # oauth is wired above projects; imported on use
+
+    tokens = TokenCache(AuthorizationCodeTokens(context))
     http = egress_client(policy_from_settings(context.settings), timeout=PROBE_TIMEOUT)
     try:
-        result = await probe_connection(http, runtime, probe, context.settings.http_max_response_bytes)
+        result = await probe_connection(http, runtime, probe, context.settings.http_max_response_bytes, tokens)
     finally:
         await http.aclose()
-    await record_status(session, connection.id, result.status, result.message)
-    await session.refresh(project)
-    return project
+    await record_status(session, connection_id, result.status, result.message)
+    return await service.visible_project(session, principal, project_id)
+
+
+def _user_authorized(runtime: dict[str, Any]) -> bool:
+    return fields_of(runtime).get("authType") == "oauth2_authorization_code"
+
+
+def _runtime_tokens(runtime: dict[str, Any]) -> list[str]:
+    return [str(v) for v in (runtime.get("secrets") or {}).values() if isinstance(v, str) and v]
 
 
 def _set(connection: Connection, name: str) -> bool:
@@ -234,7 +250,11 @@ def _set(connection: Connection, name: str) -> bool:
 
 
 async def probe_connection(
-    http: httpx.AsyncClient, runtime: dict[str, Any], probe: connection_types.Probe, max_bytes: int
+    http: httpx.AsyncClient,
+    runtime: dict[str, Any],
+    probe: connection_types.Probe,
+    max_bytes: int,
+    tokens: TokenCache | None = None,
 ) -> CheckResult:
     """Send `probe` with the connection's auth and say what the answer means for its status."""
     fields = fields_of(runtime)
@@ -245,35 +265,51 @@ async def probe_connection(
     limits = FetchLimits(PROBE_TIMEOUT, min(max_bytes, 64 * 1024 * 1024))
     try:
         url = build_url(fields, path or None, None)
-        auth = await prepare_auth(http, TokenCache(), runtime, url, limits)
     except ConnectionError_ as error:
-        status = ConnectionStatus.NEEDS_RECONNECT if error.kind == NEEDS_RECONNECT else ConnectionStatus.ERROR
-        return CheckResult(status, redact_text(str(error), secrets))
-    secrets = [*secrets, *auth.secrets]
+        return CheckResult(ConnectionStatus.ERROR, redact_text(str(error), secrets))
+    tokens = tokens or TokenCache()
+    for attempt in (1, 2):
+        try:
+            auth = await prepare_auth(http, tokens, runtime, url, limits)
+        except ConnectionError_ as error:
+            status = ConnectionStatus.NEEDS_RECONNECT if error.kind == NEEDS_RECONNECT else ConnectionStatus.ERROR
+            return CheckResult(status, redact_text(str(error), [*secrets, *_runtime_tokens(runtime)]))
+        secrets = [*secrets, *auth.secrets]
+        try:
+            response = await fetch(
+                http,
+                method,
+                url,
+                deadline=limits.deadline,
+                max_bytes=limits.max_bytes,
+                params=auth.params or None,
+                headers={**auth.headers, "Accept": "application/json"},
+            )
+        except EgressRefused as error:
+            return CheckResult(ConnectionStatus.ERROR, redact_text(f"not sent: {error}", secrets))
+        except DeadlineExceeded:
+            return CheckResult(ConnectionStatus.ERROR, f"no answer within {PROBE_TIMEOUT:g}s")
+        except ResponseTooLarge as error:
+            return CheckResult(ConnectionStatus.ERROR, redact_text(str(error), secrets))
+        except httpx.InvalidURL:
+            return CheckResult(ConnectionStatus.ERROR, "not a valid URL")
+        except httpx.HTTPError as error:
+            text = f"cannot connect: {type(error).__name__}: {error}"
+            return CheckResult(ConnectionStatus.ERROR, redact_text(text, secrets))
+        if response.status_code == 401 and attempt == 1 and _user_authorized(runtime) and tokens.user_tokens:
+            # As a step does: an access token that ended early (or was revoked) is refreshed once, and the
+            # probe asks again; a refused refresh means only a person can fix it.
+            try:
+                await tokens.user_tokens.access_token(http, runtime, limits, force=True)
+            except ConnectionError_ as error:
+                status = ConnectionStatus.NEEDS_RECONNECT if error.kind == NEEDS_RECONNECT else ConnectionStatus.ERROR
+                return CheckResult(status, redact_text(str(error), secrets))
+            continue
+        break
 
     def said(text: str) -> str:
         return redact_text(text, secrets)
 
-    try:
-        response = await fetch(
-            http,
-            method,
-            url,
-            deadline=limits.deadline,
-            max_bytes=limits.max_bytes,
-            params=auth.params or None,
-            headers={**auth.headers, "Accept": "application/json"},
-        )
-    except EgressRefused as error:
-        return CheckResult(ConnectionStatus.ERROR, said(f"not sent: {error}"))
-    except DeadlineExceeded:
-        return CheckResult(ConnectionStatus.ERROR, f"no answer within {PROBE_TIMEOUT:g}s")
-    except ResponseTooLarge as error:
-        return CheckResult(ConnectionStatus.ERROR, said(str(error)))
-    except httpx.InvalidURL:
-        return CheckResult(ConnectionStatus.ERROR, "not a valid URL")
-    except httpx.HTTPError as error:
-        return CheckResult(ConnectionStatus.ERROR, said(f"cannot connect: {type(error).__name__}: {error}"))
     code = response.status_code
     if code in (401, 403):
         return CheckResult(ConnectionStatus.ERROR, said(f"HTTP {code}: {_provider_message(response)}".rstrip(": ")))

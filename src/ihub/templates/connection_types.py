@@ -216,6 +216,16 @@ def _oauth_to_http(config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dic
     )
 
 
+# What `POST .../connection/{slot}/test` asks each provider: an identity endpoint every granted scope may read.
+OAUTH_PROBES = {
+    "jira_cloud_oauth": Probe("GET", "/rest/api/3/myself"),
+    "slack_oauth": Probe("POST", "auth.test"),
+    "google_oauth": Probe("GET", "/oauth2/v3/userinfo"),
+    "microsoft365_oauth": Probe("GET", "/me"),
+    "salesforce_oauth": Probe("GET", "/services/oauth2/userinfo"),
+}
+
+
 def _oauth_type(name: str, provider: str, description: str, *fields: Field) -> ConnectionType:
     return ConnectionType(
         name=name,
@@ -227,6 +237,7 @@ def _oauth_type(name: str, provider: str, description: str, *fields: Field) -> C
         ),
         to_http=_oauth_to_http,
         oauth_provider=provider,
+        probe=OAUTH_PROBES.get(name, Probe("HEAD", "", any_answer=True)),
     )
 
 
