@@ -63,7 +63,7 @@ from ihub.projects.models import Connection
 from ihub.projects.runtime import RUNTIMES
 from ihub.projects.service import connection_runtime
 from ihub.projects.status import ConnectionStatus
-from ihub.runs import lifecycle
+from ihub.runs import failures, lifecycle
 from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
 from ihub.runs.status import FINAL_STEP_STATUSES, RunStatus, StepStatus
@@ -280,14 +280,42 @@ class RunExecution:
             except Exception:  # noqa: BLE001 - a missed heartbeat is retried; the lease is long enough
                 log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
 
-    async def _finish(self, status: RunStatus, *, error: str | None = None) -> bool:
-        """Finish the run as `status` (terminal), with the pending records, if the lease is still ours."""
+    async def _finish(self, status: RunStatus, *, error: str | None = None, step: str = "") -> bool:
+        """Finish the run as `status` (terminal), with the pending records, if the lease is still ours. A failed
+        run is counted in its failure group (ihub.runs.failures) in the same transaction; `step` is the path of
+        the step that failed it (empty when the run failed outside a step)."""
         redacted_error = self._redact(error) if error else None
         result = self._redacted(self.result) if status == RunStatus.SUCCEEDED else None
-        return await self._hand_over(
-            lambda session: lifecycle.finish(
-                session, self.run_id, self.engine.owner, status, result=result, error=redacted_error
+        failure = self._failure(step, redacted_error) if status == RunStatus.FAILED else None
+
+        async def transition(session: AsyncSession) -> bool:
+            finished = await lifecycle.finish(
+                session,
+                self.run_id,
+                self.engine.owner,
+                status,
+                result=result,
+                error=redacted_error,
+                failed_step=failure.step if failure else None,
+                failure_key=failure.key if failure else None,
             )
+            if finished and failure is not None:
+                await failures.count(session, failure, utcnow())
+            return finished
+
+        return await self._hand_over(transition)
+
+    def _failure(self, step: str, error: str | None) -> failures.Failure | None:
+        """The failure group of this run's failure; None when the flow could not be loaded (no template to
+        group it under: the run still fails, with its error)."""
+        if self.loaded is None:
+            return None
+        return failures.describe(
+            org_id=self.loaded.org_id,
+            template_id=self.loaded.template_id,
+            flow_key=self.loaded.flow.key,
+            path=step,
+            error=error or "failed",
         )
 
     async def _release(self, next_attempt_at: datetime) -> bool:
@@ -368,7 +396,7 @@ class RunExecution:
         except Parked as parked:
             return await self._park(parked)
         except StepFailed as failure:
-            await self._finish(RunStatus.FAILED, error=str(failure))
+            await self._finish(RunStatus.FAILED, error=str(failure), step=failure.path)
             return Outcome(RunStatus.FAILED)
         except Cancelled:
             await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)

@@ -156,9 +156,12 @@ async def finish(
     *,
     result: Any = None,
     error: str | None = None,
+    failed_step: str | None = None,
+    failure_key: str | None = None,
     now: datetime | None = None,
 ) -> bool:
-    """running → `status` (succeeded, failed or cancelled) with its result or error, by the lease owner only."""
+    """running → `status` (succeeded, failed or cancelled) with its result or error, by the lease owner only.
+    A failed run also gets its failing step and failure group (ihub.runs.failures)."""
     if status not in TERMINAL_RUN_STATUSES:
         raise ValueError(f"a run finishes as one of {sorted(TERMINAL_RUN_STATUSES)}, not {status!r}")
     return await _changed(
@@ -171,6 +174,8 @@ async def finish(
             error=error,
             result=result,
             lease_expires_at=None,
+            failed_step=failed_step,
+            failure_key=failure_key,
         ),
     )
 

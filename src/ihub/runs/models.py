@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ihub.db.base import Base, CreatedAtMixin, UTCDateTime
@@ -18,13 +18,20 @@ class Run(CreatedAtMixin, Base):
     __table_args__ = (
         Index("ix_runs_project_created", "project_id", "id"),
         Index("ix_runs_status_next", "status", "next_attempt_at"),
+        # The runs list's filters, each newest first by id (keyset): a project's runs of one status, a flow's
+        # runs, a failure group's runs. A time range becomes an id range through `ix_runs_created_at` (ids grow
+        # with time), so it needs no index of its own per filter.
+        Index("ix_runs_project_status", "project_id", "status", "id"),
+        Index("ix_runs_flow", "flow_id", "id"),
+        Index("ix_runs_failure_key", "failure_key", "id"),
+        Index("ix_runs_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Unique across hubs and database resets (ids restart at 1): the outgoing Idempotency-Key is built on it.
     uid: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"), index=True)
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"))
     flow_version: Mapped[int] = mapped_column(Integer, default=1)
     # A RunStatus value; changed only by ihub.runs.lifecycle. Plain text, no database enum (see runs/status.py).
     # 32: `waiting_for_connection` is longer than the 16 the first statuses needed.
@@ -50,6 +57,10 @@ class Run(CreatedAtMixin, Base):
     # Both stay set on a run whose wait expired (the claim keeps them), which is how the engine tells it apart.
     waiting_for_slot: Mapped[str | None] = mapped_column(String(100))
     parked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A failed run's failing step (loop indexes removed; empty when it failed outside a step) and its failure
+    # group (ihub.runs.failures): set by the finish that failed it.
+    failed_step: Mapped[str | None] = mapped_column(String(200))
+    failure_key: Mapped[str | None] = mapped_column(String(32))
 
 
 class StepRecord(Base):
@@ -74,3 +85,23 @@ class StepRecord(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # What later steps see as steps.<id> ({status, response, output, error}); restored when a run resumes.
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class FailureGroup(Base):
+    """How often one organization's runs failed one way (ihub.runs.failures): one row per (org, group)."""
+
+    __tablename__ = "failure_groups"
+    __table_args__ = (UniqueConstraint("org_id", "failure_key"), Index("ix_failure_groups_last_seen", "last_seen"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    failure_key: Mapped[str] = mapped_column(String(32))
+    template_id: Mapped[int] = mapped_column(Integer)
+    flow_key: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str] = mapped_column(String(200))
+    signature: Mapped[str] = mapped_column(String(300))
+    # The latest occurrence's error, as the run shows it (redacted by the engine before it was stored).
+    sample_error: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
