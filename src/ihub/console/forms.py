@@ -11,12 +11,19 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from fastapi import Form
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError
+
+# Form fields several pages share, with the same bounds as the API's (a longer input is a 400, not stored).
+NameField = Annotated[str, Form(max_length=400)]
+DescriptionField = Annotated[str, Form(max_length=20_000)]
+# A YAML/JSON document typed into a textarea (a template definition, a trigger body).
+DocumentField = Annotated[str, Form(max_length=1_000_000)]
 
 # The errors a person fixes in the form itself (bad input, a name already taken): the form comes back with them.
 FORM_ERRORS = frozenset({400, 409})

@@ -11,6 +11,7 @@ from ihub.common.body import validate_as
 from ihub.common.context import Session
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn
+from ihub.console.forms import NameField
 from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render, with_security_headers
 from ihub.tenancy import service as tenancy
@@ -37,9 +38,7 @@ async def organizations(request: Request, org_id: str, viewer: SignedIn, session
 
 
 @router.post("/org/{org_id}/orgs")
-async def create_org(
-    request: Request, org_id: str, viewer: Acting, session: Session, name: Annotated[str, Form(max_length=400)] = ""
-) -> Response:
+async def create_org(request: Request, org_id: str, viewer: Acting, session: Session, name: NameField = "") -> Response:
     parent = path_id(org_id, "organization")
     org = await tenancy.create_org(
         session, viewer.principal, validate_as(OrgCreate, {"name": name, "parentId": parent})
@@ -48,9 +47,7 @@ async def create_org(
 
 
 @router.post("/org/{org_id}/rename")
-async def rename_org(
-    request: Request, org_id: str, viewer: Acting, session: Session, name: Annotated[str, Form(max_length=400)] = ""
-) -> Response:
+async def rename_org(request: Request, org_id: str, viewer: Acting, session: Session, name: NameField = "") -> Response:
     org = await tenancy.update_org(
         session, viewer.principal, path_id(org_id, "organization"), validate_as(OrgUpdate, {"name": name})
     )

@@ -22,7 +22,16 @@ from ihub.common.context import Context, Session, received
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
-from ihub.console.forms import FieldError, as_yaml, errors_by_field, field_errors, form_errors, parse_document
+from ihub.console.forms import (
+    DescriptionField,
+    FieldError,
+    NameField,
+    as_yaml,
+    errors_by_field,
+    field_errors,
+    form_errors,
+    parse_document,
+)
 from ihub.console.shell import load_shell
 from ihub.console.web import CONTENT_SECURITY_POLICY, redirect, render
 from ihub.oauth import service as oauth
@@ -209,8 +218,8 @@ async def create_project(
     org_id: str,
     viewer: Acting,
     session: Session,
-    name: Annotated[str, Form(max_length=400)] = "",
-    description: Annotated[str, Form(max_length=20_000)] = "",
+    name: NameField = "",
+    description: DescriptionField = "",
     template: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     """Step 1: the project is created at once (so step 2 is an ordinary page of it, and reloading loses nothing)."""

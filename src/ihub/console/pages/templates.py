@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,16 @@ from ihub.common.context import Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
-from ihub.console.forms import as_yaml, errors_by_field, field_errors, form_errors, parse_document
+from ihub.console.forms import (
+    DescriptionField,
+    DocumentField,
+    NameField,
+    as_yaml,
+    errors_by_field,
+    field_errors,
+    form_errors,
+    parse_document,
+)
 from ihub.console.shell import Shell, load_shell
 from ihub.console.web import redirect, render
 from ihub.templates import service as templates
@@ -139,9 +148,9 @@ async def create_template(
     org_id: str,
     viewer: Acting,
     session: Session,
-    name: Annotated[str, Form(max_length=400)] = "",
-    description: Annotated[str, Form(max_length=20_000)] = "",
-    definition: Annotated[str, Form(max_length=1_000_000)] = "",
+    name: NameField = "",
+    description: DescriptionField = "",
+    definition: DocumentField = "",
 ) -> Response:
     org = path_id(org_id, "organization")
     values = {"name": name, "description": description, "definition": definition}
@@ -179,9 +188,9 @@ async def update_template(
     template_id: str,
     viewer: Acting,
     session: Session,
-    name: Annotated[str, Form(max_length=400)] = "",
-    description: Annotated[str, Form(max_length=20_000)] = "",
-    definition: Annotated[str, Form(max_length=1_000_000)] = "",
+    name: NameField = "",
+    description: DescriptionField = "",
+    definition: DocumentField = "",
 ) -> Response:
     tid = path_id(template_id, "template")
     values = {"name": name, "description": description, "definition": definition}

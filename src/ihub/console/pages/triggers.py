@@ -17,6 +17,7 @@ from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
+from ihub.console.forms import DocumentField
 from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
 from ihub.incoming import service as incoming
@@ -159,7 +160,7 @@ async def run_now(
     viewer: Acting,
     session: Session,
     context: Context,
-    body: Annotated[str, Form(max_length=1_000_000)] = "",
+    body: DocumentField = "",
 ) -> Response:
     """Start a run with the JSON body (as POST /api/v1/flow/{id}/run); invalid JSON starts nothing."""
     flow = path_id(flow_id, "flow")

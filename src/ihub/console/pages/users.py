@@ -14,6 +14,7 @@ from ihub.common.body import validate_as
 from ihub.common.context import Context, Session
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn, Viewer
+from ihub.console.forms import NameField
 from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
 from ihub.provisioning.service import generate_key_for, has_key
@@ -87,8 +88,8 @@ async def invite_user(
     viewer: Acting,
     session: Session,
     context: Context,
-    name: Annotated[str, Form(max_length=400)] = "",
-    email: Annotated[str, Form(max_length=400)] = "",
+    name: NameField = "",
+    email: NameField = "",
     role: Annotated[str, Form(max_length=20)] = "Member",
 ) -> HTMLResponse:
     """Create the user and a one-time link to set their password; the page shows the link once to pass on."""
