@@ -33,6 +33,26 @@ JIRA_FLOW: dict[str, Any] = {
 }
 
 
+# JIRA_FLOW's template as a person types it into the console (YAML), with one jira slot.
+JIRA_DEFINITION_YAML = """\
+connections:
+  - id: jira
+    type: jira
+    name: Jira Cloud
+flows:
+  - key: create-issue
+    name: Create a Jira issue
+    trigger: {type: jwt}
+    steps:
+      - id: create
+        type: http
+        connection: jira
+        method: POST
+        path: /rest/api/3/issue
+        json: {fields: {summary: "{{ trigger.body.summary }}"}}
+"""
+
+
 def definition(*, slots: list[dict[str, Any]] | None = None, flows: list[dict[str, Any]] | None = None) -> dict:
     """A valid definition: a jira slot and one jwt flow, unless told otherwise."""
     return {

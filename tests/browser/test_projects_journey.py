@@ -8,25 +8,10 @@ from typing import Any
 import pytest
 from browser_kit import owner_page, shot
 
+from template_kit import JIRA_DEFINITION_YAML as DEFINITION
+
 pytestmark = pytest.mark.slow
 
-DEFINITION = """\
-connections:
-  - id: jira
-    type: jira
-    name: Jira Cloud
-flows:
-  - key: create-issue
-    name: Create a Jira issue
-    trigger: {type: jwt}
-    steps:
-      - id: create
-        type: http
-        connection: jira
-        method: POST
-        path: /rest/api/3/issue
-        json: {fields: {summary: "{{ trigger.body.summary }}"}}
-"""
 SECRET = "atl-browser-journey-secret-value"
 
 

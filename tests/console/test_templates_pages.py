@@ -11,25 +11,10 @@ import pytest
 import yaml
 from console_kit import Browser, csrf_in, signed_in
 
+from template_kit import JIRA_DEFINITION_YAML as DEFINITION_YAML
+
 pytestmark = pytest.mark.anyio
 
-DEFINITION_YAML = """\
-connections:
-  - id: jira
-    type: jira
-    name: Jira Cloud
-flows:
-  - key: create-issue
-    name: Create a Jira issue
-    trigger: {type: jwt}
-    steps:
-      - id: create
-        type: http
-        connection: jira
-        method: POST
-        path: /rest/api/3/issue
-        json: {fields: {summary: "{{ trigger.body.summary }}"}}
-"""
 
 
 async def api_templates(api: Any, org_id: str = "1") -> list[dict[str, Any]]:
