@@ -17,6 +17,10 @@ from replay_kit import FakeTime, batch, count_runs, failed_runs, key, project, r
 pytestmark = pytest.mark.anyio
 
 
+class Died(BaseException):
+    """Stands for the process dying (not an Exception: no handler of the hub catches it)."""
+
+
 async def start(client, auth, org_id: str = "1", **body) -> dict:  # noqa: ANN001
     response = await client.post(f"/api/v1/org/{org_id}/replays", json=body, headers=auth)
     assert response.status_code == 202, response.text
@@ -54,6 +58,29 @@ async def test_dry_run_counts_the_selection_its_skips_and_shows_which(client, au
         "/api/v1/org/1/replays", json={"flow": "sync", "dryRun": True, "since": "2000-01-01T00:00:00Z"}, headers=auth
     )
     assert response.json()["selected"] == 8
+
+    # Replaying the group: the skipped ones get no replay from the batch, and the batch says why.
+    started = await start(client, auth, failureKey=key("a"))
+    await worker(app).run_until_idle()
+    assert await replays_of(app, [*group, *newer]) == {
+        group[0]: 1,  # the succeeded replay, no other
+        group[1]: 1,  # `newer`, no other
+        group[2]: 2,  # the cancelled one, and the batch's
+        group[3]: 1,
+        group[4]: 1,
+        newer[0]: 1,
+    }
+    done = await batch(app, started["id"])
+    assert (done.replayed, done.skipped, done.failed, done.status) == (4, 2, 0, "done")
+    async with app.state.context.sessions() as session:
+        items = {i.run_id: i for i in (await session.scalars(select(ReplayItem))).all()}
+    assert (items[group[0]].outcome, items[group[0]].detail, items[group[0]].replay_run_id) == (
+        "skipped",
+        "already_replayed",
+        None,
+    )
+    assert (items[group[1]].outcome, items[group[1]].detail) == ("skipped", "superseded")
+    assert items[group[3]].outcome == "replayed" and items[group[3]].replay_run_id is not None
 
 
 async def test_a_thousand_failed_runs_are_replayed_once_each_at_the_rate(client, auth, app) -> None:  # noqa: ANN001
@@ -93,21 +120,7 @@ async def test_a_thousand_failed_runs_are_replayed_once_each_at_the_rate(client,
     assert await replays_of(app, originals) == dict.fromkeys(originals, 1)
 
 
-async def test_a_run_with_a_succeeded_replay_is_skipped(client, auth, app) -> None:  # noqa: ANN001
-    prj = await project(client, auth)
-    originals = await failed_runs(app, prj, 3, failure_key=key("e"))
-    await failed_runs(app, prj, 1, failure_key=key("f"), status="succeeded", replay_of=originals[1])
-    started = await start(client, auth, failureKey=key("e"))
-    await worker(app).run_until_idle()
-    assert await replays_of(app, originals) == {originals[0]: 1, originals[1]: 1, originals[2]: 1}
-    done = await batch(app, started["id"])
-    assert (done.replayed, done.skipped, done.status) == (2, 1, "done")
-    async with app.state.context.sessions() as session:
-        item = await session.get(ReplayItem, (done.id, originals[1]))
-    assert item is not None and (item.outcome, item.detail, item.replay_run_id) == ("skipped", "already_replayed", None)
-
-
-async def test_a_crashed_worker_is_taken_over_where_it_stopped(client, auth, app) -> None:  # noqa: ANN001
+async def test_a_crashed_worker_is_taken_over_where_it_stopped(client, auth, app, monkeypatch) -> None:  # noqa: ANN001
     prj = await project(client, auth)
     originals = await failed_runs(app, prj, 120, failure_key=key("1"))
     started = await start(client, auth, failureKey=key("1"), rate=40)
@@ -132,28 +145,25 @@ async def test_a_crashed_worker_is_taken_over_where_it_stopped(client, auth, app
     assert await first.page(int(started["id"])) is None
     assert await count_runs(app) == before
 
-
-async def test_a_page_cut_off_mid_way_leaves_nothing_and_is_done_again(client, auth, app, monkeypatch) -> None:  # noqa: ANN001
-    """A worker killed inside a page (its transaction never commits): the page's replays vanish with it and the
-    next worker replays those runs, once."""
+    # A worker killed inside a page (its transaction never commits): the page's replays vanish with it and the
+    # next worker replays those runs, once.
     from ihub.replays import worker as worker_module
 
-    prj = await project(client, auth)
     originals = await failed_runs(app, prj, 30, failure_key=key("2"))
     started = await start(client, auth, failureKey=key("2"), rate=10)
-    real = worker_module.replay_run
+    real = worker_module.create_replay
     calls = 0
 
     async def dies_on_the_fifteenth(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         nonlocal calls
         calls += 1
         if calls == 15:
-            raise KeyboardInterrupt  # stands for the process dying: nothing below catches it
+            raise Died  # the process dies here: nothing below catches it
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "replay_run", dies_on_the_fifteenth)
+    monkeypatch.setattr(worker_module, "create_replay", dies_on_the_fifteenth)
     first = worker(app)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Died):
         await first.run_until_idle()
     assert await replays_of(app, originals) == dict.fromkeys(originals[:10], 1)
     assert (await batch(app, started["id"])).cursor == originals[9]
@@ -174,11 +184,8 @@ async def test_two_workers_at_once_replay_each_run_once(client, auth, app) -> No
     await asyncio.gather(worker(app).run_until_idle(), worker(app).run_until_idle(), worker(app).run_until_idle())
     assert await replays_of(app, originals + other) == dict.fromkeys(originals + other, 1)
 
-
-async def test_the_unique_item_refuses_a_page_written_twice(client, auth, app) -> None:  # noqa: ANN001
-    """The backstop: a worker that would write an already handled page (its cursor wound back here by hand)
-    fails its commit, and the page's replays roll back with it."""
-    prj = await project(client, auth)
+    # The backstop: a worker that would write an already handled page (its cursor wound back here by hand) fails
+    # its commit, and the page's replays roll back with it.
     originals = await failed_runs(app, prj, 10, failure_key=key("5"))
     started = await start(client, auth, failureKey=key("5"))
     await worker(app).run_until_idle()
@@ -318,15 +325,13 @@ BAD_REQUESTS = [
 ]
 
 
-async def test_bad_requests_are_refused_with_what_to_send(client, auth, app) -> None:  # noqa: ANN001
+async def test_bad_requests_and_limits(client, auth, app, limits) -> None:  # noqa: ANN001
     async with NothingWritten(app):
         for body, needle in BAD_REQUESTS:
             response = await client.post("/api/v1/org/1/replays", json=body, headers=auth)
             assert response.status_code == 400, (body, response.text)
             assert needle in response.json()["metadata"]["message"], (body, response.text)
 
-
-async def test_limits_on_batch_size_and_active_batches(client, auth, app, limits) -> None:  # noqa: ANN001
     prj = await project(client, auth)
     await failed_runs(app, prj, 6, failure_key=key("b"))
     limits(replay_max_runs=5, replay_max_active_per_org=2)
