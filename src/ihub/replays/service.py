@@ -406,31 +406,34 @@ async def _transition(
 # -- what a worker does (ihub.replays.worker) ------------------------------------------------------------------
 
 
-async def claim(
-    session: AsyncSession, owner: str, now: datetime, lease_seconds: float, *, exclude: set[int]
-) -> int | None:
-    """Take a pending batch, or a running one whose worker's lease expired; its id, or None."""
-    free = and_(
+def _free(now: datetime) -> ColumnElement[bool]:
+    """A batch a worker may take: pending, or running with its worker's lease expired (or given back)."""
+    return and_(
         ReplayBatch.status.in_(CLAIMABLE),
         or_(ReplayBatch.lease_owner.is_(None), ReplayBatch.lease_expires_at < now),
     )
-    candidates = (await session.scalars(select(ReplayBatch.id).where(free).order_by(ReplayBatch.id).limit(20))).all()
-    for batch_id in candidates:
-        if batch_id in exclude:
-            continue
-        taken = await _rowcount(
+
+
+async def claimable(session: AsyncSession, now: datetime, *, limit: int = 20) -> list[int]:
+    """Ids of batches a worker may take now, oldest first (a read: the poll takes no write lock when idle)."""
+    query = select(ReplayBatch.id).where(_free(now)).order_by(ReplayBatch.id).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def claim(session: AsyncSession, batch_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:
+    """Take the batch under `owner`'s lease if it is still free (two workers racing: one wins)."""
+    return bool(
+        await _rowcount(
             session,
             update(ReplayBatch)
-            .where(ReplayBatch.id == batch_id, free)
+            .where(ReplayBatch.id == batch_id, _free(now))
             .values(
                 status=BatchStatus.RUNNING,
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
             ),
         )
-        if taken:
-            return batch_id
-    return None
+    )
 
 
 async def renew(session: AsyncSession, batch_id: int, owner: str, now: datetime, lease_seconds: float) -> bool:

@@ -153,8 +153,15 @@ class ReplayWorker:
                 await self.sleep(wait)
 
     async def claim_next(self) -> int | None:
-        async with unit_of_work(self.context.sessions) as session:
-            return await service.claim(session, self.owner, self.now(), self.lease_seconds, exclude=set(self.tasks))
+        """Take a batch to work on: its id, or None when none is free."""
+        now = self.now()
+        async with self.context.readers() as session:
+            candidates = [i for i in await service.claimable(session, now) if i not in self.tasks]
+        for batch_id in candidates:
+            async with unit_of_work(self.context.sessions) as session:
+                if await service.claim(session, batch_id, self.owner, now, self.lease_seconds):
+                    return batch_id
+        return None
 
     async def run_until_idle(self) -> None:
         """Claim and finish batches one after the other until none is left to claim (tests, one-off use)."""
