@@ -50,6 +50,11 @@ async def test_dry_run_then_start_then_progress_and_cancel(
     originals = await failed_runs(app, prj, 3, failure_key=key("a"))
     await failed_runs(app, prj, 2, failure_key=key("b"))
 
+    # The runs list filtered to failed runs offers the same selection as a bulk replay.
+    runs_page = (await owner_browser.page(f"/console/org/1/runs?status=failed&flow={prj['flows'][0]['id']}")).text
+    assert f'href="/console/org/1/replays/new?flow={prj["flows"][0]["id"]}&amp;status=failed"' in runs_page
+    assert 'id="bulk-replay"' not in (await owner_browser.page("/console/org/1/runs")).text
+
     # The failure inbox links to the plural spelling: the same page.
     alias = await owner_browser.page(f"/console/orgs/1/replays/new?failureKey={key('a')}", expect=307)
     new = alias.headers["location"]
