@@ -59,7 +59,10 @@ def upgrade() -> None:
         sa.Column("replay_run_id", sa.Integer(), nullable=True),
         sa.Column("detail", sa.String(length=300), nullable=True),
         sa.ForeignKeyConstraint(
-            ["batch_id"], ["replay_batches.id"], name=op.f("fk_replay_items_batch_id_replay_batches"), ondelete="CASCADE"
+            ["batch_id"],
+            ["replay_batches.id"],
+            name=op.f("fk_replay_items_batch_id_replay_batches"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("batch_id", "run_id", name=op.f("pk_replay_items")),
     )
