@@ -34,6 +34,8 @@ from ihub.incoming.routes import router as incoming_router
 from ihub.oauth.routes import router as oauth_router
 from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
+from ihub.replays.routes import router as replays_router
+from ihub.replays.worker import install as install_replay_worker
 from ihub.runs.routes import router as runs_router
 from ihub.templates.routes import router as templates_router
 from ihub.tenancy.routes import router as tenancy_router
@@ -48,6 +50,7 @@ ROUTERS = [
     templates_router,
     projects_router,
     runs_router,
+    replays_router,
     incoming_router,
     oauth_router,
     console_router,
@@ -211,6 +214,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     app.mount("/console/static", static_files(), name="console-static")
     # Background work (the executor and its workers) starts and stops with the app.
     install_executor(app)
+    # Bulk replays (ihub.replays.worker) go on in every process that runs workers, shared by lease.
+    install_replay_worker(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -155,6 +155,27 @@ class Settings(BaseSettings):
     http_max_response_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
     )
+    replay_max_rate: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Highest rate (replays started per second) a bulk replay may ask for: every replay calls the "
+        "target systems again, and a batch must not flood them or the hub's executor.",
+    )
+    replay_max_runs: int = Field(
+        default=100_000, ge=1, description="Most runs one bulk replay may select (narrow the selection beyond)."
+    )
+    replay_max_active_per_org: int = Field(
+        default=3, ge=1, description="Bulk replays an organization may have pending, running or paused at once."
+    )
+    replay_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="How long a hub process holds a bulk replay without progress before another one takes it over.",
+    )
+    replay_poll_interval: float = Field(
+        default=2.0, ge=0.05, description="How often a hub process looks for bulk replays to work on, in seconds."
+    )
     log_level: str = "INFO"
     _public_url_derived: bool = PrivateAttr(default=False)
 

@@ -8,6 +8,7 @@ from ihub.oauth import models as _oauth  # noqa: F401
 from ihub.projects import models as _projects  # noqa: F401
 from ihub.provisioning import models as _provisioning  # noqa: F401
 from ihub.ratelimit import models as _ratelimit  # noqa: F401
+from ihub.replays import models as _replays  # noqa: F401
 from ihub.runs import models as _runs  # noqa: F401
 from ihub.templates import models as _templates  # noqa: F401
 from ihub.tenancy import models as _tenancy  # noqa: F401

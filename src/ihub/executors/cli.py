@@ -18,6 +18,7 @@ console = Console(stderr=True)
 async def run_worker(concurrency: int | None) -> None:
     from ihub.app import build_context
     from ihub.executors.procrastinate_executor import ProcrastinateExecutor
+    from ihub.replays.worker import ReplayWorker
 
     settings = get_settings()
     context = build_context(settings)
@@ -29,10 +30,14 @@ async def run_worker(concurrency: int | None) -> None:
             loop.add_signal_handler(sig, stopping.set)
     await executor.start()
     context.executor = executor
+    # Bulk replays go on here too: with `ihub serve --no-worker` beside it, no API process runs them.
+    replays = ReplayWorker(context)
+    await replays.start()
     console.print(f"ihub worker {executor.name}: executing runs (concurrency {executor.concurrency})")
     try:
         await stopping.wait()
     finally:
+        await replays.stop()
         await executor.stop()
         await context.engine.dispose()
 

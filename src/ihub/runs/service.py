@@ -305,6 +305,12 @@ REPLAY_VERSIONS = ("original", "current")
 async def replay_run(session: AsyncSession, original: Run, version: str = "original") -> Run:
     """A new run of the same flow with the same trigger payload, on the version the original ran
     (`original`, the default: a replay reproduces what happened) or on the project's pinned one (`current`)."""
+    return await create_replay(session, original, await replay_flow(session, original, version))
+
+
+async def replay_flow(session: AsyncSession, original: Run, version: str = "original") -> LoadedFlow:
+    """The flow a replay of `original` runs on `version` (400/404/409 when there is none). The same for every
+    run of one flow and version: a bulk replay (ihub.replays) loads it once per page."""
     if version not in REPLAY_VERSIONS:
         raise bad_request(f"version must be one of {', '.join(REPLAY_VERSIONS)}")
     loaded = await load_flow(session, original.flow_id, original.flow_version if version == "original" else None)
@@ -315,6 +321,11 @@ async def replay_run(session: AsyncSession, original: Run, version: str = "origi
             f"flow {loaded.flow.id} is not defined by version {loaded.template_version} of the project's template",
             "flow_inactive",
         )
+    return loaded
+
+
+async def create_replay(session: AsyncSession, original: Run, loaded: LoadedFlow) -> Run:
+    """The replay of `original` on `loaded` (from `replay_flow`)."""
     return await create_run(
         session,
         flow=loaded.flow,
