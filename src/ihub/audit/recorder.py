@@ -481,15 +481,21 @@ def begin_request(request: Request, session: AsyncSession, principal: Principal,
 
 
 def cli_command() -> str:
-    """`ihub template import`: the running command's path, or the program's arguments outside click."""
+    """`ihub template import`: the running command's path (whatever the program was called), or the first
+    two words of the program's arguments outside a command."""
+    import importlib
     import sys
 
-    import click
-
-    context = click.get_current_context(silent=True)
-    if context is not None:
-        return context.command_path
-    return " ".join(["ihub", *sys.argv[1:2]])
+    # Typer runs commands on its own copy of click (typer._click); plain click is the fallback.
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            context = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):
+            continue
+        if context is not None:
+            return " ".join(["ihub", *str(context.command_path).split()[1:]])
+    words = [arg for arg in sys.argv[1:3] if not arg.startswith("-")]
+    return " ".join(["ihub", *words])
 
 
 def begin_cli(session: AsyncSession) -> None:

@@ -86,6 +86,22 @@ async def list_entries(
     """One page, newest first (keyset on id): `before` is the previous page's cursor. Returns the entries and
     the cursor of the next (older) page, None on the last one."""
     path = await readable_path(session, principal, filters.org_id)
+    return await page(session, path, filters, limit=limit, before=before)
+
+
+async def org_path(session: AsyncSession, org_id: int | None) -> str:
+    """The subtree the shell reads: everything, or one organization's (for `ihub audit --org`)."""
+    if org_id is None:
+        return "/"
+    path = await session.scalar(select(Organization.path).where(Organization.id == org_id))
+    if path is None:
+        raise not_found("organization", org_id)
+    return path
+
+
+async def page(
+    session: AsyncSession, path: str, filters: AuditFilter, *, limit: int = 50, before: int | None = None
+) -> tuple[list[AuditEntry], int | None]:
     query = _query(path, filters)
     if before is not None:
         query = query.where(AuditEntry.id < before)
