@@ -3,10 +3,16 @@ and no worker writes beside the requests under test."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from ihub.app import create_app
 from ihub.config import Settings
+
+# The console tests' in-process browser (tests/console/console_kit.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
 
 
 @pytest.fixture

@@ -458,14 +458,31 @@ async def _entry_org(session: AsyncSession, changes: Sequence[Change], actor: Ac
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def route_template(request: Request) -> str:
+    """The matched route as declared with every prefix, e.g. `/console/org/{org_id}/rename`. A route of a
+    router included in another router knows only its own part (`/org/{org_id}/rename`): the prefixes are what
+    the request's path has in front of that part with its parameters filled in."""
+    route = request.scope.get("route")
+    declared = getattr(route, "path", None)
+    # Without the root path a proxy mounts the hub under: an action names the route, not the deployment.
+    path = str(request.scope.get("path", request.url.path)).removeprefix(str(request.scope.get("root_path", "")))
+    if not isinstance(declared, str):
+        return path
+    filled = declared
+    for name, value in request.path_params.items():
+        filled = filled.replace("{" + name + "}", str(value))
+    if path.endswith(filled):
+        return path[: len(path) - len(filled)] + declared
+    return declared
+
+
 def begin_request(request: Request, session: AsyncSession, principal: Principal, channel: Channel) -> None:
     """Record a write request's unit of work on behalf of the signed-in `principal` (API token or console
     session). The action names the route as declared (`PUT /api/v1/project/{project_id}`), so entries of one
     kind of change share it whatever ids they touched."""
     if request.method in READ_METHODS:
         return
-    route = request.scope.get("route")
-    template = getattr(route, "path", None) or request.url.path
+    template = route_template(request)
     trusted = request.app.state.context.settings.trusted_proxies
     peer = request.client.host if request.client else "unknown"
     actor = Actor(
