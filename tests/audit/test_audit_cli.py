@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from ihub.audit.models import AuditEntry
-from ihub.audit.service import purge_entries
+from ihub.audit.service import purge_audit_log, purge_entries
 from ihub.cli import app as cli_app
 from ihub.config import Settings, get_settings
 from ihub.db.base import utcnow
@@ -96,3 +96,23 @@ async def test_purge_removes_only_entries_past_the_retention(app, owner, shell) 
         assert await purge_entries(session, older_than_days=5) == 1
         await session.commit()
     assert await entries(app) == []
+
+    # The hourly housekeeping pass uses IHUB_AUDIT_RETENTION_DAYS.
+    async with app.state.context.sessions() as session:
+        await session.execute(insert(AuditEntry), [old_entry(app.state.context.settings.audit_retention_days + 1)])
+        await session.commit()
+    assert await purge_audit_log(app.state.context) == 1
+    assert await entries(app) == []
+
+
+async def test_entries_cannot_be_updated(app, api) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+    from sqlalchemy.exc import DatabaseError
+
+    await api.add_org("o", "1")
+    (entry,) = await entries(app)
+    async with app.state.context.sessions() as session:
+        with pytest.raises(DatabaseError, match="append-only"):
+            await session.execute(update(AuditEntry).where(AuditEntry.id == entry.id).values(actor_name="someone"))
+        await session.rollback()
+    assert (await entries(app))[0].actor_name == entry.actor_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String
+from sqlalchemy import DDL, JSON, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ihub.db.base import Base, UTCDateTime, utcnow
@@ -42,8 +42,36 @@ class AuditEntry(Base):
     org_path: Mapped[str] = mapped_column(String(2000))
     # `PUT /api/v1/project/{project_id}`, `POST /console/project/{project_id}/setup`, `ihub template import`.
     action: Mapped[str] = mapped_column(String(300))
-    # The first row the work changed (table name and id), for "what happened to this object".
+    # The row the work was about (table name and id): its first change that is more than a timestamp bump.
     target_type: Mapped[str | None] = mapped_column(String(64))
     target_id: Mapped[str | None] = mapped_column(String(64))
     # [{"entity", "id", "op", "before", "after"}], secrets removed (recorder.py says how).
     changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+# Append-only in the database itself, not only by the absence of an update path in the code: an UPDATE of an
+# entry fails on both backends. DELETE stays possible for the retention purge (service.purge_entries).
+# The migration (0007) creates the same triggers; tests build the schema from the models, hence the events.
+APPEND_ONLY_SQLITE = (
+    "CREATE TRIGGER audit_entries_append_only BEFORE UPDATE ON audit_entries "
+    "BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END"
+)
+APPEND_ONLY_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION audit_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'audit entries are append-only'; END $$",
+    "CREATE TRIGGER audit_entries_append_only BEFORE UPDATE ON audit_entries "
+    "FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()",
+)
+
+# (SQLAlchemy's DDL constructor carries no annotations.)
+event.listen(
+    AuditEntry.__table__,
+    "after_create",
+    DDL(APPEND_ONLY_SQLITE).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
+)
+for _statement in APPEND_ONLY_POSTGRESQL:
+    event.listen(
+        AuditEntry.__table__,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )

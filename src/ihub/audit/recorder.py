@@ -313,7 +313,7 @@ class Recorder:
         changes = [change.as_json() for change in self.changes]
         if self.skipped:
             changes.append({"entity": None, "id": None, "op": "more", "before": None, "after": {"rows": self.skipped}})
-        first = self.changes[0] if self.changes else None
+        first = main_change(self.changes)
         await session.execute(
             insert(AuditEntry).values(
                 channel=self.actor.channel.value,
@@ -329,6 +329,19 @@ class Recorder:
                 changes=changes,
             )
         )
+
+
+# Columns a change touches only as a consequence of another (a project's `updated_at` when its connection
+# changes): such a change does not name what the work was about.
+INCIDENTAL_COLUMNS = frozenset({"updated_at"})
+
+
+def main_change(changes: Sequence[Change]) -> Change | None:
+    """The change that names the entry's target: the first one that is more than a timestamp bump."""
+    for change in changes:
+        if change.op != "update" or not set(change.after or {}) <= INCIDENTAL_COLUMNS:
+            return change
+    return changes[0] if changes else None
 
 
 def coalesce(changes: Sequence[Change]) -> list[Change]:

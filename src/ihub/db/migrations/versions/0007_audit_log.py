@@ -42,7 +42,24 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_entries_actor_id", ["actor_user_id", "id"], unique=False)
         batch_op.create_index("ix_audit_entries_target_id", ["target_type", "target_id", "id"], unique=False)
         batch_op.create_index("ix_audit_entries_action_id", ["action", "id"], unique=False)
+    # Append-only in the database (as ihub/audit/models.py declares for a schema built from the models).
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE OR REPLACE FUNCTION audit_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit entries are append-only'; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_entries_append_only BEFORE UPDATE ON audit_entries "
+            "FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()"
+        )
+    else:
+        op.execute(
+            "CREATE TRIGGER audit_entries_append_only BEFORE UPDATE ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END"
+        )
 
 
 def downgrade() -> None:
-    op.drop_table("audit_entries")
+    op.drop_table("audit_entries")  # with its trigger
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS audit_entries_append_only()")
