@@ -116,3 +116,21 @@ async def test_entries_cannot_be_updated(app, api) -> None:  # noqa: ANN001
             await session.execute(update(AuditEntry).where(AuditEntry.id == entry.id).values(actor_name="someone"))
         await session.rollback()
     assert (await entries(app))[0].actor_name == entry.actor_name
+
+
+async def test_trigger_commands_are_recorded_too(app, owner, client, auth, shell) -> None:  # noqa: ANN001
+    from template_kit import definition
+
+    created = await client.post("/api/v1/template/org/1", json={"name": "t", "definition": definition()}, headers=auth)
+    template_id = created.json()["templates"][0]["id"]
+    created = await client.post("/api/v1/project/org/1", json={"name": "p", "templateId": template_id}, headers=auth)
+    flow_id = created.json()["projects"][0]["flows"][0]["id"]
+    before = len(await entries(app))
+    made = await shell("trigger", "create", "--flow", flow_id, "--json")
+    assert made.exit_code == 0, made.output
+    written = (await entries(app))[before:]
+    assert [(e.channel, e.action, e.target_type) for e in written] == [
+        ("cli", "ihub trigger create", "trigger_clients")
+    ]
+    private_key = json.loads(made.stdout)["triggers"][0]["privateKey"]
+    assert private_key.splitlines()[1] not in json.dumps(written[0].changes)

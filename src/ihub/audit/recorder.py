@@ -266,6 +266,16 @@ class Recorder:
             self._inserted(state, statement, table)
             return None
         where = statement.whereclause
+        given = state.parameters
+        if where is None and given and not isinstance(given, Mapping):
+            # A bulk update or delete by primary key (a list of parameter sets): the sets are the rows.
+            op = "delete" if isinstance(statement, Delete) else "update"
+            for params in given:
+                given_row = {name: value for name, value in params.items() if name in table.c}
+                shown_row = _whole(table, given_row)
+                old_values, new_values = (shown_row, None) if op == "delete" else (None, shown_row)
+                self._add(Change(table.name, _row_id(table, given_row), op, old_values, new_values, [given_row]))
+            return None
         query = select(table) if where is None else select(table).where(where)
         before = [dict(row) for row in state.session.execute(query.limit(MAX_ROWS + 1)).mappings()]
         result = state.invoke_statement()
