@@ -5,9 +5,10 @@ Invariants:
   commits (db/unit_of_work.py `before_commit`): a rolled-back request leaves no entry, and a committed change
   always has its entry (if the entry cannot be written, nothing commits).
 - Only sessions a person acts through record anything: `begin` is called by the `/api/v1` auth dependency
-  (provisioning/deps.py) and the console's (console/auth.py) for write requests, and by the CLI's
-  `with_session`. It attaches the listeners to that one session, so every other session (the webhook's,
-  the engine's, workers') has no listener and pays nothing.
+  (provisioning/deps.py) and the console's (console/auth.py) for write requests, by the CLI's units of work
+  (common/cli_support.py `with_session`, incoming/cli.py) and by the OAuth callback that stores a Connect's
+  tokens (as the person who started it). It attaches the listeners to that one session, so every other
+  session (the webhook's, the engine's, workers') has no listener and pays nothing.
 - What changed is captured generically: ORM inserts, updates and deletes from the flush (attribute history),
   and UPDATE/DELETE/INSERT statements run through the session (`do_orm_execute`): for those the affected rows
   are read before (and, for an update, after) the statement. Rows removed by a database cascade (ON DELETE
@@ -17,6 +18,8 @@ Invariants:
   which may carry a caller's headers, are "[omitted]"; any value larger than MAX_VALUE_CHARS is cut to its size.
 - Bookkeeping tables (console sessions, API tokens and nonces, rate-limit counters) are not changes of
   configuration and are left out.
+- The entry belongs to the deepest organization containing every changed row (ORG_LINKS leads each row to
+  its organization); Owners of that organization and above read it.
 """
 
 from __future__ import annotations
