@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Scope
 
 from ihub import __version__
 from ihub.api_docs import install_docs
+from ihub.audit.routes import router as audit_router
 from ihub.common.body import add_body_schemas
 from ihub.common.context import AppContext
 from ihub.common.crypto import SecretBox
@@ -53,6 +54,7 @@ ROUTERS = [
     replays_router,
     incoming_router,
     oauth_router,
+    audit_router,
     console_router,
 ]
 

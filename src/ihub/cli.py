@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from ihub.accounts.cli import invite, reset_password
+from ihub.audit.cli import app as audit_app
 from ihub.common.cli_support import JsonFlag, with_session
 from ihub.config import Settings, get_settings
 from ihub.executors.cli import worker
@@ -270,6 +271,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(runs_app, name="runs")
 app.add_typer(replay_app, name="replay")
 app.add_typer(trigger_app, name="trigger")
+app.add_typer(audit_app, name="audit")
 app.command()(worker)
 user_app.command("invite")(invite)
 user_app.command("reset-password")(reset_password)

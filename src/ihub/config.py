@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         "excluded) before the run fails.",
     )
     run_retention_days: int = Field(default=30, ge=1)
+    audit_retention_days: int = Field(
+        default=365,
+        ge=1,
+        description="Days an audit log entry is kept; older ones are purged with old runs (hourly) or by "
+        "`ihub audit purge`.",
+    )
     connection_max_wait_hours: float = Field(
         default=72.0,
         gt=0,

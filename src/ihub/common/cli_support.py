@@ -30,6 +30,7 @@ async def with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) 
     """Run `work` as one unit of work on the hub's database, with its secret box: committed when `work`
     returns, rolled back when it raises (services only flush; see db/unit_of_work.py). A uniqueness conflict
     comes out as the same ApiError (409) an API client gets. The engine is disposed after."""
+    from ihub.audit.recorder import begin_cli
     from ihub.common.crypto import SecretBox
     from ihub.db.engine import create_engine, create_sessionmaker
     from ihub.db.unit_of_work import unit_of_work
@@ -38,6 +39,8 @@ async def with_session(work: Callable[[AsyncSession, SecretBox], Awaitable[T]]) 
     engine = create_engine(settings.resolved_database_url, pool=False)
     try:
         async with unit_of_work(create_sessionmaker(engine)) as session:
+            # What the command changes is recorded in the audit log as the operator's at this shell.
+            begin_cli(session)
             return await work(session, SecretBox(settings.resolved_secret_key()))
     finally:
         await engine.dispose()

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ihub.accounts import service as accounts
+from ihub.audit.recorder import Channel, begin_request
 from ihub.common.context import Context, Session, received
 from ihub.common.crypto import constant_time_equals
 from ihub.common.errors import ApiError
@@ -79,6 +80,8 @@ async def current_viewer(request: Request, session: Session, context: Context) -
         raise SignInRequired(_next_path(request))
     if active.stale:
         await _touch(request, session, context, active.id)
+    # A form post's unit of work is recorded in the audit log as this person's (GET pages record nothing).
+    begin_request(request, session, active.principal, Channel.CONSOLE)
     return Viewer(active.principal, active.id, active.csrf, active.name, active.email)
 
 

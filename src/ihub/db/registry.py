@@ -1,6 +1,7 @@
 """Imports every domain's tables so that `Base.metadata` is complete (Alembic, tests)."""
 
 from ihub.accounts import models as _accounts  # noqa: F401
+from ihub.audit import models as _audit  # noqa: F401
 from ihub.db.base import Base
 from ihub.flows import models as _flows  # noqa: F401
 from ihub.incoming import models as _incoming  # noqa: F401

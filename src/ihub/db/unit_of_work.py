@@ -20,10 +20,19 @@ from ihub.db.unique import conflict_error
 
 log = logging.getLogger("ihub.db")
 
-# Where `after_commit` keeps its hooks in the session's info dict.
+# Where `after_commit` and `before_commit` keep their hooks in the session's info dict.
 AFTER_COMMIT_KEY = "ihub.after_commit"
+BEFORE_COMMIT_KEY = "ihub.before_commit"
 
 AfterCommit = Callable[[], Awaitable[None] | None]
+BeforeCommit = Callable[[], Awaitable[None]]
+
+
+def before_commit(session: AsyncSession, hook: BeforeCommit) -> None:
+    """Run `hook` as the last work of this unit of work, inside its transaction, when the block ended without
+    error: what it writes commits with the rest, or nothing does (the audit entry of a change, ihub.audit).
+    Not run by a commit a service makes itself part-way (the documented exceptions below)."""
+    session.info.setdefault(BEFORE_COMMIT_KEY, []).append(hook)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
@@ -54,14 +63,18 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
     async with sessions() as session:
         try:
             yield session
+            for hook in session.info.pop(BEFORE_COMMIT_KEY, []):
+                await hook()
             await session.commit()
         except IntegrityError:
             await session.rollback()
             session.info.pop(AFTER_COMMIT_KEY, None)
+            session.info.pop(BEFORE_COMMIT_KEY, None)
             raise conflict_error(session) from None
         except Exception:
             # (A cancelled task skips this: closing the session below rolls back all the same.)
             await session.rollback()
             session.info.pop(AFTER_COMMIT_KEY, None)
+            session.info.pop(BEFORE_COMMIT_KEY, None)
             raise
         await _run_after_commit(session)

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from ihub.audit.service import purge_audit_log
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
 from ihub.runs.service import due_run_ids, next_wakeup, purge_runs
@@ -128,6 +129,7 @@ class LocalExecutor:
                         await session.commit()
                     if purged:
                         log.info("purged %d runs older than %d days", purged, self.context.settings.run_retention_days)
+                    await purge_audit_log(self.context)
             except asyncio.CancelledError:
                 raise
             except Exception:

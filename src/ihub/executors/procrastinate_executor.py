@@ -24,6 +24,7 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
+from ihub.audit.service import purge_audit_log
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
 from ihub.runs.service import due_run_ids, purge_runs
@@ -158,3 +159,4 @@ class ProcrastinateExecutor:
         async with self.context.sessions() as session:
             await purge_runs(session, older_than_days=self.context.settings.run_retention_days)
             await session.commit()
+        await purge_audit_log(self.context)

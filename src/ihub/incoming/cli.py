@@ -38,6 +38,7 @@ OutOpt = Annotated[
 
 def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     """`work` as one unit of work: the services flush, this commits when it returns (db/unit_of_work.py)."""
+    from ihub.audit.recorder import begin_cli
     from ihub.db.engine import create_engine, create_sessionmaker
     from ihub.db.unit_of_work import unit_of_work
 
@@ -45,6 +46,7 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
         engine = create_engine(get_settings().resolved_database_url, pool=False)
         try:
             async with unit_of_work(create_sessionmaker(engine)) as session:
+                begin_cli(session)  # recorded in the audit log, as common/cli_support.py with_session does
                 return await work(session)
         finally:
             await engine.dispose()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ihub.common.body import json_or_form, request_body
-from ihub.common.context import Context, Session
+from ihub.common.context import Context, Session, client_address
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.console.web import render
@@ -98,7 +98,15 @@ async def callback(request: Request, context: Context) -> HTMLResponse:
     # The token endpoint is called like any outgoing call: through the egress policy. Callbacks are rare (a
     # person connecting), so a client of their own costs nothing worth pooling.
     async with egress_client(policy_from_settings(context.settings), timeout=30.0) as http:
-        outcome = await service.callback(context.sessions, context.box, http, params, context=context)
+        outcome = await service.callback(
+            context.sessions,
+            context.box,
+            http,
+            params,
+            context=context,
+            address=client_address(request),
+            user_agent=request.headers.get("user-agent"),
+        )
     back = outcome.return_url or (f"/console/project/{outcome.project_id}" if outcome.project_id else None)
     status = 200 if outcome.result == "connected" else 400
     return render(request, "oauth_callback.html", status, outcome=outcome, heading=HEADINGS[outcome.result], back=back)

@@ -18,6 +18,8 @@ import httpx
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ihub.audit.recorder import Actor, Channel
+from ihub.audit.recorder import begin as begin_audit
 from ihub.common.context import AppContext
 from ihub.common.crypto import SecretBox, sha256_hex
 from ihub.common.errors import bad_request, not_found
@@ -330,10 +332,13 @@ async def callback(
     params: dict[str, str],
     *,
     context: AppContext | None = None,
+    address: str | None = None,
+    user_agent: str | None = None,
 ) -> Outcome:
     """Handle the provider's redirect: spend the state, exchange the code, store the tokens. A (re)connect marks
     the connection connected and resumes the runs parked on it (`projects.health.mark_reconnected`); with
-    `context` the executor hears of them once the tokens are committed."""
+    `context` the executor hears of them once the tokens are committed. The stored tokens are recorded in the
+    audit log as a change by the person who started Connect, from the browser (`address`) they came back in."""
     state = params.get("state") or ""
     if not state:
         return Outcome("invalid_state", "The provider's answer has no state. Start again with Connect.")
@@ -370,6 +375,8 @@ async def callback(
     except TokenUnavailable as error:
         return Outcome("token_error", f"The provider's token endpoint failed: {error}. Try again.", *where)
     async with unit_of_work(sessions) as session:
+        who = Actor(Channel.CONSOLE, row.user_id, None, None, None, address=address, user_agent=user_agent)
+        begin_audit(session, who, "GET /oauth/callback", record_empty=False)
         connection = await projects.connection_row(session, row.project_id, row.slot_id, lock=True)
         project = await session.get(Project, row.project_id)
         slot = await projects.pinned_slot(session, project, row.slot_id) if project is not None else None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from ihub.audit.recorder import Channel, begin_request
 from ihub.common.context import Session
 from ihub.common.errors import ApiError
 from ihub.provisioning.service import authenticate
@@ -32,7 +33,9 @@ def request_token(header: Annotated[str | None, Depends(_authorization)] = None)
     return rest.strip() if scheme.lower() == "bearer" else header.strip()
 
 
-async def current_principal(token: Annotated[str, Depends(request_token)], session: Session) -> Principal:
+async def current_principal(
+    request: Request, token: Annotated[str, Depends(request_token)], session: Session
+) -> Principal:
     # FastAPI resolves these in order: a request without a token is refused before it gets a session.
     # The request's own session (common/context.py get_session): a read-only one for GET, so authenticating a
     # read never takes or waits for SQLite's write lock; for a write, its unit of work, so the caller is looked up
@@ -44,6 +47,8 @@ async def current_principal(token: Annotated[str, Depends(request_token)], sessi
         raise ApiError(
             401, "invalid or expired token: get a new one from POST /api/v1/token", "invalid_token", _CHALLENGE
         )
+    # A write request's unit of work is recorded in the audit log (a read's session records nothing).
+    begin_request(request, session, principal, Channel.API)
     return principal
 
 
