@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from db_snapshot import NothingWritten
+from db_snapshot import NothingWritten, changed_tables, snapshot
 from ihub.db.base import utcnow
 from ihub.replays.models import ReplayBatch, ReplayItem
 from ihub.runs.models import Run
@@ -37,11 +37,11 @@ async def test_dry_run_counts_the_selection_its_skips_and_shows_which(client, au
     newer = await failed_runs(app, prj, 1, failure_key=key("a"), replay_of=group[1])
     await failed_runs(app, prj, 1, failure_key=key("c"), status="cancelled", replay_of=group[2])
 
-    async with NothingWritten(app):
-        response = await client.post(
-            "/api/v1/org/1/replays", json={"failureKey": key("a"), "dryRun": True}, headers=auth
-        )
+    before = await snapshot(app.state.context.sessions)
+    response = await client.post("/api/v1/org/1/replays", json={"failureKey": key("a"), "dryRun": True}, headers=auth)
     assert response.status_code == 200, response.text
+    # A dry run replays nothing and makes no batch; the audit log records who looked (docs/operations.md).
+    assert changed_tables(before, await snapshot(app.state.context.sessions)) == {"audit_entries"}
     preview = response.json()
     assert (preview["selected"], preview["alreadyReplayed"], preview["superseded"], preview["toReplay"]) == (6, 1, 1, 4)
     sample = preview["sample"]
