@@ -32,6 +32,8 @@ from ihub.db.engine import create_engine, create_read_engine, create_sessionmake
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
 from ihub.oauth.routes import router as oauth_router
+from ihub.observability import metrics
+from ihub.observability.routes import router as observability_router
 from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
 from ihub.runs.routes import router as runs_router
@@ -51,6 +53,7 @@ ROUTERS = [
     incoming_router,
     oauth_router,
     console_router,
+    observability_router,
 ]
 
 
@@ -217,6 +220,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         read_timeout=settings.body_read_timeout_seconds,
         render=render_error,
     )
+    # Outermost: the latency of every request, 413s and 500s included, under its route template.
+    metrics.set_enabled(settings.metrics_enabled)
+    app.add_middleware(metrics.HttpMetrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
