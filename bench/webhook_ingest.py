@@ -2,6 +2,7 @@
 """Webhook ingest benchmark: accepted webhooks per second and latency, against a bare endpoint of the same app.
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 10] [--connections 8] [--json]
+    .venv/bin/python bench/webhook_ingest.py --metrics compare [--rounds 3]   # the cost of counting metrics
 
 Starts `ihub serve` (embedded default: SQLite, local executor) on a free port in a temporary data
 directory, creates a template, project, flow (trigger jwt, one `map` step) and a trigger client through
@@ -166,8 +167,8 @@ def http_request(method: str, path: str, port: int, headers: dict[str, str], bod
 
 
 def start_server(
-    data_dir: Path, port: int, worker: bool = True
-) -> tuple[subprocess.Popen[bytes], dict[str, str], dict[str, str]]:
+    data_dir: Path, port: int, worker: bool = True, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     env = {
         **os.environ,
         "IHUB_DATA_DIR": str(data_dir),
@@ -175,6 +176,7 @@ def start_server(
         "IHUB_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "IHUB_LOG_LEVEL": "WARNING",
         "IHUB_EXECUTOR": "local",
+        **(extra_env or {}),
     }
     env.pop("IHUB_DATABASE_URL", None)
     init = subprocess.run([sys.executable, "-m", "ihub", "init", "--json"], env=env, capture_output=True, text=True)
@@ -282,26 +284,18 @@ def count_runs(data_dir: Path) -> dict[str, int]:
         return dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections (default 8)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
-    )
-    add_load_options(parser)
-    args = parser.parse_args()
-    if args.load:
-        load_main(args)
-        return
+def metrics_env(metrics: bool) -> dict[str, str]:
+    """Counting on (the default) or off; with a token so that /metrics is served, as an operator would run it."""
+    return {"IHUB_METRICS_ENABLED": "true" if metrics else "false", "IHUB_METRICS_TOKEN": "bench-" + "m" * 24}
 
+
+def measure_once(args: argparse.Namespace, metrics: bool = True) -> dict[str, Any]:
+    """A fresh server: the bare phase, then the webhook phase; the runs table afterwards."""
     with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server, creds = start_server(workdir / "data", port, worker=not args.no_worker)
+        server, creds = start_server(workdir / "data", port, worker=not args.no_worker, extra_env=metrics_env(metrics))
         try:
             wait_ready(url, server)
             token, _ = prepare(url, creds)
@@ -317,7 +311,69 @@ def main() -> None:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+    return {"bare": bare, "webhook": webhook, "runs": runs}
 
+
+def compare_metrics(args: argparse.Namespace) -> None:
+    """Metrics on and off, interleaved (on/off, off/on, ...) so that the machine's load drifts over both alike;
+    the medians of accepted webhooks/s and their ratio (on/off; the issue's budget: at least 0.95)."""
+    import statistics
+
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    p50: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(args.rounds):
+        for metrics in (True, False) if round_ % 2 == 0 else (False, True):
+            webhook = measure_once(args, metrics)["webhook"]
+            rates[metrics].append(webhook["accepted_per_s"])
+            p50[metrics].append(webhook["p50_ms"])
+            mode = "on " if metrics else "off"
+            shown = f"  round {round_ + 1} metrics {mode}: {webhook['accepted_per_s']:.1f} webhooks/s"
+            print(shown, file=sys.stderr, flush=True)
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    report = {
+        "rounds": args.rounds,
+        "webhooks_per_s": {"on": rates[True], "off": rates[False]},
+        "median_on": on,
+        "median_off": off,
+        "median_p50_ms": {"on": statistics.median(p50[True]), "off": statistics.median(p50[False])},
+        "ratio_on_to_off": round(on / off, 3) if off else 0.0,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"webhook ingest, metrics on vs off — {args.rounds} rounds interleaved, {args.seconds:g} s per phase")
+    latency = report["median_p50_ms"]
+    print(f"median webhooks/s: on {on:.1f}, off {off:.1f}; p50 ms on {latency['on']:.2f}, off {latency['off']:.2f}")
+    print(f"ratio on/off: {report['ratio_on_to_off']:.3f} (budget: at least 0.95)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections (default 8)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "compare"],
+        default="on",
+        help="count metrics (IHUB_METRICS_ENABLED) or not; compare: both, interleaved over --rounds servers each",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="servers per mode with --metrics compare (default 3)")
+    add_load_options(parser)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+        return
+    if args.metrics == "compare":
+        compare_metrics(args)
+        return
+
+    measured = measure_once(args, metrics=args.metrics == "on")
+    bare, webhook, runs = measured["bare"], measured["webhook"], measured["runs"]
     ratio = webhook["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0.0
     report = {
         "setup": {
@@ -325,6 +381,7 @@ def main() -> None:
             "connections": args.connections,
             "seconds_per_phase": args.seconds,
             "cpus": os.cpu_count(),
+            "metrics": args.metrics,
         },
         "bare_get_healthz": bare,
         "webhook_jwt": webhook,
