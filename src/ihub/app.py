@@ -32,7 +32,7 @@ from ihub.db.engine import create_engine, create_read_engine, create_sessionmake
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
 from ihub.oauth.routes import router as oauth_router
-from ihub.observability import metrics
+from ihub.observability import metrics, tracing
 from ihub.observability.routes import router as observability_router
 from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
@@ -164,6 +164,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def build_context(settings: Settings) -> AppContext:
     connect_domains()
+    # Every process that may execute runs comes through here: traces if OTEL_* asks and the SDK is installed.
+    tracing.configure_from_environment()
     master = settings.resolved_secret_key()
     url, lock_timeout = settings.resolved_database_url, settings.db_lock_timeout_seconds
     engine = create_engine(url, lock_timeout=lock_timeout)

@@ -58,7 +58,7 @@ from ihub.flows.steps.registry import step_type
 from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.oauth.refresh import AuthorizationCodeTokens
-from ihub.observability import metrics
+from ihub.observability import metrics, tracing
 from ihub.projects import health
 from ihub.projects.models import Connection
 from ihub.projects.runtime import RUNTIMES
@@ -339,7 +339,9 @@ class RunExecution:
         flow_key = self.loaded.flow.key if self.loaded is not None else "_unknown"
         if run.attempt == 1:
             metrics.run_started(flow_key)
-        outcome = await self._execute(run)
+        with tracing.run_span(self.run_id, self.run_uid, flow_key, run.attempt, run.trigger) as span:
+            outcome = await self._execute(run)
+            tracing.finish(span, outcome.status.value if outcome is not None else "stopped")
         if outcome is not None and outcome.status in TERMINAL_RUN_STATUSES:
             metrics.run_finished(flow_key, outcome.status.value)
         return outcome
@@ -585,10 +587,21 @@ class RunExecution:
                 raise StepFailed(path, final.error or "failed")
             return
         clock = time.perf_counter()
-        try:
-            await self._execute_step(kind, step, scope, path, prior, final)
-        finally:
-            metrics.step_finished(step.type, time.perf_counter() - clock)
+        recorded = len(prior)
+        with tracing.step_span(step.id, path, step.type) as span:
+            try:
+                await self._execute_step(kind, step, scope, path, prior, final)
+            finally:
+                metrics.step_finished(step.type, time.perf_counter() - clock)
+                if span is not None:
+                    tracing.finish(span, self._status_since(path, recorded))
+
+    def _status_since(self, path: str, recorded: int) -> str:
+        """How the step's execution that began with `recorded` records ended (for its trace span)."""
+        records = self.records.get(path, [])
+        if len(records) > recorded:
+            return str(records[-1].status)
+        return "succeeded" if records else "stopped"  # a succeeded composite walked again records nothing new
 
     async def _execute_step(
         self,
