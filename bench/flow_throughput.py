@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/flow_throughput.py [--executor local|procrastinate|both] [--runs 500]
                                               [--serial-runs 50] [--connections 16] [--json]
-    .venv/bin/python bench/flow_throughput.py --metrics compare [--rounds 3] [--runs 500]   # cost of metrics
+    .venv/bin/python bench/flow_throughput.py --metrics compare [--rounds 4] [--runs 500]   # cost of metrics
 
 Setups (each a fresh hub on 127.0.0.1 in a temporary data directory):
 - local: `ihub serve` on SQLite with its local executor (the embedded default).
@@ -387,24 +387,26 @@ def run_executor(executor: str, target: str, workdir: Path, args: argparse.Names
 
 
 def compare_metrics(target: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Local executor, metrics on and off, interleaved over --rounds hubs each (on/off, off/on, ...) so that the
-    machine's load drifts over both alike: median burst runs/s per flow, and on/off (the budget: at least 0.95)."""
+    """Two local-executor hubs side by side, metrics on and off, bursts alternating between them (on, off, off,
+    on, ...) so that load from elsewhere on the machine drifts over both alike: median burst runs/s per flow and
+    on/off (the budget: at least 0.95). Each burst is waited out before the next, so no backlog spills over."""
     import statistics
 
+    hubs = {metrics: Hub("local", workdir, args.postgres_url, metrics=metrics) for metrics in (True, False)}
     rates: dict[tuple[str, bool], list[float]] = {}
-    for round_ in range(args.rounds):
-        for metrics in (True, False) if round_ % 2 == 0 else (False, True):
-            hub = Hub("local", workdir, args.postgres_url, metrics=metrics)
-            try:
-                flows = setup_flows(hub.url, hub.start(), target)
+    try:
+        flows = {metrics: setup_flows(hub.url, hub.start(), target) for metrics, hub in hubs.items()}
+        for round_ in range(args.rounds):
+            for metrics in (True, False) if round_ % 2 == 0 else (False, True):
                 for key in ("map", "http"):
-                    flow_id, token = flows[key]
-                    result = burst(hub, f"m{round_}-{key}", flow_id, token, args)
+                    flow_id, token = flows[metrics][key]
+                    result = burst(hubs[metrics], f"m{round_}-{key}", flow_id, token, args)
                     rates.setdefault((key, metrics), []).append(result["runs_per_s"])
                     mode = "on " if metrics else "off"
                     print(f"  round {round_ + 1} metrics {mode} {key}: {result['runs_per_s']} runs/s", file=sys.stderr)
-            finally:
-                hub.stop()
+    finally:
+        for hub in hubs.values():
+            hub.stop()
     report: dict[str, Any] = {"rounds": args.rounds, "runs_in_flight": args.runs, "flows": {}}
     for key in ("map", "http"):
         on, off = statistics.median(rates[(key, True)]), statistics.median(rates[(key, False)])
@@ -452,9 +454,9 @@ def main() -> None:
         "--metrics",
         choices=["on", "off", "compare"],
         default="on",
-        help="count metrics (IHUB_METRICS_ENABLED) or not; compare: local executor, both, interleaved over --rounds",
+        help="count metrics (IHUB_METRICS_ENABLED) or not; compare: two local hubs, bursts alternating (--rounds)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="hubs per mode with --metrics compare (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per mode and flow with --metrics compare")
     args = parser.parse_args()
 
     # start_server (webhook_ingest) passes this process's environment on to the hub.
