@@ -589,19 +589,20 @@ class RunExecution:
         clock = time.perf_counter()
         recorded = len(prior)
         with tracing.step_span(step.id, path, step.type) as span:
+            # Without a new record: a succeeded composite walked again returns, a lost lease or a cancel raises.
+            unrecorded = "stopped"
             try:
                 await self._execute_step(kind, step, scope, path, prior, final)
+                unrecorded = StepStatus.SUCCEEDED.value
             finally:
                 metrics.step_finished(step.type, time.perf_counter() - clock)
                 if span is not None:
-                    tracing.finish(span, self._status_since(path, recorded))
+                    tracing.finish(span, self._status_since(path, recorded, unrecorded))
 
-    def _status_since(self, path: str, recorded: int) -> str:
+    def _status_since(self, path: str, recorded: int, unrecorded: str) -> str:
         """How the step's execution that began with `recorded` records ended (for its trace span)."""
         records = self.records.get(path, [])
-        if len(records) > recorded:
-            return str(records[-1].status)
-        return "succeeded" if records else "stopped"  # a succeeded composite walked again records nothing new
+        return str(records[-1].status) if len(records) > recorded else unrecorded
 
     async def _execute_step(
         self,
