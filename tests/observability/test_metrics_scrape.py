@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,6 +128,57 @@ async def test_queue_gauges_count_due_runs(client: httpx.AsyncClient, app: Any, 
     assert value(found, "ihub_runs_queued", due="now") == 1
     assert value(found, "ihub_runs_queued", due="later") == 1
     assert value(found, "ihub_runs_queued_oldest_age_seconds") >= 120
+
+
+async def test_client_credentials_token_fetches_are_counted(
+    client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    """A token endpoint on 127.0.0.1 that issues one token, then refuses to: refreshed, then refused."""
+    answers = iter([({"access_token": "tok-1", "expires_in": 3600}, 200), ({"error": "invalid_client"}, 401)])
+
+    def token(request: Any) -> Any:
+        from werkzeug.wrappers import Response
+
+        body, status = next(answers)
+        return Response(json.dumps(body), status=status, content_type="application/json")
+
+    httpserver.expect_request("/token", method="POST").respond_with_handler(token)
+    api_answers = iter([200, 401])
+
+    def api(request: Any) -> Any:
+        from werkzeug.wrappers import Response
+
+        return Response("{}", status=next(api_answers), content_type="application/json")
+
+    httpserver.expect_request("/api").respond_with_handler(api)
+    step = {"id": "call", "type": "http", "connection": "api", "method": "GET", "path": "/api"}
+    flow = {"key": "cc", "trigger": "manual", "steps": [step]}
+    definition = {"connections": [{"id": "api", "type": "http", "name": "API"}], "flows": [flow]}
+    body = {"name": f"t-{uuid.uuid4().hex[:8]}", "description": "", "definition": definition}
+    template = (await client.post("/api/v1/template/org/1", json=body, headers=auth)).json()["templates"][0]["id"]
+    body = {"name": f"p-{uuid.uuid4().hex[:8]}", "templateId": template}
+    project = (await client.post("/api/v1/project/org/1", json=body, headers=auth)).json()["projects"][0]
+    fields = {"authType": "oauth2_client_credentials", "clientId": "cid", "clientSecret": "cs-" + uuid.uuid4().hex}
+    details = {"type": "http", "baseUrl": httpserver.url_for("/"), "tokenUrl": httpserver.url_for("/token"), **fields}
+    response = await client.put(
+        f"/api/v1/project/{project['id']}", json={"connections": [{"id": "api", "details": details}]}, headers=auth
+    )
+    assert response.status_code == 200, response.text
+    _, before = await scrape(client)
+
+    _, status = await run_to_end(client, auth, project["flows"][0]["id"])
+    assert status == "succeeded"
+    # The target answers 401: the step fetches a new token once, and the token endpoint refuses it.
+    _, status = await run_to_end(client, auth, project["flows"][0]["id"])
+    assert status == "failed"
+    _, after = await scrape(client)
+
+    def delta(outcome: str) -> float:
+        labels = {"grant": "client_credentials", "outcome": outcome}
+        name = "ihub_connection_refreshes_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (delta("refreshed"), delta("refused")) == (1, 1)
 
 
 @pytest.mark.parametrize(
