@@ -113,3 +113,14 @@ def test_tracing_is_off_unless_the_environment_asks() -> None:
     assert not tracing.configure_from_environment({})
     assert not tracing.enabled()
     assert tracing.step_span("a", "a", "map") is tracing.step_span("b", "b", "http")
+
+
+def test_the_environment_turns_it_on() -> None:
+    try:
+        assert tracing.configure_from_environment({"OTEL_TRACES_EXPORTER": "console"})
+        assert tracing.enabled()
+        assert tracing.step_span("a", "a", "map") is not tracing.step_span("a", "a", "map")
+    finally:
+        tracing.stop()
+    assert not tracing.configure_from_environment({"OTEL_TRACES_EXPORTER": "zipkin"})  # not supported: stays off
+    assert not tracing.enabled()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import logging
 import os
 import uuid
@@ -81,14 +82,12 @@ def _exporter(name: str) -> Any:
         log.warning("OTEL_TRACES_EXPORTER=%s is not supported by ihub (otlp, console, none); tracing stays off", name)
         return None
     try:
-        # Only in the `otel` extra (not installed for the type check): typed as Any here.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
+        # Only in the `otel` extra, which the type check's environment may or may not have: looked up by name.
+        module = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     except ImportError:
         log.warning("the OTLP exporter is not installed: pip install 'ihub[otel]'; tracing stays off")
         return None
-    return OTLPSpanExporter()
+    return module.OTLPSpanExporter()
 
 
 def use_provider(provider: Any) -> None:
