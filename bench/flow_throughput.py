@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/flow_throughput.py [--executor local|procrastinate|both] [--runs 500]
                                               [--serial-runs 50] [--connections 16] [--json]
+    .venv/bin/python bench/flow_throughput.py --metrics compare [--rounds 4] [--runs 500]   # cost of metrics
 
 Setups (each a fresh hub on 127.0.0.1 in a temporary data directory):
 - local: `ihub serve` on SQLite with its local executor (the embedded default).
@@ -45,6 +46,7 @@ from webhook_ingest import (
     TICKET,
     free_port,
     http_request,
+    metrics_env,
     run_phase,
     sign_assertion,
     start_server,
@@ -221,8 +223,9 @@ def setup_flows(url: str, creds: dict[str, str], target: str) -> dict[str, tuple
 class Hub:
     """The processes of one hub under test; `stop` ends them all (and drops the scratch database)."""
 
-    def __init__(self, executor: str, workdir: Path, admin_url: str) -> None:
+    def __init__(self, executor: str, workdir: Path, admin_url: str, metrics: bool = True) -> None:
         self.executor = executor
+        self.metrics = metrics
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -232,9 +235,9 @@ class Hub:
         self.env: dict[str, str] = {}
 
     def start(self) -> dict[str, str]:
-        data = self.workdir / f"data-{self.executor}"
+        data = self.workdir / f"data-{self.executor}-{uuid.uuid4().hex[:6]}"
         if self.executor == "local":
-            server, creds = start_server(data, self.port)
+            server, creds = start_server(data, self.port, extra_env=metrics_env(self.metrics))
             self.processes.append(server)
             self.runs = Runs(sqlite_path=data / "ihub.db")
         else:
@@ -258,6 +261,7 @@ class Hub:
             "IHUB_LOG_LEVEL": "WARNING",
             "IHUB_EXECUTOR": "procrastinate",
             "IHUB_DATABASE_URL": database_url,
+            **metrics_env(self.metrics),
         }
         init = subprocess.run([*IHUB, "init", "--json"], env=self.env, capture_output=True, text=True)
         if init.returncode != 0:
@@ -366,7 +370,7 @@ def measure(hub: Hub, label: str, flows: dict[str, tuple[int, str]], args: argpa
 
 
 def run_executor(executor: str, target: str, workdir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    hub = Hub(executor, workdir, args.postgres_url)
+    hub = Hub(executor, workdir, args.postgres_url, metrics=args.metrics == "on")
     try:
         creds = hub.start()
         flows = setup_flows(hub.url, creds, target)
@@ -380,6 +384,40 @@ def run_executor(executor: str, target: str, workdir: Path, args: argparse.Names
         return results
     finally:
         hub.stop()
+
+
+def compare_metrics(target: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Two local-executor hubs side by side, metrics on and off, bursts alternating between them (on, off, off,
+    on, ...) so that load from elsewhere on the machine drifts over both alike: median burst runs/s per flow and
+    on/off (the budget: at least 0.95). Each burst is waited out before the next, so no backlog spills over."""
+    import statistics
+
+    hubs = {metrics: Hub("local", workdir, args.postgres_url, metrics=metrics) for metrics in (True, False)}
+    rates: dict[tuple[str, bool], list[float]] = {}
+    try:
+        flows = {metrics: setup_flows(hub.url, hub.start(), target) for metrics, hub in hubs.items()}
+        for round_ in range(args.rounds):
+            for metrics in (True, False) if round_ % 2 == 0 else (False, True):
+                for key in ("map", "http"):
+                    flow_id, token = flows[metrics][key]
+                    result = burst(hubs[metrics], f"m{round_}-{key}", flow_id, token, args)
+                    rates.setdefault((key, metrics), []).append(result["runs_per_s"])
+                    mode = "on " if metrics else "off"
+                    print(f"  round {round_ + 1} metrics {mode} {key}: {result['runs_per_s']} runs/s", file=sys.stderr)
+    finally:
+        for hub in hubs.values():
+            hub.stop()
+    report: dict[str, Any] = {"rounds": args.rounds, "runs_in_flight": args.runs, "flows": {}}
+    for key in ("map", "http"):
+        on, off = statistics.median(rates[(key, True)]), statistics.median(rates[(key, False)])
+        report["flows"][key] = {
+            "runs_per_s_on": rates[(key, True)],
+            "runs_per_s_off": rates[(key, False)],
+            "median_on": on,
+            "median_off": off,
+            "ratio_on_to_off": round(on / off, 3) if off else 0.0,
+        }
+    return report
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -412,6 +450,13 @@ def main() -> None:
         help="an admin connection; a scratch database is created beside it and dropped after",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "compare"],
+        default="on",
+        help="count metrics (IHUB_METRICS_ENABLED) or not; compare: two local hubs, bursts alternating (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per mode and flow with --metrics compare")
     args = parser.parse_args()
 
     # start_server (webhook_ingest) passes this process's environment on to the hub.
@@ -419,6 +464,22 @@ def main() -> None:
     load_before = load_average()
     started = time.monotonic()
     server, target = start_target()
+    if args.metrics == "compare":
+        try:
+            with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
+                compared = compare_metrics(target, Path(tmp), args)
+        finally:
+            server.shutdown()
+        if args.json:
+            print(json.dumps(compared, indent=2))
+            return
+        print(f"ihub flow throughput, metrics on vs off — local executor, burst {args.runs} runs, {args.rounds} rounds")
+        for key, row in compared["flows"].items():
+            print(
+                f"{key:<5} median runs/s on {row['median_on']:.1f}, off {row['median_off']:.1f}; "
+                f"ratio on/off {row['ratio_on_to_off']:.3f} (budget: at least 0.95)"
+            )
+        return
     results: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:

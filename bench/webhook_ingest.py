@@ -2,6 +2,7 @@
 """Webhook ingest benchmark: accepted webhooks per second and latency, against a bare endpoint of the same app.
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 10] [--connections 8] [--json]
+    .venv/bin/python bench/webhook_ingest.py --metrics compare [--rounds 6]   # the cost of counting metrics
 
 Starts `ihub serve` (embedded default: SQLite, local executor) on a free port in a temporary data
 directory, creates a template, project, flow (trigger jwt, one `map` step) and a trigger client through
@@ -166,8 +167,8 @@ def http_request(method: str, path: str, port: int, headers: dict[str, str], bod
 
 
 def start_server(
-    data_dir: Path, port: int, worker: bool = True
-) -> tuple[subprocess.Popen[bytes], dict[str, str], dict[str, str]]:
+    data_dir: Path, port: int, worker: bool = True, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     env = {
         **os.environ,
         "IHUB_DATA_DIR": str(data_dir),
@@ -175,6 +176,7 @@ def start_server(
         "IHUB_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "IHUB_LOG_LEVEL": "WARNING",
         "IHUB_EXECUTOR": "local",
+        **(extra_env or {}),
     }
     env.pop("IHUB_DATABASE_URL", None)
     init = subprocess.run([sys.executable, "-m", "ihub", "init", "--json"], env=env, capture_output=True, text=True)
@@ -282,26 +284,18 @@ def count_runs(data_dir: Path) -> dict[str, int]:
         return dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections (default 8)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
-    )
-    add_load_options(parser)
-    args = parser.parse_args()
-    if args.load:
-        load_main(args)
-        return
+def metrics_env(metrics: bool) -> dict[str, str]:
+    """Counting on (the default) or off; with a token so that /metrics is served, as an operator would run it."""
+    return {"IHUB_METRICS_ENABLED": "true" if metrics else "false", "IHUB_METRICS_TOKEN": "bench-" + "m" * 24}
 
+
+def measure_once(args: argparse.Namespace, metrics: bool = True) -> dict[str, Any]:
+    """A fresh server: the bare phase, then the webhook phase; the runs table afterwards."""
     with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server, creds = start_server(workdir / "data", port, worker=not args.no_worker)
+        server, creds = start_server(workdir / "data", port, worker=not args.no_worker, extra_env=metrics_env(metrics))
         try:
             wait_ready(url, server)
             token, _ = prepare(url, creds)
@@ -317,7 +311,151 @@ def main() -> None:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+    return {"bare": bare, "webhook": webhook, "runs": runs}
 
+
+def recording_cost(calls: int = 20_000) -> dict[str, float]:
+    """Microseconds counting adds to one webhook request and to one run of one step, timed in this process with
+    the multiprocess (mmap) storage `serve` uses: the request's middleware around a no-op app minus the bare
+    no-op app, plus the incoming counter; a run's start, step duration and finish. Load on the machine slows
+    both sides of the comparison alike, so this stays meaningful where end-to-end rates swing."""
+    import asyncio
+    import timeit
+
+    from ihub.observability import metrics
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def nothing(message: Any) -> None:
+        return None
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "POST", "path": "/prod/incoming/webhook/jwt", "route": None}
+    counted = metrics.HttpMetrics(bare)
+
+    async def requests(app: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await app(scope, receive, nothing)
+            if app is counted:
+                metrics.incoming("webhook", "accepted", "new")
+        return time.perf_counter() - started
+
+    def run_events() -> None:
+        metrics.run_started("map")
+        metrics.step_finished("map", 0.001)
+        metrics.run_finished("map", "succeeded")
+
+    with tempfile.TemporaryDirectory(prefix="ihub-metrics-") as tmp:
+        metrics.use_directory(Path(tmp))
+        # Best of 5: the least disturbed repetition is the closest to the code's own cost.
+        with_metrics = min(asyncio.run(requests(counted)) for _ in range(5))
+        without = min(asyncio.run(requests(bare)) for _ in range(5))
+        run = min(timeit.repeat(run_events, number=calls, repeat=5))
+    return {
+        "per_request_us": round((with_metrics - without) / calls * 1e6, 2),
+        "per_one_step_run_us": round(run / calls * 1e6, 2),
+    }
+
+
+def compare_metrics(args: argparse.Namespace) -> None:
+    """Two servers side by side, metrics on and off, measured in alternating phases (on, off, off, on, ...):
+    load from elsewhere on the machine drifts over both alike. Medians of accepted webhooks/s, their ratio
+    (on/off; the issue's budget: at least 0.95), and the recording cost timed in-process."""
+    import statistics
+
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    p50: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="ihub-bench-") as tmp:
+        workdir = Path(tmp)
+        servers: dict[bool, tuple[subprocess.Popen[bytes], int, bytes]] = {}
+        try:
+            for metrics in (True, False):
+                port = free_port()
+                data = workdir / f"data-{'on' if metrics else 'off'}"
+                server, creds = start_server(data, port, worker=not args.no_worker, extra_env=metrics_env(metrics))
+                servers[metrics] = (server, port, b"")
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url, server)
+                token, _ = prepare(url, creds)
+                hook_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+                body = json.dumps(TICKET).encode()
+                request = http_request("POST", "/prod/incoming/webhook/jwt", port, hook_headers, body)
+                servers[metrics] = (server, port, request)
+            for round_ in range(args.rounds):
+                for metrics in (True, False) if round_ % 2 == 0 else (False, True):
+                    _, port, request = servers[metrics]
+                    webhook = run_phase("webhook", request, port, args, workdir)
+                    rates[metrics].append(webhook["accepted_per_s"])
+                    p50[metrics].append(webhook["p50_ms"])
+                    mode = "on " if metrics else "off"
+                    shown = f"  round {round_ + 1} metrics {mode}: {webhook['accepted_per_s']:.1f} webhooks/s"
+                    print(shown, file=sys.stderr, flush=True)
+        finally:
+            for server, _, _ in servers.values():
+                server.terminate()
+                try:
+                    server.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    cost = recording_cost()
+    # The share of one request's CPU time that counting takes, at the rate measured without metrics.
+    share = cost["per_request_us"] * off / 1e6 if off else 0.0
+    report = {
+        "rounds": args.rounds,
+        "webhooks_per_s": {"on": rates[True], "off": rates[False]},
+        "median_on": on,
+        "median_off": off,
+        "median_p50_ms": {"on": statistics.median(p50[True]), "off": statistics.median(p50[False])},
+        "ratio_on_to_off": round(on / off, 3) if off else 0.0,
+        "recording_cost": cost,
+        "recording_share_of_a_request": round(share, 4),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"webhook ingest, metrics on vs off — {args.rounds} rounds alternating, {args.seconds:g} s per phase")
+    latency = report["median_p50_ms"]
+    print(f"median webhooks/s: on {on:.1f}, off {off:.1f}; p50 ms on {latency['on']:.2f}, off {latency['off']:.2f}")
+    print(f"ratio on/off: {report['ratio_on_to_off']:.3f} (budget: at least 0.95)")
+    print(
+        f"recording cost: {cost['per_request_us']:.2f} us per webhook request ({share:.2%} of one at {off:.0f}/s), "
+        f"{cost['per_one_step_run_us']:.2f} us per one-step run"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections (default 8)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="serve without the local executor (ingest alone, runs stay queued)"
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "compare"],
+        default="on",
+        help="count metrics (IHUB_METRICS_ENABLED) or not; compare: two servers, phases alternating (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="phases per mode with --metrics compare (default 6)")
+    add_load_options(parser)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+        return
+    if args.metrics == "compare":
+        compare_metrics(args)
+        return
+
+    measured = measure_once(args, metrics=args.metrics == "on")
+    bare, webhook, runs = measured["bare"], measured["webhook"], measured["runs"]
     ratio = webhook["accepted_per_s"] / bare["accepted_per_s"] if bare["accepted_per_s"] else 0.0
     report = {
         "setup": {
@@ -325,6 +463,7 @@ def main() -> None:
             "connections": args.connections,
             "seconds_per_phase": args.seconds,
             "cpus": os.cpu_count(),
+            "metrics": args.metrics,
         },
         "bare_get_healthz": bare,
         "webhook_jwt": webhook,

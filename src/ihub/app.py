@@ -33,6 +33,8 @@ from ihub.db.engine import create_engine, create_read_engine, create_sessionmake
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
 from ihub.oauth.routes import router as oauth_router
+from ihub.observability import metrics, tracing
+from ihub.observability.routes import router as observability_router
 from ihub.projects.routes import router as projects_router
 from ihub.provisioning.routes import router as provisioning_router
 from ihub.replays.routes import router as replays_router
@@ -56,6 +58,7 @@ ROUTERS = [
     oauth_router,
     audit_router,
     console_router,
+    observability_router,
 ]
 
 
@@ -166,6 +169,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def build_context(settings: Settings) -> AppContext:
     connect_domains()
+    # Every process that may execute runs comes through here: traces if OTEL_* asks and the SDK is installed.
+    tracing.configure_from_environment()
     master = settings.resolved_secret_key()
     url, lock_timeout = settings.resolved_database_url, settings.db_lock_timeout_seconds
     engine = create_engine(url, lock_timeout=lock_timeout)
@@ -224,6 +229,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         read_timeout=settings.body_read_timeout_seconds,
         render=render_error,
     )
+    # Outermost: the latency of every request, 413s and 500s included, under its route template.
+    metrics.set_enabled(settings.metrics_enabled)
+    app.add_middleware(metrics.HttpMetrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -184,6 +184,13 @@ def serve(
         _announce_first_owner(settings, first)
     from ihub.common.gcpause import freeze_startup_objects
 
+    if settings.metrics_enabled:
+        from ihub.observability import metrics
+
+        # Counters of this server and its worker processes, summed at scrape time; an earlier server's are gone.
+        directory = settings.data_dir / "metrics"
+        metrics.reset_directory(directory)
+        metrics.use_directory(directory)
     hub = create_app(settings, run_worker=not no_worker)
     freeze_startup_objects()
     uvicorn.run(

@@ -183,6 +183,17 @@ class Settings(BaseSettings):
         default=2.0, ge=0.05, description="How often a hub process looks for bulk replays to work on, in seconds."
     )
     log_level: str = "INFO"
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Count runs, steps, requests and refreshes for GET /metrics; false makes every count a no-op "
+        "(bench/: the overhead with and without).",
+    )
+    metrics_token: str = Field(
+        default="",
+        repr=False,
+        description="Bearer token GET /metrics requires (Authorization: Bearer <token>). Empty = /metrics is not "
+        "served (404): the hub faces the internet, and counts by flow and route tell an attacker what it runs.",
+    )
     _public_url_derived: bool = PrivateAttr(default=False)
 
     @field_validator("trusted_proxies", mode="before")
@@ -193,6 +204,13 @@ class Settings(BaseSettings):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list):
             return [ip_network(item, strict=False) if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("IHUB_METRICS_TOKEN must be at least 16 characters (or empty: /metrics off)")
         return value
 
     @field_validator("public_url")

@@ -40,12 +40,30 @@ class AccessLogRedaction(logging.Filter):
         return True
 
 
+# Probes and scrapes arrive every few seconds and say nothing while they succeed: their 2xx lines are dropped.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class ProbeNoise(logging.Filter):
+    """uvicorn's access record args are (client, method, path, http version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 5 and isinstance(args[2], str):
+            path = args[2].split("?", 1)[0]
+            if path in QUIET_PATHS and isinstance(args[4], int) and 200 <= args[4] < 300:
+                return False
+        return True
+
+
 def redact_access_log() -> None:
     """Idempotent. A filter on the logger itself survives uvicorn's own logging set-up (it adds handlers and
     levels, never removes a logger's filters)."""
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
         access.addFilter(AccessLogRedaction())
+    if not any(isinstance(f, ProbeNoise) for f in access.filters):
+        access.addFilter(ProbeNoise())
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -104,6 +104,12 @@ def main() -> None:
 
     settings = Settings(**json.loads(settings_json))
     configure_logging(settings.log_level)
+    from ihub.observability import metrics
+
+    # Before any count: this process's counters go to the directory `serve` scrapes (PROMETHEUS_MULTIPROC_DIR).
+    metrics.set_enabled(settings.metrics_enabled)
+    if settings.metrics_enabled:
+        metrics.adopt_inherited_directory()
     # Flows yield the CPU to the API: on a machine with as many busy workers as cores, API requests would
     # otherwise wait for a time slice behind flow computation (bench/isolation.py: cpu-* rows).
     os.nice(settings.worker_niceness)

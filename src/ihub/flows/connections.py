@@ -26,6 +26,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from ihub.egress import DeadlineExceeded, EgressRefused, FetchLimits, ResponseTooLarge, fetch
+from ihub.observability import metrics
 
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
@@ -89,7 +90,12 @@ class TokenCache:
             cached = self._tokens.get(key)
             if cached and cached[1] > time.monotonic():
                 return cached[0]
-            token, expires_in = await self._fetch(http, fields, limits)
+            try:
+                token, expires_in = await self._fetch(http, fields, limits)
+            except ConnectionError_ as error:
+                metrics.refresh_failed("client_credentials", error.kind)
+                raise
+            metrics.connection_refresh("client_credentials", "refreshed")
             # Renew a little early so a token never expires between the check and the call.
             self._tokens[key] = (token, time.monotonic() + max(0.0, expires_in - min(30.0, expires_in / 10)))
             return token

@@ -58,6 +58,7 @@ from ihub.flows.steps.registry import step_type
 from ihub.flows.steps.values import SUMMARY_CAP, dumps, json_safe, summarize
 from ihub.flows.storage import cannot_store, unstorable
 from ihub.oauth.refresh import AuthorizationCodeTokens
+from ihub.observability import metrics, tracing
 from ihub.projects import health
 from ihub.projects.models import Connection
 from ihub.projects.runtime import RUNTIMES
@@ -66,7 +67,7 @@ from ihub.projects.status import ConnectionStatus
 from ihub.runs import failures, lifecycle
 from ihub.runs.lifecycle import CANCELLED_ON_REQUEST, Lease, Renewal
 from ihub.runs.models import Run, StepRecord
-from ihub.runs.status import FINAL_STEP_STATUSES, RunStatus, StepStatus
+from ihub.runs.status import FINAL_STEP_STATUSES, TERMINAL_RUN_STATUSES, RunStatus, StepStatus
 
 __all__ = ["SUMMARY_CAP", "Engine", "Outcome", "RetryLater", "RunExecution", "StepError", "summarize"]
 
@@ -359,9 +360,21 @@ class RunExecution:
             self.secrets.extend(secret_values(runtime))
 
     async def execute(self) -> Outcome | None:
+        """One execution of the claimed run; its start (first claim) and final status are counted per flow key."""
         run = self.run
         if run is None:
             return None
+        flow_key = self.loaded.flow.key if self.loaded is not None else "_unknown"
+        if run.attempt == 1:
+            metrics.run_started(flow_key)
+        with tracing.run_span(self.run_id, self.run_uid, flow_key, run.attempt, run.trigger) as span:
+            outcome = await self._execute(run)
+            tracing.finish(span, outcome.status.value if outcome is not None else "stopped")
+        if outcome is not None and outcome.status in TERMINAL_RUN_STATUSES:
+            metrics.run_finished(flow_key, outcome.status.value)
+        return outcome
+
+    async def _execute(self, run: Run) -> Outcome | None:
         cancel_requested, claims, trigger = run.cancel_requested, run.attempt, run.trigger or {}
         if cancel_requested:
             await self._finish(RunStatus.CANCELLED, error=CANCELLED_ON_REQUEST)
@@ -601,6 +614,34 @@ class RunExecution:
             if final.status == StepStatus.FAILED and step.on_error != "continue":
                 raise StepFailed(path, final.error or "failed")
             return
+        clock = time.perf_counter()
+        recorded = len(prior)
+        with tracing.step_span(step.id, path, step.type) as span:
+            # Without a new record: a succeeded composite walked again returns, a lost lease or a cancel raises.
+            unrecorded = "stopped"
+            try:
+                await self._execute_step(kind, step, scope, path, prior, final)
+                unrecorded = StepStatus.SUCCEEDED.value
+            finally:
+                metrics.step_finished(step.type, time.perf_counter() - clock)
+                if span is not None:
+                    tracing.finish(span, self._status_since(path, recorded, unrecorded))
+
+    def _status_since(self, path: str, recorded: int, unrecorded: str) -> str:
+        """How the step's execution that began with `recorded` records ended (for its trace span)."""
+        records = self.records.get(path, [])
+        return str(records[-1].status) if len(records) > recorded else unrecorded
+
+    async def _execute_step(
+        self,
+        kind: StepType,
+        step: StepModel,
+        scope: Scope,
+        path: str,
+        prior: list[StepRecord],
+        final: StepRecord | None,
+    ) -> None:
+        """A step that is not restored from its record: executed now (and recorded)."""
         failures = sum(1 for r in prior if r.status in (StepStatus.RETRYING, StepStatus.FAILED))
         started = utcnow()
         waiting = next((r for r in prior if r.status == StepStatus.WAITING), None) if kind.resumable_wait else None

@@ -19,6 +19,7 @@ from ihub.incoming import grant, service, throttle
 from ihub.incoming.access import InvalidToken, incoming_state
 from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
+from ihub.observability import metrics
 from ihub.provisioning.deps import Caller
 from ihub.runs.status import RunStatus
 
@@ -198,16 +199,30 @@ _TOKEN_DOC: dict[str, Any] = {
 }
 
 
+async def _counted_token(request: Request, context: Context, env: str | None) -> JSONResponse:
+    """`_token`, counted by outcome: issued, or rejected with the RFC 6749 §5.2 error code it answered."""
+    try:
+        response = await _token(request, context, env)
+    except ApiError as error:
+        metrics.incoming("token", "rejected", error.code)
+        raise
+    except Exception:
+        metrics.incoming("token", "rejected", "internal_error")
+        raise
+    metrics.incoming("token", "accepted", "issued")
+    return response
+
+
 @router.post("/incoming/token", **_TOKEN_DOC)
 async def token_default(request: Request, context: Context) -> JSONResponse:
     """RFC 7523 JWT bearer grant for the default environment."""
-    return await _token(request, context, None)
+    return await _counted_token(request, context, None)
 
 
 @router.post("/{env}/incoming/token", **_TOKEN_DOC)
 async def token_env(env: str, request: Request, context: Context) -> JSONResponse:
     """RFC 7523 JWT bearer grant: exchange a signed assertion for an access token (RFC 6749 §5.2 errors)."""
-    return await _token(request, context, env)
+    return await _counted_token(request, context, env)
 
 
 # --- webhook ----------------------------------------------------------------------------------------
@@ -257,6 +272,7 @@ async def _webhook(request: Request, env: str | None) -> Response:
         # The flow or client was deleted after the state was cached: the token names nothing any more.
         state.clients.invalidate(claims.client_id)
         raise _unauthorized("the flow of this token no longer exists") from None
+    metrics.incoming("webhook", "accepted", "duplicate" if accepted.duplicate else "new")
     ids = {"runId": str(accepted.run_id), "flowId": str(accepted.flow_id)}
     if not client.sync:
         return JSONResponse({**ids, "status": accepted.status}, status_code=202)
@@ -305,13 +321,25 @@ _WEBHOOK_DOC: dict[str, Any] = {
 }
 
 
+async def _counted_webhook(request: Request, env: str | None) -> Response:
+    """`_webhook`, its rejections counted by error code (an accepted one counts itself, once its run is stored)."""
+    try:
+        return await _webhook(request, env)
+    except ApiError as error:
+        metrics.incoming("webhook", "rejected", error.code)
+        raise
+    except Exception:
+        metrics.incoming("webhook", "rejected", "internal_error")
+        raise
+
+
 @router.post("/incoming/webhook/jwt", **_WEBHOOK_DOC)
 async def webhook_default(request: Request) -> Response:
     """Start the flow of the token's client with this body (default environment)."""
-    return await _webhook(request, None)
+    return await _counted_webhook(request, None)
 
 
 @router.post("/{env}/incoming/webhook/jwt", **_WEBHOOK_DOC)
 async def webhook_env(env: str, request: Request) -> Response:
     """Start the flow of the token's client with this body. Async flows: 202 {runId, flowId, status}."""
-    return await _webhook(request, env)
+    return await _counted_webhook(request, env)

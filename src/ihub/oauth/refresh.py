@@ -23,6 +23,7 @@ from ihub.flows.connections import ConnectionError_
 from ihub.oauth.models import OAuthApp
 from ihub.oauth.service import app_for_project, resolve
 from ihub.oauth.tokens import GRANT_GONE, TokenRefused, TokenUnavailable, refresh
+from ihub.observability import metrics
 from ihub.projects import health
 from ihub.projects import service as projects
 from ihub.projects.models import Project
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 # Refresh when less than this is left: a token must not expire between the check and the target's check.
 REFRESH_AHEAD_SECONDS = 60.0
 REFRESH_LIMITS = FetchLimits(deadline=15.0, max_bytes=64 * 1024)
+GRANT = "authorization_code"  # the grant label of ihub_connection_refreshes_total
 
 
 def expiring(expires_at: Any, now: float | None = None) -> bool:
@@ -65,9 +67,13 @@ class AuthorizationCodeTokens:
             raise ConnectionError_("the connection's tokens cannot be refreshed here (no connection reference)")
         key = (str(self.context.settings.database_url), project_id, slot)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            stored = await self._refresh_locked(
-                http, project_id, slot, current if isinstance(current, str) else None, force
-            )
+            try:
+                stored = await self._refresh_locked(
+                    http, project_id, slot, current if isinstance(current, str) else None, force
+                )
+            except ConnectionError_ as error:
+                metrics.refresh_failed(GRANT, error.kind)
+                raise
         secrets["token"], secrets["refreshToken"] = stored.get("accessToken"), stored.get("refreshToken")
         config["expiresAt"] = stored.get("expiresAt")
         token = stored.get("accessToken")
@@ -90,6 +96,7 @@ class AuthorizationCodeTokens:
             if stored.get("accessToken") and fresh and (stored.get("accessToken") != ours or not force):
                 # Another worker refreshed meanwhile (or the stored token is still good): use its tokens.
                 await session.rollback()
+                metrics.connection_refresh(GRANT, "reused")
                 return stored
             refresh_token = stored.get("refreshToken")
             if not isinstance(refresh_token, str) or not refresh_token:
@@ -132,4 +139,5 @@ class AuthorizationCodeTokens:
             projects.store_obtained(box, connection, values, slot)
             await health.record_refreshed(session, connection.id)
             await session.commit()
+            metrics.connection_refresh(GRANT, "refreshed")
             return values
