@@ -50,6 +50,8 @@ from ihub.common.group_commit import GroupCommit
 from ihub.db.base import utcnow
 from ihub.db.write_gate import until_no_write_held_here
 from ihub.egress import egress_client, policy_from_settings
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.flows.connections import ConnectionError_, TokenCache, redact_text, redact_value, secret_values
 from ihub.flows.expressions import ExpressionError, evaluate, render
 from ihub.flows.service import LoadedFlow, load_flow
@@ -85,6 +87,8 @@ MAX_STEPS_PER_EXECUTION = 20_000
 PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
 DEFAULT_CONNECTION_MAX_WAIT_HOURS = 72.0
+# The event a run's final status emits (ihub.events), in the transaction that sets it.
+RUN_EVENTS = {RunStatus.FAILED: EventType.RUN_FAILED, RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED}
 
 
 class StepFailed(Exception):
@@ -284,11 +288,19 @@ class RunExecution:
         """Finish the run as `status` (terminal), with the pending records, if the lease is still ours."""
         redacted_error = self._redact(error) if error else None
         result = self._redacted(self.result) if status == RunStatus.SUCCEEDED else None
-        return await self._hand_over(
-            lambda session: lifecycle.finish(
+
+        async def transition(session: AsyncSession) -> bool:
+            if not await lifecycle.finish(
                 session, self.run_id, self.engine.owner, status, result=result, error=redacted_error
-            )
-        )
+            ):
+                return False
+            # In the finish's own transaction, only when it changed the run: the event exists iff the failure does.
+            event_type = RUN_EVENTS.get(status)
+            if event_type is not None:
+                await outbox.emit_run_event(session, event_type, self.run_id)
+            return True
+
+        return await self._hand_over(transition)
 
     async def _release(self, next_attempt_at: datetime) -> bool:
         """Queue the run again for `next_attempt_at`, with the pending records, if the lease is still ours."""
@@ -423,6 +435,12 @@ class RunExecution:
                 return False
             if row is not None:
                 await health.record_status(session, row.id, ConnectionStatus.NEEDS_RECONNECT, parked.message)
+            extra = {
+                "connection": parked.slot,
+                "parkedUntil": until.isoformat(),
+                "reason": self._redact(parked.message),
+            }
+            await outbox.emit_run_event(session, EventType.RUN_PARKED, self.run_id, extra)
             return True
 
         if not await self._hand_over(transition):
