@@ -19,6 +19,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -175,10 +176,52 @@ def _forget_after_rollback(session: Session) -> None:
 # caller already made safe to show (a run's error is redacted by the engine), never a connection's values.
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run event says about the run, as the engine knows it when the run's status changes."""
+
+    run_id: int
+    status: str
+    org_id: int
+    org_path: str
+    project_id: int
+    flow_id: int
+    flow_key: str
+    attempt: int
+    error: str | None
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "runId": str(self.run_id),
+            "status": self.status,
+            "orgId": str(self.org_id),
+            "projectId": str(self.project_id),
+            "flowId": str(self.flow_id),
+            "flowKey": self.flow_key,
+            "attempt": self.attempt,
+            "error": self.error,
+        }
+
+
 async def emit_run_event(
-    session: AsyncSession, event_type: EventType, run_id: int, extra: dict[str, Any] | None = None
+    session: AsyncSession,
+    event_type: EventType,
+    facts: RunFacts | int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """run.failed / run.succeeded / run.parked for a run whose transition just succeeded in this transaction."""
+    """run.failed / run.succeeded / run.parked for a run whose transition just succeeded in this transaction.
+
+    The engine passes the facts it holds (then the only statement is the endpoint lookup: a finish costs one
+    indexed query more when nobody listens); given only a run id, they are read from the database."""
+    if isinstance(facts, int):
+        read = await _run_facts(session, facts)
+        if read is None:
+            return
+        facts = read
+    await emit(session, event_type, facts.org_path, {**facts.data(), **(extra or {})})
+
+
+async def _run_facts(session: AsyncSession, run_id: int) -> RunFacts | None:
     from ihub.flows.models import Flow
     from ihub.projects.models import Project
     from ihub.runs.models import Run
@@ -194,19 +237,7 @@ async def emit_run_event(
         )
     ).first()
     if row is None:
-        return
-    endpoint_ids = await subscribed_endpoints(session, row.path, event_type)
-    if not endpoint_ids:
-        return  # the common case: nobody listens; nothing more is read or written
-    data: dict[str, Any] = {
-        "runId": str(run_id),
-        "status": row.status,
-        "orgId": str(row.org_id),
-        "projectId": str(row.project_id),
-        "flowId": str(row.flow_id),
-        "flowKey": row.key,
-        "attempt": row.attempt,
-        "error": row.error,
-        **(extra or {}),
-    }
-    await emit(session, event_type, row.path, data, only=endpoint_ids)
+        return None
+    return RunFacts(
+        run_id, row.status, row.org_id, row.path, row.project_id, row.flow_id, row.key, row.attempt, row.error
+    )

@@ -297,10 +297,29 @@ class RunExecution:
             # In the finish's own transaction, only when it changed the run: the event exists iff the failure does.
             event_type = RUN_EVENTS.get(status)
             if event_type is not None:
-                await outbox.emit_run_event(session, event_type, self.run_id)
+                await outbox.emit_run_event(session, event_type, self._facts(status, redacted_error))
             return True
 
         return await self._hand_over(transition)
+
+    def _facts(self, status: RunStatus, error: str | None) -> outbox.RunFacts | int:
+        """What a run event says, from what this execution loaded (no read in the finishing transaction); only
+        the run id when the flow could not be loaded (the event then reads the rest)."""
+        loaded, run = self.loaded, self.run
+        if loaded is None or run is None:
+            return self.run_id
+        flow = loaded.flow
+        return outbox.RunFacts(
+            self.run_id,
+            status.value,
+            loaded.org_id,
+            loaded.org_path,
+            loaded.project_id,
+            flow.id,
+            flow.key,
+            run.attempt,
+            error,
+        )
 
     async def _release(self, next_attempt_at: datetime) -> bool:
         """Queue the run again for `next_attempt_at`, with the pending records, if the lease is still ours."""
@@ -440,7 +459,8 @@ class RunExecution:
                 "parkedUntil": until.isoformat(),
                 "reason": self._redact(parked.message),
             }
-            await outbox.emit_run_event(session, EventType.RUN_PARKED, self.run_id, extra)
+            facts = self._facts(RunStatus.WAITING_FOR_CONNECTION, None)
+            await outbox.emit_run_event(session, EventType.RUN_PARKED, facts, extra)
             return True
 
         if not await self._hand_over(transition):
