@@ -3,6 +3,7 @@ transaction, giving up and disabling. The receiver on 127.0.0.1 verifies with ev
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -217,3 +218,50 @@ async def test_project_and_trigger_changes_emit_their_events(
         "orgId": org,
     }
     assert by_type["project.deleted"]["projectId"] == project["id"]
+
+
+async def test_hostile_input_gets_clear_400s_and_limits_hold(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request(re.compile("^/hook")).respond_with_data("", status=200)
+    url = httpserver.url_for("/hook")
+    for body in [
+        {"url": url + "\x00"},
+        {"url": url + "/a b"},
+        {"url": url + "/" + "a" * 2100},
+        {"url": url, "eventTypes": ["x" * 100]},
+        {"url": url, "eventTypes": []},
+        {"url": url, "eventTypes": "run.failed" + ",run.failed" * 40},
+        {"url": url, "description": "d" * 600},
+        {"url": "not a url"},
+        {"url": ["https://a.example"]},
+    ]:
+        response = await client.post("/api/v1/event-endpoint/org/1", json=body, headers=auth)
+        assert response.status_code == 400, (body, response.text)
+    assert await endpoint_rows(app) == []
+    created = [await create_endpoint(client, auth, "1", f"{url}/{i}") for i in range(20)]
+    response = await client.post("/api/v1/event-endpoint/org/1", json={"url": url}, headers=auth)
+    assert response.status_code == 409 and response.json()["metadata"]["code"] == "limit_reached"
+    path = f"/api/v1/event-endpoint/{created[0]['id']}/deliveries"
+    for params in ({"cursor": "-1"}, {"cursor": "x"}, {"status": "lost"}, {"limit": "0"}, {"limit": "201"}):
+        response = await client.get(path, params=params, headers=auth)
+        assert response.status_code == 400, (params, response.text)
+    for path in ("/api/v1/event-endpoint/99999", "/api/v1/event-endpoint/abc", "/api/v1/event-delivery/0"):
+        assert (await client.get(path, headers=auth)).status_code == 404
+
+    # Deliveries come in keyset pages, newest first.
+    sent = []
+    for _ in range(3):
+        response = await client.post(f"/api/v1/event-endpoint/{created[0]['id']}/test", headers=auth)
+        sent.append(response.json()["deliveries"][0]["id"])
+    response = await client.get(path_of(created[0]), params={"limit": "2"}, headers=auth)
+    page = response.json()
+    assert [d["id"] for d in page["deliveries"]] == sent[:0:-1] and page["nextCursor"]
+    response = await client.get(path_of(created[0]), params={"limit": "2", "cursor": page["nextCursor"]}, headers=auth)
+    assert [d["id"] for d in response.json()["deliveries"]] == sent[:1] and response.json()["nextCursor"] is None
+    response = await client.get(f"/api/v1/event-delivery/{sent[0]}", headers=auth)
+    assert response.json()["deliveries"][0]["payload"]["type"] == "endpoint.test"
+
+
+def path_of(endpoint: dict[str, Any]) -> str:
+    return f"/api/v1/event-endpoint/{endpoint['id']}/deliveries"

@@ -27,7 +27,7 @@ def _types_text(value: Any) -> Any:
     return value
 
 
-EventTypes = Annotated[list[str], BeforeValidator(_types_text), Field(max_length=32)]
+EventTypes = Annotated[list[Annotated[str, Field(max_length=64)]], BeforeValidator(_types_text), Field(max_length=32)]
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 

@@ -44,6 +44,8 @@ def check_url(url: str, policy: EgressPolicy) -> str:
     """An absolute http(s) URL without credentials; https unless the operator allowed its host
     (IHUB_EGRESS_ALLOW: an internal receiver); a destination the egress policy refuses is refused now too."""
     url = url.strip()
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise bad_request("url: must not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -80,6 +82,12 @@ def _operator_allowed(host: str, policy: EgressPolicy) -> bool:
     return any(
         address.version == net.version and address in net for address in addresses for net in policy.allowed_networks
     )
+
+
+def check_description(text: str) -> str:
+    if "\x00" in text:
+        raise bad_request("description: must not contain NUL characters")
+    return text
 
 
 def check_types(types: Sequence[str] | None) -> list[str]:
@@ -132,7 +140,7 @@ async def create_endpoint(
     endpoint = EventEndpoint(
         org_id=org.id,
         url=url,
-        description=data.description,
+        description=check_description(data.description),
         event_types=types,
         secret_sealed="",
         enabled=True,
@@ -155,7 +163,7 @@ async def update_endpoint(
     if data.event_types is not None:
         endpoint.event_types = check_types(data.event_types)
     if data.description is not None:
-        endpoint.description = data.description
+        endpoint.description = check_description(data.description)
     if data.enabled is not None and data.enabled != endpoint.enabled:
         endpoint.enabled = data.enabled
         if data.enabled:
