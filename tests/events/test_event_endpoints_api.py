@@ -265,3 +265,29 @@ async def test_hostile_input_gets_clear_400s_and_limits_hold(
 
 def path_of(endpoint: dict[str, Any]) -> str:
     return f"/api/v1/event-endpoint/{endpoint['id']}/deliveries"
+
+
+async def test_old_finished_deliveries_are_purged_and_pending_ones_kept(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    endpoint = await create_endpoint(client, auth, "1", httpserver.url_for("/hook"))
+    old = utcnow() - timedelta(days=31)
+    async with app.state.context.sessions() as session:
+        for status in ("delivered", "failed", "pending"):
+            session.add(
+                EventDelivery(
+                    message_id=f"msg_{status}",
+                    endpoint_id=int(endpoint["id"]),
+                    event_type="endpoint.test",
+                    body="{}",
+                    status=status,
+                    created_at=old,
+                    # Not due: the deliverer leaves the pending one alone while the test looks.
+                    next_attempt_at=utcnow() + timedelta(days=1),
+                    give_up_at=utcnow() + timedelta(days=1),
+                )
+            )
+        await session.commit()
+    assert await app.state.event_deliverer.purge() == 2
+    async with app.state.context.sessions() as session:
+        assert list(await session.scalars(select(EventDelivery.message_id))) == ["msg_pending"]

@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.db.base import utcnow
@@ -47,6 +48,8 @@ CLAIM_BATCH = 20
 # Deliveries attempted at the same time by one process: a slow receiver holds one slot, not the whole loop.
 CONCURRENCY = 8
 MAX_BACKOFF_SECONDS = 3600.0
+# How often a deliverer deletes old finished deliveries (every process does; the DELETE is idempotent).
+PURGE_EVERY_SECONDS = 3600.0
 
 
 def backoff(attempts: int, base: float) -> float:
@@ -77,6 +80,7 @@ class Deliverer:
         self.poll_interval = float(getattr(settings, "event_poll_interval", 1.0))
         self.retry_base = float(getattr(settings, "event_retry_base_seconds", 5.0))
         self.retry_hours = outbox.DEFAULT_RETRY_HOURS
+        self.retention_days = float(getattr(settings, "run_retention_days", 30))
         self.http = egress_client(policy_from_settings(settings), timeout=ATTEMPT_TIMEOUT_SECONDS)
         self.signal = asyncio.Event()
         self.slots = asyncio.Semaphore(CONCURRENCY)
@@ -98,10 +102,16 @@ class Deliverer:
         await self.http.aclose()
 
     async def _loop(self) -> None:
+        # The first purge a minute after start (not at once: a process restarted often still purges, and a
+        # start does not begin with a write).
+        purged_at = time.monotonic() - PURGE_EVERY_SECONDS + 60
         while True:
             self.signal.clear()
             try:
                 claimed = await self.deliver_due()
+                if time.monotonic() - purged_at > PURGE_EVERY_SECONDS:
+                    purged_at = time.monotonic()
+                    await self.purge()
             except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for good
                 log.warning("event delivery pass failed; retrying", exc_info=True)
                 claimed = 0
@@ -134,6 +144,21 @@ class Deliverer:
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         return len(claimed)
+
+    async def purge(self) -> int:
+        """Delete delivered and failed deliveries older than the run retention (IHUB_RUN_RETENTION_DAYS): the
+        outbox keeps history as long as runs do. Pending ones are never purged."""
+        cutoff = utcnow() - timedelta(days=self.retention_days)
+        async with self.context.sessions() as session, session.begin():
+            result: Any = await session.execute(
+                delete(EventDelivery)
+                .where(
+                    EventDelivery.status.in_([DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value]),
+                    EventDelivery.created_at < cutoff,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount or 0)
 
     async def _claim(self, session: AsyncSession, delivery_id: int, now: datetime) -> bool:
         result: Any = await session.execute(
