@@ -93,6 +93,7 @@ class Deliverer:
 
     async def stop(self) -> None:
         outbox.remove_waker(self.signal)
+        interrupted = bool(self.inflight)
         tasks = [t for t in (self.task, *self.inflight) if t is not None]
         for task in tasks:
             task.cancel()
@@ -100,6 +101,24 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.http.aclose()
+        if interrupted:
+            await self.release_leases()
+
+    async def release_leases(self) -> None:
+        """On shutdown: attempts cut short are due again at once (another process, or this one restarted, sends
+        them under the same id) instead of waiting for their leases to expire."""
+        try:
+            async with self.context.sessions() as session, session.begin():
+                await session.execute(
+                    update(EventDelivery)
+                    .where(
+                        EventDelivery.lease_owner == self.owner, EventDelivery.status == DeliveryStatus.PENDING.value
+                    )
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:  # noqa: BLE001 - the leases expire by themselves
+            log.warning("could not release event delivery leases on shutdown", exc_info=True)
 
     async def _loop(self) -> None:
         # The first purge a minute after start (not at once: a process restarted often still purges, and a
