@@ -128,24 +128,7 @@ async def test_only_owners_and_admins_manage_and_other_tenants_get_404(
     assert await endpoint_rows(app) == [] and await delivery_count(app) == 0
 
 
-async def test_a_change_that_rolls_back_emits_nothing(
-    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
-) -> None:
-    httpserver.expect_request("/hook").respond_with_data("", status=200)
-    await create_endpoint(client, auth, "1", httpserver.url_for("/hook"), eventTypes=["user.created"])
-    users = [
-        {"name": "A", "email": "a@example.com", "role": "Member"},
-        {"name": "B", "email": "a@example.com", "role": "Member"},
-    ]
-    response = await client.post("/api/v1/user/org/1", json=users, headers=auth)
-    assert response.status_code == 400  # the second entry repeats the email: all or nothing
-    response = await client.post("/api/v1/user/org/1", json=users[:1], headers=auth)
-    assert response.status_code == 200
-    await wait_for(lambda: received(httpserver))
-    assert await delivery_count(app) == 1
-
-
-async def test_a_delivery_gives_up_after_its_window_and_a_failing_endpoint_is_disabled(
+async def test_a_failing_endpoint_is_disabled_a_late_delivery_gives_up_and_old_ones_are_purged(
     app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
 ) -> None:
     httpserver.expect_request("/down").respond_with_data("no", status=503)
@@ -183,6 +166,54 @@ async def test_a_delivery_gives_up_after_its_window_and_a_failing_endpoint_is_di
     assert response.status_code == 409
     response = await client.put(f"/api/v1/event-endpoint/{failing['id']}", json={"enabled": True}, headers=auth)
     assert response.status_code == 200 and response.json()["endpoints"][0]["disabledReason"] is None
+
+    # A delivery past its retry window is failed after its next failed attempt; the endpoint, whose failing
+    # clock restarted when it was enabled, stays enabled.
+    now = utcnow()
+    async with app.state.context.sessions() as session:
+        late = EventDelivery(
+            message_id="msg_late",
+            endpoint_id=int(failing["id"]),
+            event_type="endpoint.test",
+            body="{}",
+            status="pending",
+            next_attempt_at=now,
+            give_up_at=now,
+        )
+        session.add(late)
+        # Old finished deliveries, and an old pending one that is not due: only the finished ones are purged.
+        old = now - timedelta(days=31)
+        for status in ("delivered", "failed", "pending"):
+            session.add(
+                EventDelivery(
+                    message_id=f"msg_old_{status}",
+                    endpoint_id=int(other["id"]),
+                    event_type="endpoint.test",
+                    body="{}",
+                    status=status,
+                    created_at=old,
+                    next_attempt_at=now + timedelta(days=1),
+                    give_up_at=now + timedelta(days=1),
+                )
+            )
+        await session.commit()
+
+    async def late_failed() -> dict[str, Any] | None:
+        response = await client.get(f"/api/v1/event-delivery/{late.id}", headers=auth)
+        row: dict[str, Any] = response.json()["deliveries"][0]
+        return row if row["status"] == "failed" else None
+
+    row = await wait_for_async(late_failed)
+    assert row["attempts"] == 1 and row["lastStatusCode"] == 503
+    response = await client.get(f"/api/v1/event-endpoint/{failing['id']}", headers=auth)
+    assert response.json()["endpoints"][0]["enabled"] is True
+
+    assert await app.state.event_deliverer.purge() == 2
+    async with app.state.context.sessions() as session:
+        kept = set(
+            await session.scalars(select(EventDelivery.message_id).where(EventDelivery.message_id.like("msg_old%")))
+        )
+    assert kept == {"msg_old_pending"}
 
 
 async def test_project_and_trigger_changes_emit_their_events(
@@ -265,29 +296,3 @@ async def test_hostile_input_gets_clear_400s_and_limits_hold(
 
 def path_of(endpoint: dict[str, Any]) -> str:
     return f"/api/v1/event-endpoint/{endpoint['id']}/deliveries"
-
-
-async def test_old_finished_deliveries_are_purged_and_pending_ones_kept(
-    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
-) -> None:
-    endpoint = await create_endpoint(client, auth, "1", httpserver.url_for("/hook"))
-    old = utcnow() - timedelta(days=31)
-    async with app.state.context.sessions() as session:
-        for status in ("delivered", "failed", "pending"):
-            session.add(
-                EventDelivery(
-                    message_id=f"msg_{status}",
-                    endpoint_id=int(endpoint["id"]),
-                    event_type="endpoint.test",
-                    body="{}",
-                    status=status,
-                    created_at=old,
-                    # Not due: the deliverer leaves the pending one alone while the test looks.
-                    next_attempt_at=utcnow() + timedelta(days=1),
-                    give_up_at=utcnow() + timedelta(days=1),
-                )
-            )
-        await session.commit()
-    assert await app.state.event_deliverer.purge() == 2
-    async with app.state.context.sessions() as session:
-        assert list(await session.scalars(select(EventDelivery.message_id))) == ["msg_pending"]
