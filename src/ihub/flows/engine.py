@@ -23,6 +23,11 @@ Durability rules (the database is the truth):
   one transaction. The reconnect queues the run again and it resumes like any other (finished steps restored);
   a run still parked when its wait runs out is claimed only to be failed with a clear error.
 
+- A run's final failed/succeeded status and its park emit their event (`run.failed`, `run.succeeded`,
+  `run.parked`: ihub.events.outbox) inside the transaction of the guarded UPDATE, and only when that UPDATE changed
+  the run: the event exists exactly when the transition does, and a stale worker's refused finish emits nothing.
+  When no endpoint listens this costs one indexed SELECT (the facts come from what the execution loaded).
+
 This module owns the walk, the checkpoints, restore and the lease; it names no step type. What a step does is
 its handler's (ihub.flows.steps), reached through a `StepRun` context; when its record is written, whether it
 is walked again on resume and what a finished one restores are traits of its `StepType`.
