@@ -30,6 +30,8 @@ from ihub.console.errors import error_page, is_console_path, sign_in_redirect
 from ihub.console.routes import router as console_router
 from ihub.console.routes import static_files
 from ihub.db.engine import create_engine, create_read_engine, create_sessionmaker, is_lock_timeout
+from ihub.events.delivery import install as install_event_delivery
+from ihub.events.routes import router as events_router
 from ihub.executors.lifecycle import install as install_executor
 from ihub.incoming.routes import router as incoming_router
 from ihub.oauth.routes import router as oauth_router
@@ -57,6 +59,7 @@ ROUTERS = [
     incoming_router,
     oauth_router,
     audit_router,
+    events_router,
     console_router,
     observability_router,
 ]
@@ -223,6 +226,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     install_executor(app)
     # Bulk replays (ihub.replays.worker) go on in every process that runs workers, shared by lease.
     install_replay_worker(app)
+    # Event webhooks: the outbox's deliverer (ihub.events.delivery).
+    install_event_delivery(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -158,6 +158,25 @@ class Settings(BaseSettings):
         ge=0.05,
         description="How often workers look for due or orphaned runs, in seconds (a trigger wakes them at once).",
     )
+    event_delivery: bool = Field(
+        default=True,
+        description="Whether this process sends event webhooks (the outbox is filled either way; any hub process "
+        "with it on delivers, safely in parallel).",
+    )
+    event_poll_interval: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="How often the event deliverer looks for due deliveries, in seconds (a commit that emitted an "
+        "event in the same process wakes it at once).",
+    )
+    event_retry_base_seconds: float = Field(
+        default=5.0,
+        ge=0.01,
+        le=3600,
+        description="Wait before the first retry of a failed event delivery; each further retry waits twice as "
+        "long (capped at an hour, ±20% jitter) until the delivery is 24 h old.",
+    )
     http_max_response_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest answer an http step or token endpoint may send."
     )

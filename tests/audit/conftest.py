@@ -1,5 +1,6 @@
-"""Audit tests run the app without an executor: runs stay queued, so cancel and replay have a run to act on
-and no worker writes beside the requests under test."""
+"""Audit tests run the app without an executor and without event delivery: runs stay queued, so cancel and
+replay have a run to act on, an event delivery stays pending for its re-send, and no worker writes beside the
+requests under test."""
 
 from __future__ import annotations
 
@@ -17,6 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
 
 @pytest.fixture
 async def app(settings: Settings):  # noqa: ANN201
-    application = create_app(settings, run_worker=False)
+    application = create_app(settings.model_copy(update={"event_delivery": False}), run_worker=False)
     async with application.router.lifespan_context(application):
         yield application

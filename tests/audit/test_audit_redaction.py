@@ -14,6 +14,7 @@ SUSPICIOUS = re.compile(r"secret|sealed|hash|digest|token|password|csrf|verifier
 NOT_SECRET = {
     ("connections", "secret_fields"): "the names of the secret fields that are set, never their values",
     ("oauth_apps", "token_url"): "the provider's token endpoint",
+    ("event_endpoints", "previous_secret_until"): "when a rotated-out signing secret stops signing, not the secret",
 }
 
 

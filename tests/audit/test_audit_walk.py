@@ -157,6 +157,27 @@ async def start_replay(w: World) -> httpx.Response:
     return response
 
 
+async def create_event_endpoint(w: World) -> httpx.Response:
+    body = {"url": CLOSED + "/hook", "description": "ops"}
+    response = await w.call("POST", "/api/v1/event-endpoint/org/1", body)
+    endpoint = response.json()["endpoints"][0]
+    w.ids["endpoint"] = endpoint["id"]
+    w.secrets.append(endpoint["secret"])
+    return response
+
+
+async def send_test_event(w: World) -> httpx.Response:
+    response = await w.call("POST", f"/api/v1/event-endpoint/{w.ids['endpoint']}/test")
+    w.ids["delivery"] = response.json()["deliveries"][0]["id"]
+    return response
+
+
+async def rotate_event_secret(w: World) -> httpx.Response:
+    response = await w.call("POST", f"/api/v1/event-endpoint/{w.ids['endpoint']}/rotate-secret")
+    w.secrets.append(response.json()["endpoints"][0]["secret"])
+    return response
+
+
 def simple(method: str, url: str, body: Any = None) -> Call:
     async def call(w: World) -> httpx.Response:
         return await w.call(method, url.format(**w.ids), body)
@@ -198,6 +219,14 @@ OPERATIONS: dict[tuple[str, str], Call] = {
         "DELETE", "/api/v1/flow/{flow}/trigger/jwt/{iss}/key/{kid}"
     ),
     ("DELETE", "/api/v1/flow/{flow_id}/trigger/jwt/{iss}"): simple("DELETE", "/api/v1/flow/{flow}/trigger/jwt/{iss}"),
+    ("POST", "/api/v1/event-endpoint/org/{org_id}"): create_event_endpoint,
+    ("PUT", "/api/v1/event-endpoint/{endpoint_id}"): simple(
+        "PUT", "/api/v1/event-endpoint/{endpoint}", {"eventTypes": ["run.failed"]}
+    ),
+    ("POST", "/api/v1/event-endpoint/{endpoint_id}/test"): send_test_event,
+    ("POST", "/api/v1/event-delivery/{delivery_id}/resend"): simple("POST", "/api/v1/event-delivery/{delivery}/resend"),
+    ("POST", "/api/v1/event-endpoint/{endpoint_id}/rotate-secret"): rotate_event_secret,
+    ("DELETE", "/api/v1/event-endpoint/{endpoint_id}"): simple("DELETE", "/api/v1/event-endpoint/{endpoint}"),
     ("DELETE", "/api/v1/oauth/app/org/{org_id}/{provider}"): simple("DELETE", "/api/v1/oauth/app/org/1/generic"),
     ("DELETE", "/api/v1/project/{project_id}"): simple("DELETE", "/api/v1/project/{project}"),
     ("DELETE", "/api/v1/template/{template_id}"): simple("DELETE", "/api/v1/template/{template}"),

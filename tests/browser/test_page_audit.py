@@ -46,6 +46,7 @@ def pages_of(hub: Any) -> list[str]:
         "/console/org/1/users",
         "/console/org/1/users?user=1",
         "/console/org/1/orgs",
+        "/console/org/1/events",
         "/console/account",
         "/console/system",
     ]

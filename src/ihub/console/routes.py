@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from ihub.console.pages import (
     account,
     audit,
+    events,
     orgs,
     projects,
     replays,
@@ -25,7 +26,7 @@ from ihub.console.pages import (
 from ihub.console.web import STATIC_DIR
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-for page_module in (signin, orgs, users, account, templates, projects, triggers, runs, replays, system, audit):
+for page_module in (signin, orgs, users, account, templates, projects, triggers, runs, replays, system, audit, events):
     router.include_router(page_module.router)
 
 

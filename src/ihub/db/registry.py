@@ -3,6 +3,7 @@
 from ihub.accounts import models as _accounts  # noqa: F401
 from ihub.audit import models as _audit  # noqa: F401
 from ihub.db.base import Base
+from ihub.events import models as _events  # noqa: F401
 from ihub.flows import models as _flows  # noqa: F401
 from ihub.incoming import models as _incoming  # noqa: F401
 from ihub.oauth import models as _oauth  # noqa: F401

@@ -23,6 +23,11 @@ Durability rules (the database is the truth):
   one transaction. The reconnect queues the run again and it resumes like any other (finished steps restored);
   a run still parked when its wait runs out is claimed only to be failed with a clear error.
 
+- A run's final failed/succeeded status and its park emit their event (`run.failed`, `run.succeeded`,
+  `run.parked`: ihub.events.outbox) inside the transaction of the guarded UPDATE, and only when that UPDATE changed
+  the run: the event exists exactly when the transition does, and a stale worker's refused finish emits nothing.
+  When no endpoint listens this costs one indexed SELECT (the facts come from what the execution loaded).
+
 This module owns the walk, the checkpoints, restore and the lease; it names no step type. What a step does is
 its handler's (ihub.flows.steps), reached through a `StepRun` context; when its record is written, whether it
 is walked again on resume and what a finished one restores are traits of its `StepType`.
@@ -50,6 +55,8 @@ from ihub.common.group_commit import GroupCommit
 from ihub.db.base import utcnow
 from ihub.db.write_gate import until_no_write_held_here
 from ihub.egress import egress_client, policy_from_settings
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.flows.connections import ConnectionError_, TokenCache, redact_text, redact_value, secret_values
 from ihub.flows.expressions import ExpressionError, evaluate, render
 from ihub.flows.service import LoadedFlow, load_flow
@@ -86,6 +93,8 @@ MAX_STEPS_PER_EXECUTION = 20_000
 PENDING_WRITE_BATCH = 25
 DEFAULT_RUN_TIME_BUDGET = 300.0
 DEFAULT_CONNECTION_MAX_WAIT_HOURS = 72.0
+# The event a run's final status emits (ihub.events), in the transaction that sets it.
+RUN_EVENTS = {RunStatus.FAILED: EventType.RUN_FAILED, RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED}
 
 
 class StepFailed(Exception):
@@ -290,7 +299,7 @@ class RunExecution:
         failure = self._failure(step, redacted_error) if status == RunStatus.FAILED else None
 
         async def transition(session: AsyncSession) -> bool:
-            finished = await lifecycle.finish(
+            if not await lifecycle.finish(
                 session,
                 self.run_id,
                 self.engine.owner,
@@ -299,10 +308,16 @@ class RunExecution:
                 error=redacted_error,
                 failed_step=failure.step if failure else None,
                 failure_key=failure.key if failure else None,
-            )
-            if finished and failure is not None:
+            ):
+                return False
+            # In the finish's own transaction, only when it changed the run: the failure's count and its event
+            # exist iff the failure does.
+            if failure is not None:
                 await failures.count(session, failure, utcnow())
-            return finished
+            event_type = RUN_EVENTS.get(status)
+            if event_type is not None:
+                await outbox.emit_run_event(session, event_type, self._facts(status, redacted_error))
+            return True
 
         return await self._hand_over(transition)
 
@@ -317,6 +332,25 @@ class RunExecution:
             flow_key=self.loaded.flow.key,
             path=step,
             error=error or "failed",
+        )
+
+    def _facts(self, status: RunStatus, error: str | None) -> outbox.RunFacts | int:
+        """What a run event says, from what this execution loaded (no read in the finishing transaction); only
+        the run id when the flow could not be loaded (the event then reads the rest)."""
+        loaded, run = self.loaded, self.run
+        if loaded is None or run is None:
+            return self.run_id
+        flow = loaded.flow
+        return outbox.RunFacts(
+            self.run_id,
+            status.value,
+            loaded.org_id,
+            loaded.org_path,
+            loaded.project_id,
+            flow.id,
+            flow.key,
+            run.attempt,
+            error,
         )
 
     async def _release(self, next_attempt_at: datetime) -> bool:
@@ -464,6 +498,13 @@ class RunExecution:
                 return False
             if row is not None:
                 await health.record_status(session, row.id, ConnectionStatus.NEEDS_RECONNECT, parked.message)
+            extra = {
+                "connection": parked.slot,
+                "parkedUntil": until.isoformat(),
+                "reason": self._redact(parked.message),
+            }
+            facts = self._facts(RunStatus.WAITING_FOR_CONNECTION, None)
+            await outbox.emit_run_event(session, EventType.RUN_PARKED, facts, extra)
             return True
 
         if not await self._hand_over(transition):

@@ -20,6 +20,8 @@ from ihub.config import Settings
 from ihub.db.base import utcnow
 from ihub.db.unit_of_work import after_commit
 from ihub.egress import EgressPolicy
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.incoming.access import IncomingState, incoming_state
 from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
 from ihub.incoming.jwks import JwksCache, check_jwks_url
@@ -139,8 +141,26 @@ async def list_clients(session: AsyncSession, flow_id: int) -> list[TriggerClien
 
 
 async def set_enabled(session: AsyncSession, client: TriggerClient, enabled: bool) -> None:
+    """Enable or disable a client; disabling an enabled one emits `trigger.disabled` (API, console and CLI alike)."""
+    was_enabled = client.enabled
     client.enabled = enabled
     await session.flush()
+    if was_enabled and not enabled:
+        await _emit_disabled(session, client)
+
+
+async def _emit_disabled(session: AsyncSession, client: TriggerClient) -> None:
+    loaded = await load_flow(session, client.flow_id)
+    if loaded is None:
+        return
+    data = {
+        "clientId": client.client_id,
+        "flowId": str(loaded.flow.id),
+        "flowKey": loaded.flow.key,
+        "projectId": str(loaded.project_id),
+        "orgId": str(loaded.org_id),
+    }
+    await outbox.emit(session, EventType.TRIGGER_DISABLED, loaded.org_path, data)
 
 
 async def set_jwks_url(session: AsyncSession, client: TriggerClient, url: str, policy: EgressPolicy) -> None:

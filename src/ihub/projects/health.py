@@ -39,6 +39,8 @@ from ihub.egress import (
     fetch,
     policy_from_settings,
 )
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.flows.connections import (
     ConnectionError_,
     TokenCache,
@@ -83,12 +85,31 @@ async def record_status(
     """Set a connection's status; `message` (the provider's words, already redacted) only for error and
     needs_reconnect, cleared otherwise."""
     kept = message[:MAX_STATUS_MESSAGE] if message and status in _WITH_MESSAGE else None
+    before = None
+    if status is ConnectionStatus.NEEDS_RECONNECT:
+        # Only the change to needs_reconnect is an event (a person must act), not every refusal that follows it.
+        before = (
+            await session.execute(
+                select(Connection.status, Connection.slot_id, Connection.project_id, Project.org_id)
+                .join(Project, Project.id == Connection.project_id)
+                .where(_one(connection_id))
+            )
+        ).first()
     await session.execute(
         update(Connection)
         .where(_one(connection_id))
         .values(_unstamped({"status": status.value, "status_message": kept}))
         .execution_options(synchronize_session=False)
     )
+    if before is not None and before.status != status.value:
+        data = {
+            "connectionId": str(connection_id),
+            "connection": before.slot_id,
+            "projectId": str(before.project_id),
+            "orgId": str(before.org_id),
+            "message": kept,
+        }
+        await outbox.emit_for_org(session, EventType.CONNECTION_NEEDS_RECONNECT, before.org_id, data)
 
 
 _WITH_MESSAGE = frozenset({ConnectionStatus.ERROR, ConnectionStatus.NEEDS_RECONNECT})

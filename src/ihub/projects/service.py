@@ -21,6 +21,8 @@ from ihub.common.crypto import SecretBox
 from ihub.common.errors import ApiError, bad_request, conflict, not_found
 from ihub.db.base import utcnow
 from ihub.db.unique import name_taken, on_conflict
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.flows.models import Flow
 from ihub.projects.models import Connection, Project
 from ihub.projects.schemas import (
@@ -261,7 +263,18 @@ async def create_project(session: AsyncSession, principal: Principal, org_id: in
     await _sync_project(session, project, latest.definition)
     await session.flush()
     await session.refresh(project)
+    await outbox.emit_for_org(session, EventType.PROJECT_CREATED, org.id, _project_event(project, principal))
     return project
+
+
+def _project_event(project: Project, principal: Principal) -> dict[str, Any]:
+    return {
+        "projectId": str(project.id),
+        "orgId": str(project.org_id),
+        "name": project.name,
+        "templateId": str(project.template_id),
+        "byUserId": str(principal.user_id),
+    }
 
 
 def _parse_connection_entries(
@@ -417,8 +430,10 @@ async def delete_project(session: AsyncSession, principal: Principal, project_id
     """Delete a project with its connections and flows; returns how it looked."""
     project = await visible_project(session, principal, project_id)
     (view,) = await project_views(session, [project])
+    data = _project_event(project, principal)
     # The database cascades to connections, flows and their runs.
     await session.execute(delete(Project).where(Project.id == project.id))
+    await outbox.emit_for_org(session, EventType.PROJECT_DELETED, project.org_id, data)
     return view
 
 

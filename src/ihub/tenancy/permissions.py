@@ -10,6 +10,7 @@ existence is not revealed); actions the role does not allow answer 403.
 | manage users        | yes   | not Owners          | no     |
 | generate API keys   | yes   | no                  | no     |
 | manage templates    | yes   | yes                 | no     |
+| manage event hooks  | yes   | yes                 | no     |
 | manage projects     | yes   | yes                 | yes    |
 """
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
 from ihub.db.unique import name_taken, on_conflict
+from ihub.events import outbox
+from ihub.events.outbox import EventType
 from ihub.tenancy.models import Organization, User
 from ihub.tenancy.permissions import (
     Principal,
@@ -243,7 +245,14 @@ async def create_users(
     session.add_all(users)
     on_conflict(session, "a user with one of these emails already exists")
     await session.flush()
+    for user in users:
+        await outbox.emit(session, EventType.USER_CREATED, org.path, _user_event(user, principal))
     return users
+
+
+def _user_event(user: User, principal: Principal) -> dict[str, Any]:
+    # No email: receivers learn that a user came or went and where, not personal data they may not need.
+    return {"userId": str(user.id), "orgId": str(user.org_id), "role": user.role, "byUserId": str(principal.user_id)}
 
 
 async def update_user(session: AsyncSession, principal: Principal, user_id: int, data: UserUpdate) -> User:
@@ -270,6 +279,8 @@ async def delete_user(session: AsyncSession, principal: Principal, user_id: int)
     require_user_manager(principal, Role(user.role), "delete")
     if user.id == principal.user_id:
         raise forbidden("you cannot delete yourself")
+    data = _user_event(user, principal)
     await session.delete(user)
     await session.flush()
+    await outbox.emit_for_org(session, EventType.USER_DELETED, user.org_id, data)
     return user
