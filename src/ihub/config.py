@@ -106,6 +106,21 @@ class Settings(BaseSettings):
         description="Failed /incoming/token requests per iss per window, from all addresses together; past it "
         "only addresses without a failure in the window may still try.",
     )
+    trigger_key_max_age_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="When > 0, every trigger key registered or generated from now on expires this many days after "
+        "it was added (a requested expiresAt may be earlier, not later). 0: keys expire only when asked to. Keys "
+        "added before it was set keep their expiry (none) until one is set on them.",
+    )
+    trigger_key_expiry_notice_days: int = Field(
+        default=14,
+        ge=0,
+        le=365,
+        description="`trigger.key_expiring` is emitted once per key when its expiry is this many days away or "
+        "less (checked hourly). 0: never emitted.",
+    )
 
     executor: str = Field(default="local", description="local | procrastinate")
     worker_concurrency: int = Field(default=8, ge=1, le=256)

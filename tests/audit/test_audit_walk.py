@@ -215,6 +215,9 @@ OPERATIONS: dict[tuple[str, str], Call] = {
     ("PUT", "/api/v1/flow/{flow_id}/trigger/jwt/{iss}"): simple(
         "PUT", "/api/v1/flow/{flow}/trigger/jwt/{iss}", {"enabled": False}
     ),
+    ("PUT", "/api/v1/flow/{flow_id}/trigger/jwt/{iss}/key/{kid}"): simple(
+        "PUT", "/api/v1/flow/{flow}/trigger/jwt/{iss}/key/{kid}", {"expiresInDays": 30}
+    ),
     ("DELETE", "/api/v1/flow/{flow_id}/trigger/jwt/{iss}/key/{kid}"): simple(
         "DELETE", "/api/v1/flow/{flow}/trigger/jwt/{iss}/key/{kid}"
     ),

@@ -2,7 +2,7 @@
 
 A poller (the reconciler) reads due runs from the database — queued runs whose time has come and running runs
 whose lease expired — so every unfinished run is picked up at start and after a crash; `submit` wakes it at once.
-The same loop fires schedule triggers and purges old runs.
+The same loop fires schedule triggers, purges old runs and sends trigger key expiry notices (hourly).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from ihub.audit.service import purge_audit_log
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
+from ihub.incoming.expiry import notify_expiring_keys
 from ihub.runs.service import due_run_ids, next_wakeup, purge_runs
 from ihub.runs.status import RunStatus
 
@@ -130,6 +131,7 @@ class LocalExecutor:
                     if purged:
                         log.info("purged %d runs older than %d days", purged, self.context.settings.run_retention_days)
                     await purge_audit_log(self.context)
+                    await notify_expiring_keys(self.context.sessions, self.context.settings)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from ihub.audit.service import purge_audit_log
 from ihub.db.base import utcnow
 from ihub.flows.engine import Engine
+from ihub.incoming.expiry import notify_expiring_keys
 from ihub.runs.service import due_run_ids, purge_runs
 from ihub.runs.status import RunStatus
 
@@ -160,3 +161,4 @@ class ProcrastinateExecutor:
             await purge_runs(session, older_than_days=self.context.settings.run_retention_days)
             await session.commit()
         await purge_audit_log(self.context)
+        await notify_expiring_keys(self.context.sessions, self.context.settings)

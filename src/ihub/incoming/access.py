@@ -120,6 +120,14 @@ class ClientKey:
     alg: str
     jwk: dict[str, Any] | None
     revoked: bool
+    # Seconds since the epoch after which the key obtains no token (None: no expiry), cached with the key so the
+    # token endpoint's expiry check costs no query.
+    expires_at: float | None = None
+
+
+def key_expired(expires_at: float | None, now: float) -> bool:
+    """A key with an expiry at or before `now` is expired (no leeway: the date was chosen by a person)."""
+    return expires_at is not None and expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,10 @@ class ClientState:
     jwks_url: str | None = None
     keys: tuple[ClientKey, ...] = ()
 
+    def key_expiry(self, kid: str) -> float | None:
+        """The expiry of the stored key `kid` (the webhook checks the key that obtained a token)."""
+        return next((key.expires_at for key in self.keys if key.kid == kid), None)
+
 
 async def read_client_state(session: AsyncSession, client_id: str) -> ClientState | None:
     client = await session.scalar(select(TriggerClient).where(TriggerClient.client_id == client_id))
@@ -148,7 +160,16 @@ async def read_client_state(session: AsyncSession, client_id: str) -> ClientStat
         return None
     loaded = await load_flow(session, client.flow_id)
     rows = await session.scalars(select(TriggerKey).where(TriggerKey.client_pk == client.id).order_by(TriggerKey.id))
-    keys = tuple(ClientKey(row.kid, row.alg, row.jwk, row.revoked_at is not None) for row in rows)
+    keys = tuple(
+        ClientKey(
+            row.kid,
+            row.alg,
+            row.jwk,
+            row.revoked_at is not None,
+            row.expires_at.timestamp() if row.expires_at is not None else None,
+        )
+        for row in rows
+    )
     return ClientState(
         pk=client.id,
         client_id=client.client_id,

@@ -10,6 +10,7 @@ import base64
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from joserfc import jws
@@ -17,7 +18,7 @@ from joserfc.errors import JoseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ihub.common.errors import ApiError
-from ihub.incoming.access import ClientState, IncomingState
+from ihub.incoming.access import ClientState, IncomingState, key_expired
 from ihub.incoming.keys import import_public_jwk
 from ihub.incoming.single_use import spend_of
 from ihub.incoming.strictjson import strict_json
@@ -56,6 +57,7 @@ class Candidate:
     kid: str
     jwk: dict[str, Any]
     alg: str
+    expires_at: float | None = None
 
 
 def _b64json(segment: str, what: str) -> dict[str, Any]:
@@ -121,7 +123,11 @@ async def _candidates(state: IncomingState, client: ClientState, kid: str | None
     revoked = {key.kid for key in client.keys if key.revoked}
     if kid is not None and kid in revoked:
         raise invalid_grant(f"key {kid!r} of this client is revoked")
-    stored = [Candidate(key.kid, key.jwk, key.alg) for key in client.keys if key.jwk is not None and not key.revoked]
+    stored = [
+        Candidate(key.kid, key.jwk, key.alg, key.expires_at)
+        for key in client.keys
+        if key.jwk is not None and not key.revoked
+    ]
     if kid is not None:
         found = [c for c in stored if c.kid == kid]
         if found:
@@ -173,6 +179,20 @@ def _verify_signature(assertion: str, alg: str, candidates: list[Candidate]) -> 
             continue
         return candidate, verified.payload
     raise invalid_grant("signature does not verify with any of this client's keys")
+
+
+def _check_key_expiry(key: Candidate, client: ClientState, now: float) -> None:
+    """A stored key past its expiry (the key's `expiresAt`, or IHUB_TRIGGER_KEY_MAX_AGE_DAYS when it was added)
+    grants nothing: RFC 6749 §5.2 `invalid_grant`. Checked after the signature, so only the key's holder learns
+    that it expired, and with the expiry from the client cache (no query)."""
+    if key_expired(key.expires_at, now):
+        assert key.expires_at is not None
+        at = datetime.fromtimestamp(key.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        raise invalid_grant(
+            f"key {key.kid!r} of client {client.client_id} expired at {at}: register a new key for this client "
+            f"(rotate on the trigger page, or POST /api/v1/flow/{client.flow_id}/trigger/jwt with iss) and sign "
+            "with it"
+        )
 
 
 def _check_times(claims: dict[str, Any], now: float) -> float:
@@ -245,6 +265,7 @@ async def verify(
         raise invalid_grant("header kid must be a string")
     alg = _check_alg(header)
     key, payload = _verify_signature(assertion, alg, await _candidates(state, client, kid))
+    _check_key_expiry(key, client, time.time())
     # From here on only the verified payload counts (the unverified parse only found the client).
     claims = _json_object(payload, "payload")
 

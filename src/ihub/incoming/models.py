@@ -39,6 +39,12 @@ class TriggerKey(CreatedAtMixin, Base):
     jwk: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # After this instant the token endpoint refuses assertions the key signs (None: valid until revoked).
+    # Indexed for the periodic `trigger.key_expiring` check (incoming/expiry.py).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # When `trigger.key_expiring` was emitted for the current `expires_at`; cleared when the expiry changes,
+    # so the notice is sent once per expiry, by whichever hub process claims it first.
+    expiry_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class UsedAssertion(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,8 +17,8 @@ from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.flows.reply import BODYLESS, InvalidReply, check_reply
 from ihub.incoming import grant, service, throttle
-from ihub.incoming.access import InvalidToken, incoming_state
-from ihub.incoming.schemas import AccessTokenResponse, TriggerCreate, TriggersResponse, TriggerUpdate
+from ihub.incoming.access import InvalidToken, incoming_state, key_expired
+from ihub.incoming.schemas import AccessTokenResponse, KeyUpdate, TriggerCreate, TriggersResponse, TriggerUpdate
 from ihub.incoming.webhook import accept, wait_for
 from ihub.observability import metrics
 from ihub.provisioning.deps import Caller
@@ -100,6 +101,29 @@ async def update_trigger(
     updated = await service.update_trigger(
         session, context, caller, path_id(flow_id, "flow"), iss, enabled=body.enabled, jwks_url=body.jwks_url
     )
+    return TriggersResponse(triggers=[updated])
+
+
+@router.put(
+    "/api/v1/flow/{flow_id}/trigger/jwt/{iss}/key/{kid}",
+    response_model=TriggersResponse,
+    response_model_exclude_none=True,
+    tags=["triggers"],
+    responses=errors(400, 401, 403, 404),
+    openapi_extra=request_body(KeyUpdate, example={"expiresAt": "2027-06-30T00:00:00Z"}),
+)
+async def update_key(
+    flow_id: str,
+    iss: str,
+    kid: str,
+    caller: Caller,
+    context: Context,
+    session: Session,
+    body: KeyUpdate = json_or_form(KeyUpdate),
+) -> TriggersResponse:
+    """Set (`expiresAt`, `expiresInDays`) or clear (`expiresAt: null`) one stored key's expiry; a new expiry
+    re-arms the `trigger.key_expiring` event."""
+    updated = await service.update_trigger_key(session, context, caller, path_id(flow_id, "flow"), iss, kid, body)
     return TriggersResponse(triggers=[updated])
 
 
@@ -256,6 +280,8 @@ async def _webhook(request: Request, env: str | None) -> Response:
         raise _unauthorized("the flow no longer accepts this trigger")
     if claims.key_id in client.revoked_kids:
         raise _unauthorized("the key that obtained this token is revoked")
+    if key_expired(client.key_expiry(claims.key_id), time.time()):
+        raise _unauthorized("the key that obtained this token has expired: register a new key for this client")
 
     raw = await request.body()
     try:

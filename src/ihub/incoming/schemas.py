@@ -38,12 +38,29 @@ class TriggerCreate(BaseModel):
         max_length=64,
         description="Add the key to this existing client instead of creating a new one.",
     )
+    expires_at: datetime | None = Field(
+        default=None,
+        validation_alias=AliasChoices("expiresAt", "expires_at"),
+        description="When the key stops obtaining tokens (ISO 8601; without an offset it is UTC). Must be in the "
+        "future and, when IHUB_TRIGGER_KEY_MAX_AGE_DAYS is set, within that many days.",
+    )
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        validation_alias=AliasChoices("expiresInDays", "expires_in_days"),
+        description="The key expires this many days from now (instead of expiresAt).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TriggerCreate:
         sources = [self.generate_key, self.public_key is not None, self.jwks_url is not None]
         if sum(sources) != 1:
             raise ValueError("give exactly one of generateKey: true, publicKey or jwksUrl")
+        if self.expires_at is not None and self.expires_in_days is not None:
+            raise ValueError("give expiresAt or expiresInDays, not both")
+        if self.jwks_url is not None and (self.expires_at is not None or self.expires_in_days is not None):
+            raise ValueError("an expiry applies to a stored key (generateKey or publicKey), not to a JWKS URL")
         return self
 
 
@@ -54,6 +71,23 @@ class TriggerUpdate(BaseModel):
     jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("jwksUrl", "jwks_url"), max_length=2000)
 
 
+class KeyUpdate(BaseModel):
+    """A key's expiry: `expiresAt` (null clears it) or `expiresInDays`; changing it re-arms the expiry notice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_at: datetime | None = Field(default=None, validation_alias=AliasChoices("expiresAt", "expires_at"))
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, validation_alias=AliasChoices("expiresInDays", "expires_in_days")
+    )
+
+    @model_validator(mode="after")
+    def _one_change(self) -> KeyUpdate:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("give exactly one of expiresAt (a time, or null to clear it) or expiresInDays")
+        return self
+
+
 class KeyOut(BaseModel):
     kid: str
     alg: str
@@ -61,6 +95,10 @@ class KeyOut(BaseModel):
     created_at: datetime | None = Field(default=None, serialization_alias="createdAt")
     revoked: bool
     revoked_at: datetime | None = Field(default=None, serialization_alias="revokedAt")
+    expires_at: datetime | None = Field(
+        default=None, serialization_alias="expiresAt", description="After it the key obtains no token; null: never."
+    )
+    expired: bool = False
 
 
 class TriggerOut(BaseModel):

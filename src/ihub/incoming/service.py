@@ -9,13 +9,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ihub.common.errors import ApiError, not_found
+from ihub.common.errors import ApiError, bad_request, not_found
 from ihub.config import Settings
 from ihub.db.base import utcnow
 from ihub.db.unit_of_work import after_commit
@@ -27,7 +28,7 @@ from ihub.incoming.flowref import LoadedFlow, is_jwt_triggered, load_flow
 from ihub.incoming.jwks import JwksCache, check_jwks_url
 from ihub.incoming.keys import UnusableKey, algorithm_for, generate_rsa, public_jwk_from_pem, thumbprint
 from ihub.incoming.models import TriggerClient, TriggerKey
-from ihub.incoming.schemas import KeyOut, TriggerCreate, TriggerOut
+from ihub.incoming.schemas import KeyOut, KeyUpdate, TriggerCreate, TriggerOut
 from ihub.tenancy.permissions import Principal, require_admin
 
 if TYPE_CHECKING:
@@ -80,14 +81,54 @@ def _bad(error: Exception) -> ApiError:
     return ApiError(400, str(error), "invalid_key")
 
 
+def key_expiry(
+    expires_at: datetime | None,
+    expires_in_days: int | None,
+    max_age_days: int,
+    *,
+    now: datetime | None = None,
+    default_to_max: bool = True,
+) -> datetime | None:
+    """The expiry a key gets: `expiresInDays` from now, or `expiresAt`, or (none asked, `default_to_max`) the
+    hub's IHUB_TRIGGER_KEY_MAX_AGE_DAYS from now. With a hub-wide maximum no key may outlive it, so a later or
+    absent expiry is refused rather than silently shortened: the caller learns the rule."""
+    now = now or datetime.now(UTC)
+    if expires_in_days is not None:
+        wanted: datetime | None = now + timedelta(days=expires_in_days)
+    elif expires_at is not None:
+        wanted = expires_at if expires_at.tzinfo is not None else expires_at.replace(tzinfo=UTC)
+        if wanted <= now:
+            raise bad_request(f"expiresAt {wanted.isoformat()} is not in the future")
+    elif max_age_days > 0 and default_to_max:
+        return now + timedelta(days=max_age_days)
+    else:
+        wanted = None
+    if max_age_days > 0:
+        latest = now + timedelta(days=max_age_days)
+        if wanted is None:
+            raise bad_request(
+                f"keys on this hub expire within {max_age_days} days (IHUB_TRIGGER_KEY_MAX_AGE_DAYS): "
+                "give expiresAt or expiresInDays instead of clearing it"
+            )
+        if wanted > latest:
+            raise bad_request(
+                f"keys on this hub expire within {max_age_days} days (IHUB_TRIGGER_KEY_MAX_AGE_DAYS): "
+                f"expiresAt may be at most {latest.isoformat(timespec='seconds')}"
+            )
+    return wanted
+
+
 async def add_key(
     session: AsyncSession,
     loaded: LoadedFlow,
     data: TriggerCreate,
     policy: EgressPolicy,
     created_by: int | None = None,
+    *,
+    max_age_days: int = 0,
 ) -> AddedKey:
-    """A new client for the flow, or (with `iss`) a new key for an existing one."""
+    """A new client for the flow, or (with `iss`) a new key for an existing one. A stored key gets the asked
+    expiry, else `max_age_days` (IHUB_TRIGGER_KEY_MAX_AGE_DAYS) from now when set; JWKS keys are the client's."""
     if not is_jwt_triggered(loaded):
         raise ApiError(400, f"flow {loaded.flow.id} is not triggered by jwt (see its trigger in the template)")
     if data.iss is not None:
@@ -99,6 +140,7 @@ async def add_key(
 
     private_pem: str | None = None
     kid: str | None = None
+    expires_at = None if data.jwks_url is not None else key_expiry(data.expires_at, data.expires_in_days, max_age_days)
     try:
         if data.jwks_url is not None:
             client.jwks_url = check_jwks_url(data.jwks_url, policy)
@@ -117,7 +159,9 @@ async def add_key(
             )
             if existing is not None:
                 raise ApiError(409, f"key {kid} is already registered for this client", "conflict")
-            session.add(TriggerKey(client_pk=client.id, kid=kid, alg=alg, jwk=jwk, source=source))
+            session.add(
+                TriggerKey(client_pk=client.id, kid=kid, alg=alg, jwk=jwk, source=source, expires_at=expires_at)
+            )
     except UnusableKey as error:
         raise _bad(error) from None
     await session.flush()
@@ -190,6 +234,26 @@ async def revoke_key(session: AsyncSession, client: TriggerClient, kid: str, jwk
     await session.flush()
 
 
+async def set_key_expiry(
+    session: AsyncSession, client: TriggerClient, kid: str, change: KeyUpdate, max_age_days: int
+) -> TriggerKey:
+    """Set or clear a stored key's expiry. A changed expiry clears the notice marker, so `trigger.key_expiring`
+    is sent again for the new date (incoming/expiry.py)."""
+    if not _plausible(kid):
+        raise not_found("key", kid[:100])
+    row = await session.scalar(select(TriggerKey).where(TriggerKey.client_pk == client.id, TriggerKey.kid == kid))
+    if row is None or row.jwk is None:
+        raise not_found("key", kid)
+    if row.revoked_at is not None:
+        raise bad_request(f"key {kid} is revoked: a revoked key cannot be given an expiry")
+    expires_at = key_expiry(change.expires_at, change.expires_in_days, max_age_days, default_to_max=False)
+    if expires_at != row.expires_at:
+        row.expires_at = expires_at
+        row.expiry_notified_at = None
+    await session.flush()
+    return row
+
+
 async def delete_client(session: AsyncSession, client: TriggerClient) -> None:
     await session.delete(client)
     await session.flush()
@@ -211,6 +275,7 @@ def describe(
 ) -> TriggerOut:
     tokens, hooks = urls(settings)
     default = settings.incoming_envs[0]
+    now = utcnow()
     out = [
         KeyOut(
             kid=k.kid,
@@ -219,6 +284,8 @@ def describe(
             created_at=k.created_at,
             revoked=k.revoked_at is not None,
             revoked_at=k.revoked_at,
+            expires_at=k.expires_at,
+            expired=k.expires_at is not None and k.expires_at <= now,
         )
         for k in keys
     ]
@@ -285,7 +352,14 @@ async def create_trigger(
     answer once and never stored."""
     loaded = await visible_flow(session, principal, flow_id, manage=True)
     state = _state(context)
-    added = await add_key(session, loaded, data, state.jwks.policy, created_by=principal.user_id)
+    added = await add_key(
+        session,
+        loaded,
+        data,
+        state.jwks.policy,
+        created_by=principal.user_id,
+        max_age_days=context.settings.trigger_key_max_age_days,
+    )
     invalidate_after_commit(session, context, added.client.client_id)
     keys = await keys_of(session, [added.client.id])
     return describe(added.client, keys[added.client.id], context.settings, state.jwks, added)
@@ -318,6 +392,23 @@ async def revoke_trigger_key(
     loaded = await visible_flow(session, principal, flow_id, manage=True)
     client = await get_client(session, loaded.flow.id, iss)
     await revoke_key(session, client, kid, _state(context).jwks)
+    invalidate_after_commit(session, context, client.client_id)
+    return await _described(session, context, client)
+
+
+async def update_trigger_key(
+    session: AsyncSession,
+    context: AppContext,
+    principal: Principal,
+    flow_id: int,
+    iss: str,
+    kid: str,
+    change: KeyUpdate,
+) -> TriggerOut:
+    """Set or clear one key's expiry (Owner or Admin); the token endpoint applies it within 5 seconds."""
+    loaded = await visible_flow(session, principal, flow_id, manage=True)
+    client = await get_client(session, loaded.flow.id, iss)
+    await set_key_expiry(session, client, kid, change, context.settings.trigger_key_max_age_days)
     invalidate_after_commit(session, context, client.client_id)
     return await _described(session, context, client)
 
