@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from incoming_support import Incoming, Trigger
 from sqlalchemy import select, update
+from test_trigger_cli import ihub, ok
 
+from ihub.config import Settings
 from ihub.events.models import EventDelivery
 from ihub.incoming.expiry import notify_expiring_keys
 from ihub.incoming.models import TriggerKey
@@ -193,3 +195,16 @@ async def test_key_expiring_is_queued_once_per_expiry_for_keys_inside_the_notice
     off = context.settings.model_copy(update={"trigger_key_expiry_notice_days": 0})
     assert await notify_expiring_keys(context.sessions, off) == 0
     assert len(await expiring_events(app)) == 3
+
+
+async def test_the_cli_sets_and_prints_a_key_expiry(
+    incoming: Incoming, settings: Settings, client_key: tuple[str, str], db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the CLI calls the service layer tested on both backends above; one backend keeps this fast")
+    trigger = await incoming.trigger(body={"publicKey": client_key[1]})
+    result = await ihub(settings, "expire", "--client", trigger.iss, "--kid", trigger.kid, "--in-days", "5", "--json")
+    [key] = ok(result)["keys"]
+    assert timedelta(days=4, hours=23) < parsed(key["expiresAt"]) - datetime.now(UTC) <= timedelta(days=5)
+    printed = await ihub(settings, "show", "--flow", trigger.sub)
+    assert printed.returncode == 0 and "expires" in printed.stdout and key["expiresAt"][:10] in printed.stdout

@@ -1,4 +1,4 @@
-"""`ihub trigger create|show|rotate|revoke|enable|disable`: the trigger page from the server's shell."""
+"""`ihub trigger create|show|rotate|revoke|expire|enable|disable`: the trigger page from the server's shell."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ihub.common.ids import parse_id
 from ihub.config import get_settings
 from ihub.egress import policy_from_settings
 from ihub.incoming import service
-from ihub.incoming.schemas import TriggerCreate, TriggerOut
+from ihub.incoming.schemas import KeyUpdate, TriggerCreate, TriggerOut
 
 trigger_app = typer.Typer(help="JWT triggers of flows: clients (iss), keys (kid), rotation.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -29,6 +29,15 @@ FlowOpt = Annotated[str, typer.Option("--flow", help="Flow id (the JWT sub).")]
 ClientOpt = Annotated[str, typer.Option("--client", help="Client id (the JWT iss).")]
 PublicKeyOpt = Annotated[
     Path | None, typer.Option("--public-key", help="PEM file with the client's public key (instead of generating).")
+]
+ExpiresOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--expires-in-days",
+        min=1,
+        max=3650,
+        help="The new key expires this many days from now (default: IHUB_TRIGGER_KEY_MAX_AGE_DAYS when set).",
+    ),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -68,10 +77,13 @@ def _show(triggers: list[TriggerOut], as_json: bool) -> None:
         console.print(f"[bold]aud[/] {t.aud}\n[bold]webhook[/] {t.webhook_url}")
         if t.jwks_url:
             console.print(f"[bold]jwks[/] {t.jwks_url}")
-        table = Table("kid", "alg", "source", "created", "revoked")
+        table = Table("kid", "alg", "source", "created", "expires", "revoked")
         for k in t.keys:
             created = k.created_at.isoformat(timespec="seconds") if k.created_at else ""
-            table.add_row(k.kid, k.alg, k.source, created, "yes" if k.revoked else "")
+            expires = k.expires_at.isoformat(timespec="seconds") if k.expires_at else ""
+            if k.expired:
+                expires = f"[red]{expires} (expired)[/]"
+            table.add_row(k.kid, k.alg, k.source, created, expires, "yes" if k.revoked else "")
         console.print(table)
         if t.private_key:
             console.print("[yellow]Private key (shown once; store it now):[/]")
@@ -99,13 +111,19 @@ def _source(public_key: Path | None, jwks_url: str | None) -> dict[str, Any]:
     return {"generateKey": True}
 
 
+def _expiry(days: int | None) -> dict[str, Any]:
+    return {"expiresInDays": days} if days is not None else {}
+
+
 def _add(flow_id: int, body: dict[str, Any]) -> TriggerOut:
     settings = get_settings()
 
     async def work(session: Any) -> TriggerOut:
         loaded = await service.visible_flow(session, None, flow_id, manage=True)
         data = TriggerCreate.model_validate(body)
-        added = await service.add_key(session, loaded, data, policy_from_settings(settings))
+        added = await service.add_key(
+            session, loaded, data, policy_from_settings(settings), max_age_days=settings.trigger_key_max_age_days
+        )
         keys = await service.keys_of(session, [added.client.id])
         return service.describe(added.client, keys[added.client.id], settings, added=added)
 
@@ -125,11 +143,12 @@ def create(
     public_key: PublicKeyOpt = None,
     jwks_url: Annotated[str | None, typer.Option("--jwks-url", help="https URL of the client's JWK Set.")] = None,
     alg: Annotated[str | None, typer.Option(help="PS256 to register an RSA key for PS256.")] = None,
+    expires_in_days: ExpiresOpt = None,
     private_key_out: OutOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a trigger client for a flow; by default ihub generates the key pair."""
-    body = {**_source(public_key, jwks_url), **({"alg": alg} if alg else {})}
+    body = {**_source(public_key, jwks_url), **({"alg": alg} if alg else {}), **_expiry(expires_in_days)}
     out = _add(parse_id(flow), body)
     _show([_deliver_private_key(out, private_key_out)], as_json)
 
@@ -151,11 +170,12 @@ def rotate(
     client: ClientOpt,
     public_key: PublicKeyOpt = None,
     revoke_old: Annotated[bool, typer.Option("--revoke-old", help="Revoke the client's other keys.")] = False,
+    expires_in_days: ExpiresOpt = None,
     private_key_out: OutOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a new key (new kid) to a client; old keys keep working until revoked."""
-    out = _add(_flow_of(client), {**_source(public_key, None), "iss": client})
+    """Add a new key (new kid) to a client; old keys keep working until revoked (or until they expire)."""
+    out = _add(_flow_of(client), {**_source(public_key, None), "iss": client, **_expiry(expires_in_days)})
     if revoke_old:
         settings = get_settings()
 
@@ -201,6 +221,29 @@ def revoke(
             await service.revoke_key(session, record, kid)
 
     _change(client, change, as_json)
+
+
+@trigger_app.command("expire")
+def expire(
+    client: ClientOpt,
+    kid: Annotated[str, typer.Option("--kid", help="The key whose expiry to set.")],
+    in_days: Annotated[
+        int | None, typer.Option("--in-days", min=1, max=3650, help="Expire this many days from now.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the key's expiry.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set (--in-days) or clear (--clear) a key's expiry; a new expiry re-arms the trigger.key_expiring event."""
+    if (in_days is None) == (not clear):
+        err.print("[red]give --in-days N or --clear[/]")
+        raise typer.Exit(2)
+    change = KeyUpdate.model_validate({"expiresInDays": in_days} if in_days is not None else {"expiresAt": None})
+    max_age = get_settings().trigger_key_max_age_days
+
+    async def work(session: Any, record: Any) -> None:
+        await service.set_key_expiry(session, record, kid, change, max_age)
+
+    _change(client, work, as_json)
 
 
 @trigger_app.command("enable")

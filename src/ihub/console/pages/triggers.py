@@ -69,8 +69,14 @@ async def trigger_page(
         webhook_urls=hooks,
         default_env=context.settings.incoming_envs[0],
         manage=viewer.is_admin,
+        key_max_age_days=context.settings.trigger_key_max_age_days,
         **{"run_body": SAMPLE_BODY, "run_error": None, **extra},
     )
+
+
+def _expiry(days: str) -> dict[str, Any]:
+    """The form's optional "expires in days" (empty: the hub's IHUB_TRIGGER_KEY_MAX_AGE_DAYS, or no expiry)."""
+    return {"expiresInDays": days.strip()} if days.strip() else {}
 
 
 @router.get("/flow/{flow_id}/trigger")
@@ -86,10 +92,11 @@ async def generate_key(
     session: Session,
     context: Context,
     iss: Annotated[str, Form(max_length=64)] = "",
+    expires_in_days: Annotated[str, Form(max_length=5)] = "",
 ) -> HTMLResponse:
     """A new client with a generated key pair, or (with `iss`) a new key for that client: a rotation, the old
-    key keeps working until it is revoked. The private key is in this response only."""
-    data = validate_as(TriggerCreate, {"generateKey": True, "iss": iss or None})
+    key keeps working until it is revoked (or expires). The private key is in this response only."""
+    data = validate_as(TriggerCreate, {"generateKey": True, "iss": iss or None, **_expiry(expires_in_days)})
     issued = await incoming.create_trigger(session, context, viewer.principal, path_id(flow_id, "flow"), data)
     return await trigger_page(request, session, context, viewer, path_id(flow_id, "flow"), issued=issued)
 
@@ -104,6 +111,7 @@ async def register_key(
     public_key: Annotated[str, Form(max_length=16_384)] = "",
     jwks_url: Annotated[str, Form(max_length=2000)] = "",
     iss: Annotated[str, Form(max_length=64)] = "",
+    expires_in_days: Annotated[str, Form(max_length=5)] = "",
 ) -> Response:
     """Register a PEM public key or a JWKS URL, for a new client or (with `iss`) an existing one."""
     flow = path_id(flow_id, "flow")
@@ -115,7 +123,8 @@ async def register_key(
         return redirect(
             request, page_url(flow), f"Client {described.iss} now reads its keys from {described.jwks_url}."
         )
-    data = validate_as(TriggerCreate, {**source, "iss": iss or None})
+    expiry = _expiry(expires_in_days) if "publicKey" in source else {}
+    data = validate_as(TriggerCreate, {**source, "iss": iss or None, **expiry})
     described = await incoming.create_trigger(session, context, viewer.principal, flow, data)
     what = f"key {described.kid}" if described.kid else f"JWKS URL {described.jwks_url}"
     return redirect(request, page_url(flow), f"Registered {what} for client {described.iss}.")
