@@ -3,6 +3,7 @@ IHUB_TRIGGER_KEY_MAX_AGE_DAYS bounds new keys, and `trigger.key_expiring` is que
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from incoming_support import Incoming, Trigger
 from sqlalchemy import select, update
 from test_trigger_cli import ihub, ok
 
+from ihub.app import create_app
 from ihub.config import Settings
 from ihub.events.models import EventDelivery
 from ihub.incoming.expiry import notify_expiring_keys
@@ -208,3 +210,26 @@ async def test_the_cli_sets_and_prints_a_key_expiry(
     assert timedelta(days=4, hours=23) < parsed(key["expiresAt"]) - datetime.now(UTC) <= timedelta(days=5)
     printed = await ihub(settings, "show", "--flow", trigger.sub)
     assert printed.returncode == 0 and "expires" in printed.stdout and key["expiresAt"][:10] in printed.stdout
+
+
+@pytest.mark.parametrize("settings_overrides", [{"event_delivery": False}])
+async def test_the_executors_housekeeping_runs_the_check(
+    app: Any, incoming: Incoming, settings: Settings, client_key: tuple[str, str]
+) -> None:
+    """Wiring: a hub process starting its executor runs the hourly housekeeping at once, which sends the notice."""
+    response = await incoming.client.post(
+        "/api/v1/event-endpoint/org/1",
+        json={"url": "http://127.0.0.1:9/hook", "eventTypes": ["trigger.key_expiring"]},
+        headers=incoming.auth,
+    )
+    assert response.status_code == 200, response.text
+    soon = await incoming.trigger(body={"publicKey": client_key[1], "expiresInDays": 1})
+    assert await expiring_events(app) == []  # this app's housekeeping ran at its start, before the key existed
+
+    second = create_app(settings)
+    async with second.router.lifespan_context(second):
+        for _ in range(200):
+            if await expiring_events(app):
+                break
+            await asyncio.sleep(0.05)
+    assert [event["kid"] for event in await expiring_events(app)] == [soon.kid]

@@ -118,12 +118,14 @@ class LocalExecutor:
     async def _housekeeping(self) -> None:
         from ihub.flows.schedule import schedule_tick
 
-        last_purge = 0.0
+        # None: the hourly pass runs at start. (A 0.0 start value meant "at start" only on a machine up for an
+        # hour: the monotonic clock counts from boot.)
+        last_purge: float | None = None
         while True:
             try:
                 for run_id in await schedule_tick(self.context.sessions):
                     await self.submit(run_id)
-                if time.monotonic() - last_purge > RETENTION_INTERVAL:
+                if last_purge is None or time.monotonic() - last_purge > RETENTION_INTERVAL:
                     last_purge = time.monotonic()
                     async with self.context.sessions() as session:
                         purged = await purge_runs(session, older_than_days=self.context.settings.run_retention_days)
