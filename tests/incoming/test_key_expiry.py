@@ -117,6 +117,23 @@ async def test_expiry_is_set_cleared_and_checked_through_the_api(
     assert response.status_code == 404
 
 
+async def test_only_owners_and_admins_of_the_subtree_change_an_expiry(
+    incoming: Incoming, client_key: tuple[str, str]
+) -> None:
+    trigger = await incoming.trigger(body={"publicKey": client_key[1]})
+    url = f"/api/v1/flow/{trigger.sub}/trigger/jwt/{trigger.iss}/key/{trigger.kid}"
+    member = await incoming.login("1", "Member")
+    stranger = await incoming.login(await incoming.org(), "Owner")
+    for headers, status in ((member, 403), (stranger, 404)):
+        response = await incoming.client.put(url, json={"expiresInDays": 3}, headers=headers)
+        assert response.status_code == status, response.text
+        assert "expiresAt" not in await key_of(incoming, trigger.sub, trigger.iss, trigger.kid)
+    admin = await incoming.login("1", "Admin")
+    response = await incoming.client.put(url, json={"expiresInDays": 3}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert "expiresAt" in await key_of(incoming, trigger.sub, trigger.iss, trigger.kid)
+
+
 @pytest.mark.parametrize("settings_overrides", [{"trigger_key_max_age_days": 30}])
 async def test_the_hub_wide_maximum_age_applies_to_new_keys(incoming: Incoming, client_key: tuple[str, str]) -> None:
     before = datetime.now(UTC)
