@@ -9,11 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.staticfiles import StaticFiles
 
-from ihub.console.pages import account, orgs, projects, runs, signin, system, templates, triggers, users
+from ihub.console.pages import account, failures, orgs, projects, runs, signin, system, templates, triggers, users
 from ihub.console.web import STATIC_DIR
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-for page_module in (signin, orgs, users, account, templates, projects, triggers, runs, system):
+for page_module in (signin, orgs, users, account, templates, projects, triggers, runs, failures, system):
     router.include_router(page_module.router)
 
 
