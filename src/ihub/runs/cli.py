@@ -277,7 +277,9 @@ def list_failures(
         print(json.dumps(page))
         return
     table = Table(title="failure groups" + (f" of organization {org}" if org else ""))
-    for column in ("key", "flow", "step", "count", "last seen", "first seen", "organizations", "error"):
+    # The key is what `ihub failures runs KEY` takes: never wrapped or cut, whatever the terminal's width.
+    table.add_column("key", no_wrap=True, min_width=inbox.KEY_LENGTH)
+    for column in ("flow", "step", "count", "last seen", "first seen", "organizations", "error"):
         table.add_column(column)
     for group in page["failures"]:
         orgs = ", ".join(f"{o['name']} ({o['count']})" for o in group["organizations"][:3])

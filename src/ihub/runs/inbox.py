@@ -167,47 +167,43 @@ ORGS_LISTED = 20
 
 async def _details(session: AsyncSession, keys: list[str], conditions: list[ColumnElement[bool]]) -> dict[str, Group]:
     """The groups' descriptions, latest sample and most affected organizations (with their names), from the
-    subtree's rows: only the rows shown are read back (ranked in the database), not every organization's."""
-    by_count = (
-        func.row_number()
-        .over(
-            partition_by=FailureGroup.failure_key,
-            order_by=(FailureGroup.count.desc(), FailureGroup.org_id),
-        )
-        .label("by_count")
+    subtree's rows. The rows are ranked in the database on their small columns only; the texts, the
+    organizations' and templates' names are read for the rows shown (at most ORGS_LISTED + 1 per group)."""
+    by_count = func.row_number().over(
+        partition_by=FailureGroup.failure_key, order_by=(FailureGroup.count.desc(), FailureGroup.org_id)
     )
-    by_time = (
-        func.row_number()
-        .over(partition_by=FailureGroup.failure_key, order_by=(FailureGroup.last_seen.desc(), FailureGroup.id.desc()))
-        .label("by_time")
+    by_time = func.row_number().over(
+        partition_by=FailureGroup.failure_key, order_by=(FailureGroup.last_seen.desc(), FailureGroup.id.desc())
     )
     ranked = (
-        select(
-            FailureGroup.failure_key,
-            FailureGroup.org_id,
-            # Not `count`: a Row has a count() method.
-            FailureGroup.count.label("failures"),
-            FailureGroup.template_id,
-            FailureGroup.flow_key,
-            FailureGroup.step,
-            FailureGroup.signature,
-            FailureGroup.sample_error,
-            by_count,
-            by_time,
-        )
+        select(FailureGroup.id, by_count.label("by_count"), by_time.label("by_time"))
         .where(FailureGroup.failure_key.in_(keys), *conditions)
         .subquery()
     )
     rows = (
         await session.execute(
-            select(ranked, Organization.name)
-            .join(Organization, Organization.id == ranked.c.org_id)
+            select(
+                FailureGroup.failure_key,
+                FailureGroup.org_id,
+                Organization.name,
+                # Not `count`: a Row has a count() method.
+                FailureGroup.count.label("failures"),
+                FailureGroup.template_id,
+                Template.name.label("template_name"),
+                FailureGroup.flow_key,
+                FailureGroup.step,
+                FailureGroup.signature,
+                FailureGroup.sample_error,
+                ranked.c.by_count,
+                ranked.c.by_time,
+            )
+            .join(FailureGroup, FailureGroup.id == ranked.c.id)
+            .join(Organization, Organization.id == FailureGroup.org_id)
+            .outerjoin(Template, Template.id == FailureGroup.template_id)
             .where(or_(ranked.c.by_count <= ORGS_LISTED, ranked.c.by_time == 1))
-            .order_by(ranked.c.failure_key, ranked.c.by_count)
+            .order_by(FailureGroup.failure_key, ranked.c.by_count)
         )
     ).all()
-    template_ids = {row.template_id for row in rows}
-    names = dict((await session.execute(select(Template.id, Template.name).where(Template.id.in_(template_ids)))).all())
     found: dict[str, Group] = {}
     for row in rows:
         group = found.get(row.failure_key)
@@ -215,7 +211,7 @@ async def _details(session: AsyncSession, keys: list[str], conditions: list[Colu
             group = found[row.failure_key] = Group(
                 key=row.failure_key,
                 template_id=row.template_id,
-                template_name=names.get(row.template_id),
+                template_name=row.template_name,
                 flow_key=row.flow_key,
                 step=row.step,
                 signature=row.signature,
