@@ -67,3 +67,15 @@ async def test_failures_page_lists_groups_with_their_links(
         assert listed_runs(runs) == sorted(
             seeded.runs[seeded.shared][seeded.a] + seeded.runs[seeded.shared][seeded.a_child], reverse=True
         )
+
+
+async def test_a_failed_runs_page_links_to_its_group(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], owner_browser: Browser
+) -> None:
+    seeded = await seed(app, client, auth)
+    run_id = seeded.runs[seeded.shared][seeded.a][0]
+    page = (await owner_browser.page(f"/console/run/{run_id}")).text
+    assert f'href="/console/org/{seeded.a}/runs?failure={seeded.shared}"' in page and "<code>create</code>" in page
+    response = await client.get(f"/api/v1/run/{run_id}", headers=auth)
+    assert response.json()["runs"][0]["failureKey"] == seeded.shared
+    assert response.json()["runs"][0]["failedStep"] == "create"

@@ -115,3 +115,15 @@ async def test_filters_pages_and_refusals(app, client, auth) -> None:  # noqa: A
     for url in ("/api/v1/org/1/failures/NOT-A-KEY/runs", f"/api/v1/org/1/failures/{'0' * 32}/runs"):
         assert (await client.get(url, headers=auth)).status_code == 404
     assert (await client.get("/api/v1/org/999999/failures", headers=auth)).status_code == 404
+
+
+async def test_the_runs_list_takes_a_time_range(app, client, auth) -> None:  # noqa: ANN001
+    seeded = await seed(app, client, auth)
+    project = seeded.projects["b"]["id"]
+    b_runs = seeded.runs[seeded.shared][seeded.b]  # created at minutes 20..24 of BASE
+    params = {"since": (BASE + timedelta(minutes=21)).isoformat(), "until": (BASE + timedelta(minutes=24)).isoformat()}
+    response = await client.get(f"/api/v1/project/{project}/runs", params=params, headers=auth)
+    assert [r["id"] for r in response.json()["runs"]] == [str(i) for i in b_runs[1:4][::-1]]
+    assert response.json()["runs"][0]["failureKey"] == seeded.shared
+    response = await client.get(f"/api/v1/project/{project}/runs", params={"until": "2026-01-01T00:00"}, headers=auth)
+    assert response.status_code == 400 and "until" in response.text

@@ -64,6 +64,16 @@ class RunOut(BaseModel):
         serialization_alias="parkedUntil",
         description="While waiting_for_connection: when the run fails if the connection is not reconnected.",
     )
+    failed_step: str | None = Field(
+        default=None,
+        serialization_alias="failedStep",
+        description="A failed run's failing step (loop indexes removed; empty when it failed outside a step).",
+    )
+    failure_key: str | None = Field(
+        default=None,
+        serialization_alias="failureKey",
+        description="A failed run's failure group: GET /org/{id}/failures lists it, /failures/{key}/runs its runs.",
+    )
     steps: list[StepOut] | None = None
     steps_next_cursor: str | None = Field(
         default=None,
@@ -134,16 +144,16 @@ def parse_flow(flow: str | None) -> str | None:
     return flow
 
 
-def parse_since(since: datetime | None) -> datetime | None:
+def parse_since(since: datetime | None, name: str = "since") -> datetime | None:
     """An aware time that exists in UTC: `9999-12-31T23:59:59-23:59` parses but is past the calendar's end."""
     if since is None:
         return None
     if since.tzinfo is None:
-        raise _invalid("since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+        raise _invalid(f"{name} must carry a time zone, e.g. 2026-01-01T00:00:00Z")
     try:
         return since.astimezone(UTC)
     except OverflowError:
-        raise _invalid("since is outside the calendar once converted to UTC (years 1 to 9999)") from None
+        raise _invalid(f"{name} is outside the calendar once converted to UTC (years 1 to 9999)") from None
 
 
 def step_out(record: Any) -> StepOut:
@@ -190,6 +200,8 @@ def run_out(run: Run, flow_key: str | None, steps: Sequence[Any] | None = None) 
         worker=run.lease_owner,
         waiting_for_connection=run.waiting_for_slot if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
         parked_until=run.parked_until if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
+        failed_step=run.failed_step,
+        failure_key=run.failure_key,
         steps=[step_out(s) for s in steps] if steps is not None else None,
     )
 

@@ -161,11 +161,13 @@ async def list_runs(
     status: str | None = None,
     flow: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
     cursor: int | None = None,
 ) -> tuple[list[Run], int | None]:
     """Newest first by id (keyset): `cursor` is the last id of the previous page."""
-    page = await page_runs(session, RunFilter(status, flow, since), project_id=project_id, limit=limit, before=cursor)
+    filters = RunFilter(status, flow, since, until)
+    page = await page_runs(session, filters, project_id=project_id, limit=limit, before=cursor)
     return page.runs, page.older
 
 
