@@ -10,6 +10,7 @@ import pytest
 
 from api_helpers import login_new_user
 from failure_seed import BASE, Seeded, seed
+from ihub.runs import inbox as inbox_module
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +128,16 @@ async def test_the_runs_list_takes_a_time_range(app, client, auth) -> None:  # n
     assert response.json()["runs"][0]["failureKey"] == seeded.shared
     response = await client.get(f"/api/v1/project/{project}/runs", params={"until": "2026-01-01T00:00"}, headers=auth)
     assert response.status_code == 400 and "until" in response.text
+
+
+async def test_the_most_affected_organizations_are_listed_and_all_counted(app, client, auth, monkeypatch) -> None:  # noqa: ANN001
+    seeded = await seed(app, client, auth)
+    monkeypatch.setattr(inbox_module, "ORGS_LISTED", 2)
+    shared = next(g for g in (await inbox(client, auth, "1"))["failures"] if g["key"] == seeded.shared)
+    assert [(o["id"], o["count"]) for o in shared["organizations"]] == [(seeded.b, 5), (seeded.a, 3)]
+    assert shared["organizationCount"] == 3 and shared["count"] == 10
+    # With one listed, a's subtree lists a (3 failures); the sample is still the latest, a_child's.
+    monkeypatch.setattr(inbox_module, "ORGS_LISTED", 1)
+    (mine,) = (await inbox(client, auth, seeded.a))["failures"]
+    assert [(o["id"], o["count"]) for o in mine["organizations"]] == [(seeded.a, 3)] and mine["organizationCount"] == 2
+    assert "'a_child'" in mine["sampleError"]

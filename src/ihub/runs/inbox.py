@@ -162,7 +162,7 @@ async def groups(
 
 # Organizations listed per group: the most affected ones (a vendor's root may see a group in hundreds);
 # `org_count` tells how many there are in all.
-ORGS_LISTED = 20
+ORGS_LISTED = 10
 
 
 async def _details(session: AsyncSession, keys: list[str], conditions: list[ColumnElement[bool]]) -> dict[str, Group]:

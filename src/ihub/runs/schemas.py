@@ -231,7 +231,7 @@ class FailureGroupOut(BaseModel):
     first_seen: datetime = Field(serialization_alias="firstSeen")
     last_seen: datetime = Field(serialization_alias="lastSeen")
     organizations: list[FailureOrgOut] = Field(
-        description="The organizations of the caller's subtree affected, most failures first (at most 20)."
+        description="The organizations of the caller's subtree affected, most failures first (at most 10)."
     )
     organization_count: int = Field(
         serialization_alias="organizationCount", description="How many organizations of the subtree are affected."
