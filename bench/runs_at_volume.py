@@ -51,7 +51,7 @@ from ihub.db.engine import create_engine, create_sessionmaker, sync_url
 from ihub.db.migrate import upgrade
 from ihub.db.plans import capture, explain
 from ihub.db.registry import metadata
-from ihub.runs import failures, inbox
+from ihub.runs import failures, inbox, service
 from ihub.runs.models import Run
 from ihub.runs.service import UNION_LIMIT, RunFilter, page_runs
 
@@ -362,6 +362,21 @@ def shapes(world: World) -> dict[str, Shape]:
     async def root_rare_status(s: AsyncSession, rng: random.Random) -> Any:
         return await page_runs(s, RunFilter(status=RARE), org_path="/1/", before=middle_id(rng))
 
+    async def as_union(call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call` with the root's projects under UNION_LIMIT: what the union costs with that many arms."""
+        original = service.UNION_LIMIT
+        service.UNION_LIMIT = len(projects)
+        try:
+            return await call()
+        finally:
+            service.UNION_LIMIT = original
+
+    async def root_union_first_page(s: AsyncSession, rng: random.Random) -> Any:
+        return await as_union(lambda: page_runs(s, RunFilter(), org_path="/1/"))
+
+    async def root_union_rare_status(s: AsyncSession, rng: random.Random) -> Any:
+        return await as_union(lambda: page_runs(s, RunFilter(status=RARE), org_path="/1/", before=middle_id(rng)))
+
     async def inbox_root(s: AsyncSession, rng: random.Random) -> Any:
         return await inbox.groups(s, "/1/", inbox.InboxFilter())
 
@@ -391,9 +406,11 @@ def shapes(world: World) -> dict[str, Shape]:
         "customer subtree + flow key": subtree_flow_key,
         "customer subtree + one day ago": subtree_past_day,
         "customer subtree, deep keyset page": subtree_deep_page,
-        f"root subtree ({len(projects)} projects > {UNION_LIMIT}: walk), first page": root_first_page,
+        f"root subtree ({len(projects)} projects > {UNION_LIMIT}: one query), first page": root_first_page,
         "root subtree + failed, deep page": root_failed,
         f"root subtree + {RARE}, deep page": root_rare_status,
+        f"root subtree as a union of {len(projects)}, first page": root_union_first_page,
+        f"root subtree as a union of {len(projects)} + {RARE}, deep page": root_union_rare_status,
         "failure inbox of the root": inbox_root,
         "failure inbox of a customer": inbox_customer,
         "a group's runs in a customer subtree (incl. inbox read)": group_runs_customer,
