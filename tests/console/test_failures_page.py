@@ -53,6 +53,9 @@ async def test_failures_page_lists_groups_with_their_links(
     assert 'id="failure-' not in (await owner_browser.page("/console/org/1/failures?flow=notify")).text
     assert 'id="failure-' not in (await owner_browser.page("/console/org/1/failures?since=2026-03-02T00:00")).text
 
+    for bad in ("since=yesterday", "cursor=nope", "flow=a%20b"):
+        await owner_browser.page(f"/console/org/1/failures?{bad}", expect=400)
+
     # A Member of `a` sees a's share only; b's page and b's group are out of reach.
     async with open_browser() as http:
         member = await console_user(app, client, auth, http, seeded.a, "Member")
