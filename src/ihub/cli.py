@@ -21,6 +21,7 @@ from ihub.incoming.cli import trigger_app
 from ihub.projects.cli import app as project_app
 from ihub.replays.cli import app as replay_app
 from ihub.runs.cli import app as runs_app
+from ihub.runs.cli import failures_app
 from ihub.templates.cli import app as template_app
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ def main() -> None:
 app.add_typer(template_app, name="template")
 app.add_typer(project_app, name="project")
 app.add_typer(runs_app, name="runs")
+app.add_typer(failures_app, name="failures")
 app.add_typer(replay_app, name="replay")
 app.add_typer(trigger_app, name="trigger")
 app.add_typer(audit_app, name="audit")

@@ -13,6 +13,7 @@ from ihub.console.pages import (
     account,
     audit,
     events,
+    failures,
     orgs,
     projects,
     replays,
@@ -26,7 +27,8 @@ from ihub.console.pages import (
 from ihub.console.web import STATIC_DIR
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-for page_module in (signin, orgs, users, account, templates, projects, triggers, runs, replays, system, audit, events):
+PAGES = (signin, orgs, users, account, templates, projects, triggers, runs, failures, replays, system, audit, events)
+for page_module in PAGES:
     router.include_router(page_module.router)
 
 

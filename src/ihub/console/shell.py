@@ -13,7 +13,7 @@ from ihub.tenancy import service as tenancy
 from ihub.tenancy.models import Organization
 
 # The pages that exist per organization, as `/console/org/{id}/<page>`.
-ORG_PAGES = ("projects", "templates", "runs", "replays", "users", "events", "orgs")
+ORG_PAGES = ("projects", "templates", "runs", "failures", "replays", "users", "events", "orgs")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`ihub runs list|show|replay`: run history from the server's shell (Rich tables, or --json for scripts)."""
+"""`ihub runs list|show|replay` and `ihub failures list|runs`: run history and the failure inbox from the server's
+shell (Rich tables, or --json for scripts)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 app = typer.Typer(help="Inspect and replay flow runs.", no_args_is_help=True)
+failures_app = typer.Typer(
+    help="The failure inbox: failed runs grouped by flow, failing step and error.", no_args_is_help=True
+)
 console = Console()
 
 STATUS_STYLE: dict[str, str] = {
@@ -223,3 +227,119 @@ async def _hand_off(run_id: int) -> None:
     finally:
         await executor.stop()
         await context.engine.dispose()
+
+
+async def _org_path(session: AsyncSession, org: str | None, as_json: bool) -> str:
+    """The subtree's path: --org's, or every organization of the hub without it (the shell sees all)."""
+    from sqlalchemy import select
+
+    from ihub.tenancy.models import Organization
+
+    if org is None:
+        return "/"
+    org_id = _id(org, "organization", as_json)
+    path = await session.scalar(select(Organization.path).where(Organization.id == org_id))
+    if path is None:
+        from ihub.common.errors import not_found
+
+        raise not_found("organization", org_id)
+    return path
+
+
+@failures_app.command("list")
+def list_failures(
+    org: Annotated[str | None, typer.Option("--org", help="Organization id (its subtree); default: all.")] = None,
+    flow: Annotated[str | None, typer.Option(help="Only groups of this flow key.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="nextCursor of a previous page.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Failure groups, the one that failed most recently first, with counts and the organizations affected."""
+    from ihub.common.cli_support import run_work
+    from ihub.runs import inbox
+    from ihub.runs.schemas import FailureGroupList, failure_group_out
+
+    after = inbox.Cursor.decode(cursor) if cursor else None
+    if cursor and after is None:
+        fail("cursor must be the nextCursor of a previous page", as_json)
+
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
+        path = await _org_path(session, org, as_json)
+        page = await inbox.groups(session, path, inbox.InboxFilter(flow_key=flow), limit=limit, cursor=after)
+        listed = FailureGroupList(
+            failures=[failure_group_out(group) for group in page.groups],
+            next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+        )
+        return listed.model_dump(mode="json", by_alias=True)
+
+    page = run_work(work, as_json)
+    if as_json:
+        print(json.dumps(page))
+        return
+    table = Table(title="failure groups" + (f" of organization {org}" if org else ""))
+    # The key is what `ihub failures runs KEY` takes: never wrapped or cut, whatever the terminal's width.
+    table.add_column("key", no_wrap=True, min_width=inbox.KEY_LENGTH)
+    for column in ("flow", "step", "count", "last seen", "first seen", "organizations", "error"):
+        table.add_column(column)
+    for group in page["failures"]:
+        orgs = ", ".join(f"{o['name']} ({o['count']})" for o in group["organizations"][:3])
+        more = len(group["organizations"]) - 3
+        table.add_row(
+            group["key"],
+            group["flowKey"],
+            group["step"] or "-",
+            str(group["count"]),
+            group["lastSeen"][:19],
+            group["firstSeen"][:19],
+            orgs + (f" +{more}" if more > 0 else ""),
+            group["signature"][:60],
+        )
+    console.print(table)
+    if page["nextCursor"]:
+        console.print(f"more: --cursor {page['nextCursor']}")
+
+
+@failures_app.command("runs")
+def failure_runs(
+    key: Annotated[str, typer.Argument(help="The group's key (from `ihub failures list`).")],
+    org: Annotated[str | None, typer.Option("--org", help="Organization id (its subtree); default: all.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="nextCursor of a previous page.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The runs of one failure group, newest first."""
+    from ihub.common.cli_support import run_work
+    from ihub.common.errors import ApiError
+    from ihub.runs import inbox, service
+    from ihub.runs.schemas import RunList, run_out
+
+    if not inbox.is_key(key):
+        fail(f"a failure key is 32 lowercase hex digits, got {key!r}", as_json)
+    before = _id(cursor, "cursor", as_json) if cursor else None
+
+    async def work(session: AsyncSession, _box: SecretBox) -> dict[str, Any]:
+        path = await _org_path(session, org, as_json)
+        if not await inbox.group_in_subtree(session, path, key):
+            raise ApiError(404, f"failure group {key} not found", "not_found")
+        page = await inbox.group_runs(session, path, key, limit=limit, before=before)
+        keys = await service.flow_keys(session, {r.flow_id for r in page.runs})
+        listed = RunList(
+            runs=[run_out(r, keys.get(r.flow_id)) for r in page.runs],
+            next_cursor=str(page.older) if page.older else None,
+        )
+        return listed.model_dump(mode="json", by_alias=True)
+
+    page = run_work(work, as_json)
+    if as_json:
+        print(json.dumps(page))
+        return
+    table = Table(title=f"runs of failure group {key}")
+    for column in ("id", "project", "flow", "created", "error"):
+        table.add_column(column)
+    for run in page["runs"]:
+        table.add_row(
+            run["id"], run["projectId"], run["flowKey"] or run["flowId"], run["createdAt"][:19], run["error"] or ""
+        )
+    console.print(table)
+    if page["nextCursor"]:
+        console.print(f"more: --cursor {page['nextCursor']}")

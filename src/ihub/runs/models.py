@@ -25,6 +25,10 @@ class Run(CreatedAtMixin, Base):
         Index("ix_runs_flow", "flow_id", "id"),
         Index("ix_runs_failure_key", "failure_key", "id"),
         Index("ix_runs_created_at", "created_at"),
+        # A flow's runs of one status (the runs list's flow and status filters together), and a failure group's
+        # runs per project (a subtree's page is a union of per-project pages: ihub.runs.service.page_runs).
+        Index("ix_runs_flow_status", "flow_id", "status", "id"),
+        Index("ix_runs_failure_project", "failure_key", "project_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

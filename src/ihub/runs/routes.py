@@ -13,15 +13,19 @@ from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.provisioning.deps import Caller
-from ihub.runs import service
+from ihub.runs import inbox, service
 from ihub.runs.schemas import (
+    FailureGroupList,
     ReplayRequest,
     RunCreated,
     RunDetail,
     RunList,
+    failure_group_out,
     parse_cursor,
     parse_flow,
+    parse_inbox_cursor,
     parse_since,
+    parse_template_id,
     run_out,
 )
 from ihub.runs.status import RunStatus
@@ -39,10 +43,12 @@ async def list_runs(
     ] = None,
     flow: Annotated[str | None, Query(description="A flow id or key.")] = None,
     since: Annotated[datetime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Only runs created before (ISO 8601).")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> RunList:
-    """A project's runs, newest first, in pages (keyset pagination)."""
+    """A project's runs, newest first, in pages (keyset pagination). Every filter reads an index: a page costs
+    about the same however few runs match."""
     pid = path_id(project_id, "project")
     await service.visible_project_path(session, caller, pid)
     if status is not None and status not in {member.value for member in RunStatus}:
@@ -53,6 +59,7 @@ async def list_runs(
         status=status,
         flow=parse_flow(flow),
         since=parse_since(since),
+        until=parse_since(until, "until"),
         limit=limit,
         cursor=parse_cursor(cursor),
     )
@@ -130,3 +137,56 @@ async def run_flow(flow_id: str, request: Request, caller: Caller, session: Sess
     content_type = request.headers.get("content-type", "application/json")
     run = await service.run_now(session, context, caller, loaded, body, content_type=content_type)
     return RunCreated(run_id=run.id, flow_id=run.flow_id, status=run.status)
+
+
+@router.get("/org/{org_id}/failures", response_model=FailureGroupList, tags=["failures"])
+async def list_failures(
+    org_id: str,
+    caller: Caller,
+    session: Session,
+    flow: Annotated[str | None, Query(description="Only groups of this flow key.")] = None,
+    template: Annotated[str | None, Query(description="Only groups of this template id.")] = None,
+    since: Annotated[datetime | None, Query(description="Only groups that failed at or after (ISO 8601).")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
+) -> FailureGroupList:
+    """The failure inbox: failed runs of the organization and its sub-organizations grouped by (template, flow,
+    failing step, error signature), the group last seen most recently first. Counts, first and last seen and
+    the organizations listed are those of this subtree only."""
+    path = await service.visible_org_path(session, caller, path_id(org_id, "organization"))
+    flow_key = parse_flow(flow)
+    if flow_key is not None and flow_key.isdigit():
+        raise ApiError(400, "flow must be a flow key (groups are kept per flow key, not flow id)", "invalid_request")
+    filters = inbox.InboxFilter(
+        flow_key=flow_key,
+        template_id=parse_template_id(template),
+        since=parse_since(since),
+    )
+    page = await inbox.groups(session, path, filters, limit=limit, cursor=parse_inbox_cursor(cursor))
+    return FailureGroupList(
+        failures=[failure_group_out(group) for group in page.groups],
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    )
+
+
+@router.get("/org/{org_id}/failures/{failure_key}/runs", response_model=RunList, tags=["failures"])
+async def list_failure_runs(
+    org_id: str,
+    failure_key: str,
+    caller: Caller,
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
+) -> RunList:
+    """The runs of one failure group in the organization's subtree, newest first (keyset pagination). A group
+    the subtree never had is a 404."""
+    path = await service.visible_org_path(session, caller, path_id(org_id, "organization"))
+    # A malformed key names no group, like a key only other tenants have: 404 either way.
+    if not inbox.is_key(failure_key) or not await inbox.group_in_subtree(session, path, failure_key):
+        raise ApiError(404, f"failure group {failure_key!r} not found", "not_found")
+    page = await inbox.group_runs(session, path, failure_key, limit=limit, before=parse_cursor(cursor))
+    keys = await service.flow_keys(session, {r.flow_id for r in page.runs})
+    return RunList(
+        runs=[run_out(r, keys.get(r.flow_id)) for r in page.runs],
+        next_cursor=str(page.older) if page.older else None,
+    )

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ihub.common.errors import ApiError
 from ihub.common.ids import MAX_ID, IdOut, parse_id
 from ihub.flows.definition import KEY_PATTERN
+from ihub.runs.inbox import Cursor, Group
 from ihub.runs.models import Run
 from ihub.runs.status import RunStatus
 
@@ -62,6 +63,16 @@ class RunOut(BaseModel):
         default=None,
         serialization_alias="parkedUntil",
         description="While waiting_for_connection: when the run fails if the connection is not reconnected.",
+    )
+    failed_step: str | None = Field(
+        default=None,
+        serialization_alias="failedStep",
+        description="A failed run's failing step (loop indexes removed; empty when it failed outside a step).",
+    )
+    failure_key: str | None = Field(
+        default=None,
+        serialization_alias="failureKey",
+        description="A failed run's failure group: GET /org/{id}/failures lists it, /failures/{key}/runs its runs.",
     )
     steps: list[StepOut] | None = None
     steps_next_cursor: str | None = Field(
@@ -133,16 +144,16 @@ def parse_flow(flow: str | None) -> str | None:
     return flow
 
 
-def parse_since(since: datetime | None) -> datetime | None:
+def parse_since(since: datetime | None, name: str = "since") -> datetime | None:
     """An aware time that exists in UTC: `9999-12-31T23:59:59-23:59` parses but is past the calendar's end."""
     if since is None:
         return None
     if since.tzinfo is None:
-        raise _invalid("since must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+        raise _invalid(f"{name} must carry a time zone, e.g. 2026-01-01T00:00:00Z")
     try:
         return since.astimezone(UTC)
     except OverflowError:
-        raise _invalid("since is outside the calendar once converted to UTC (years 1 to 9999)") from None
+        raise _invalid(f"{name} is outside the calendar once converted to UTC (years 1 to 9999)") from None
 
 
 def step_out(record: Any) -> StepOut:
@@ -189,5 +200,82 @@ def run_out(run: Run, flow_key: str | None, steps: Sequence[Any] | None = None) 
         worker=run.lease_owner,
         waiting_for_connection=run.waiting_for_slot if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
         parked_until=run.parked_until if run.status == RunStatus.WAITING_FOR_CONNECTION else None,
+        failed_step=run.failed_step,
+        failure_key=run.failure_key,
         steps=[step_out(s) for s in steps] if steps is not None else None,
     )
+
+
+# -- the failure inbox (ihub.runs.inbox) -------------------------------------------------------------------
+
+
+class FailureOrgOut(BaseModel):
+    id: IdOut
+    name: str
+    count: int = Field(description="Failures of this group in this organization since it was first seen there.")
+
+
+class FailureGroupOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    key: str = Field(description="The group's key (32 hex digits): runs that failed the same way share it.")
+    template_id: IdOut = Field(serialization_alias="templateId")
+    template_name: str | None = Field(serialization_alias="templateName")
+    flow_key: str = Field(serialization_alias="flowKey")
+    step: str = Field(description="The failing step's path without loop indexes; empty: failed outside a step.")
+    signature: str = Field(description="The error with what varies between occurrences replaced by `…`.")
+    sample_error: str = Field(serialization_alias="sampleError", description="The latest occurrence's error.")
+    count: int = Field(
+        description="Failures in the caller's subtree since first seen (runs purged by retention stay counted)."
+    )
+    first_seen: datetime = Field(serialization_alias="firstSeen")
+    last_seen: datetime = Field(serialization_alias="lastSeen")
+    organizations: list[FailureOrgOut] = Field(
+        description="The organizations of the caller's subtree affected, most failures first (at most 10)."
+    )
+    organization_count: int = Field(
+        serialization_alias="organizationCount", description="How many organizations of the subtree are affected."
+    )
+
+
+class FailureGroupList(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    failures: list[FailureGroupOut]
+    next_cursor: str | None = Field(serialization_alias="nextCursor", description="Pass as ?cursor= for the next page.")
+
+
+def failure_group_out(group: Group) -> FailureGroupOut:
+    """A group of ihub.runs.inbox as the API shows it."""
+    return FailureGroupOut(
+        key=group.key,
+        template_id=group.template_id,
+        template_name=group.template_name,
+        flow_key=group.flow_key,
+        step=group.step,
+        signature=group.signature,
+        sample_error=group.sample_error,
+        count=group.count,
+        first_seen=group.first_seen,
+        last_seen=group.last_seen,
+        organizations=[FailureOrgOut(id=org.org_id, name=org.name, count=org.count) for org in group.orgs],
+        organization_count=group.org_count,
+    )
+
+
+def parse_template_id(template: str | None) -> int | None:
+    if template is None:
+        return None
+    try:
+        return parse_id(template)
+    except ValueError:
+        raise _invalid(f"template must be a template id from 1 to {MAX_ID}") from None
+
+
+def parse_inbox_cursor(cursor: str | None) -> Cursor | None:
+    if cursor is None:
+        return None
+    parsed = Cursor.decode(cursor)
+    if parsed is None:
+        raise _invalid("cursor must be the nextCursor of a previous answer")
+    return parsed

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import ColumnElement, Row, Select, and_, delete, func, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import refuse_nul
@@ -142,6 +142,8 @@ class RunFilter:
     # Created at or after `since`, and before `until`.
     since: datetime | None = None
     until: datetime | None = None
+    # Failed runs of one failure group (ihub.runs.failures).
+    failure_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,12 +161,126 @@ async def list_runs(
     status: str | None = None,
     flow: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
     cursor: int | None = None,
 ) -> tuple[list[Run], int | None]:
     """Newest first by id (keyset): `cursor` is the last id of the previous page."""
-    page = await page_runs(session, RunFilter(status, flow, since), project_id=project_id, limit=limit, before=cursor)
+    filters = RunFilter(status, flow, since, until)
+    page = await page_runs(session, filters, project_id=project_id, limit=limit, before=cursor)
     return page.runs, page.older
+
+
+# A subtree's page is a UNION ALL of one indexed top-N query per project (or per matching flow) while the
+# subtree has at most this many of them; past it, one query over the subtree's projects at once (`project_id IN`
+# the subtree), where the database chooses between walking the primary key newest first (a subtree that holds
+# most runs, or a common filter: a page is found quickly) and its per-project index then a sort (a rare filter).
+# Each arm of the union costs its statement's preparation whatever the volume: bench/runs_at_volume.py measured
+# a 242-arm union at ~110 ms even with 20,000 runs (about 0.45 ms an arm on a loaded 2-core machine), so 40
+# arms keep it near 20 ms (docs/operations.md, "Runs at volume").
+UNION_LIMIT = 40
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """A time range as a range of run ids: `low` inclusive, `high` exclusive; None is unbounded. `empty`
+    when no run was created at or after `since`."""
+
+    low: int | None = None
+    high: int | None = None
+    empty: bool = False
+
+
+async def first_id_at_or_after(session: AsyncSession, moment: datetime) -> int | None:
+    """The id of the first run created at or after `moment` (one seek on `ix_runs_created_at`)."""
+    query = select(Run.id).where(Run.created_at >= moment).order_by(Run.created_at, Run.id).limit(1)
+    return await session.scalar(query)
+
+
+async def id_range(session: AsyncSession, since: datetime | None, until: datetime | None) -> IdRange:
+    """Runs created in [since, until) as ids: ids grow with time (each run's id and created_at are set in the
+    same insert), so the range's ids are those from the first run created at or after `since` up to (not
+    including) the first run created at or after `until`. Tolerance: a run inserted concurrently may get an
+    id one or two past a run created a few milliseconds later; it is then listed on that side of the
+    boundary. Every filter's index ends in `id`, so the range narrows each of them."""
+    low = await first_id_at_or_after(session, since) if since is not None else None
+    if since is not None and low is None:
+        return IdRange(empty=True)
+    high = await first_id_at_or_after(session, until) if until is not None else None
+    return IdRange(low, high)
+
+
+async def _partitions(
+    session: AsyncSession, filters: RunFilter, project_id: int | None, org_path: str | None
+) -> list[ColumnElement[bool]] | None:
+    """What a page is a union of: one equality an index starts with per project of the scope (or per flow
+    of the scope when a flow is asked for). None when there are more than UNION_LIMIT (the caller reads the
+    whole scope in one query instead); an empty list when nothing in the scope can match."""
+    if project_id is not None:
+        projects: list[int] | None = [project_id]
+    else:
+        assert org_path is not None
+        found = await session.scalars(_subtree_projects(org_path).order_by(Project.id).limit(UNION_LIMIT + 1))
+        projects = list(found.all())
+        if len(projects) > UNION_LIMIT:
+            projects = None
+    if not filters.flow:
+        return None if projects is None else [Run.project_id == project for project in projects]
+    flows = select(Flow.id)
+    if filters.flow.isdigit():
+        flows = flows.where(Flow.id == int(filters.flow))
+    else:
+        flows = flows.where(Flow.key == filters.flow)
+    if projects is not None:
+        flows = flows.where(Flow.project_id.in_(projects))
+    else:
+        assert org_path is not None
+        flows = flows.where(Flow.project_id.in_(_subtree_projects(org_path).scalar_subquery()))
+    flow_ids = list((await session.scalars(flows.order_by(Flow.id).limit(UNION_LIMIT + 1))).all())
+    if len(flow_ids) > UNION_LIMIT:
+        return None
+    return [Run.flow_id == flow for flow in flow_ids]
+
+
+def _subtree_projects(org_path: str) -> Select[int]:
+    query = select(Project.id).join(Organization, Organization.id == Project.org_id)
+    return query.where(Organization.path.startswith(org_path, autoescape=True))
+
+
+def _page_query(
+    filters: RunFilter,
+    ids: IdRange,
+    partitions: list[ColumnElement[bool]] | None,
+    scope: ColumnElement[bool],
+    *,
+    newest_first: bool,
+    bound: ColumnElement[bool] | None,
+    limit: int,
+) -> Select[Run]:
+    """The page's runs: with few partitions, each partition's top `limit` ids through its own index, merged;
+    otherwise one query over the rows `scope` admits (the database picks its plan)."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.status:
+        conditions.append(Run.status == filters.status)
+    if filters.failure_key:
+        conditions.append(Run.failure_key == filters.failure_key)
+    if ids.low is not None:
+        conditions.append(Run.id >= ids.low)
+    if ids.high is not None:
+        conditions.append(Run.id < ids.high)
+    if bound is not None:
+        conditions.append(bound)
+    order = Run.id.desc() if newest_first else Run.id.asc()
+    if partitions is None:
+        return select(Run).where(scope, *conditions).order_by(order).limit(limit)
+    if len(partitions) == 1:
+        return select(Run).where(partitions[0], *conditions).order_by(order).limit(limit)
+    tops = [
+        select(Run.id).where(partition, *conditions).order_by(order).limit(limit).subquery() for partition in partitions
+    ]
+    merged = union_all(*(select(top.c.id) for top in tops)).subquery()
+    chosen = select(merged.c.id).order_by(merged.c.id.desc() if newest_first else merged.c.id.asc()).limit(limit)
+    return select(Run).where(Run.id.in_(chosen.scalar_subquery())).order_by(order)
 
 
 async def page_runs(
@@ -180,42 +296,58 @@ async def page_runs(
     """One page of runs, newest first, of a project or of every project in an organization's subtree.
 
     Keyset paging on the id (ids grow with time): `before` gives the page after a page whose last id it is
-    (older runs), `after` the page before one whose first id it is (newer runs). Each page is one indexed
-    query: `ix_runs_project_created` (project_id, id) for a project; for a subtree the primary key walked
-    newest first, with the project ids of the subtree (a small set) checked per row.
+    (older runs), `after` the page before one whose first id it is (newer runs). Each filter reads an index
+    that starts with an equality and ends in `id`, so a page costs `limit` index entries however rare the
+    matches are: a project's runs `ix_runs_project_created` (project_id, id), of one status
+    `ix_runs_project_status` (project_id, status, id); a flow's `ix_runs_flow` (flow_id, id) and
+    `ix_runs_flow_status` (flow_id, status, id); a failure group's `ix_runs_failure_project` (failure_key,
+    project_id, id), or `ix_runs_failure_key` (failure_key, id) past UNION_LIMIT. A time range becomes an id
+    range (`id_range`). A subtree is a union of its projects' (or matching flows') pages, up to UNION_LIMIT of them.
     """
-    query = select(Run)
-    if project_id is not None:
-        query = query.where(Run.project_id == project_id)
-    if org_path is not None:
-        subtree = select(Project.id).join(Organization, Organization.id == Project.org_id)
-        subtree = subtree.where(Organization.path.startswith(org_path, autoescape=True))
-        query = query.where(Run.project_id.in_(subtree.scalar_subquery()))
-    if filters.status:
-        query = query.where(Run.status == filters.status)
-    if filters.flow:
-        if filters.flow.isdigit():
-            query = query.where(Run.flow_id == int(filters.flow))
-        else:
-            query = query.join(Flow, Flow.id == Run.flow_id).where(Flow.key == filters.flow)
-    if filters.since is not None:
-        query = query.where(Run.created_at >= filters.since)
-    if filters.until is not None:
-        query = query.where(Run.created_at < filters.until)
+    if project_id is None and org_path is None:
+        raise ValueError("a page of runs is of a project or of an organization's subtree")
+    ids = await id_range(session, filters.since, filters.until)
+    if ids.empty:
+        return RunPage([], None, None)
+    partitions = await _partitions(session, filters, project_id, org_path)
+    if partitions == []:
+        return RunPage([], None, None)
+    scope = _fallback_scope(filters, project_id, org_path)
     if after is not None:
         # The previous page: the `limit` runs just newer than `after`, read oldest first, shown newest first.
-        rows = list((await session.scalars(query.where(Run.id > after).order_by(Run.id).limit(limit + 1))).all())
+        query = _page_query(filters, ids, partitions, scope, newest_first=False, bound=Run.id > after, limit=limit + 1)
+        rows = list((await session.scalars(query)).all())
+        rows.sort(key=lambda run: run.id)
         more = len(rows) > limit
         rows = rows[:limit]
         rows.reverse()
         return RunPage(rows, rows[-1].id if rows else None, rows[0].id if more and rows else None)
-    if before is not None:
-        query = query.where(Run.id < before)
-    rows = list((await session.scalars(query.order_by(Run.id.desc()).limit(limit + 1))).all())
+    bound = Run.id < before if before is not None else None
+    query = _page_query(filters, ids, partitions, scope, newest_first=True, bound=bound, limit=limit + 1)
+    rows = list((await session.scalars(query)).all())
+    rows.sort(key=lambda run: run.id, reverse=True)
     more = len(rows) > limit
     rows = rows[:limit]
     newer = rows[0].id if before is not None and rows else None
     return RunPage(rows, rows[-1].id if more and rows else None, newer)
+
+
+def _fallback_scope(filters: RunFilter, project_id: int | None, org_path: str | None) -> ColumnElement[bool]:
+    """Which rows the one query over a big scope keeps (a subtree with more than UNION_LIMIT projects or flows)."""
+    conditions: list[ColumnElement[bool]] = []
+    if project_id is not None:
+        conditions.append(Run.project_id == project_id)
+    if org_path is not None:
+        conditions.append(Run.project_id.in_(_subtree_projects(org_path).scalar_subquery()))
+    if filters.flow:
+        flows = select(Flow.id)
+        flows = (
+            flows.where(Flow.id == int(filters.flow))
+            if filters.flow.isdigit()
+            else flows.where(Flow.key == filters.flow)
+        )
+        conditions.append(Run.flow_id.in_(flows.scalar_subquery()))
+    return and_(true(), *conditions)
 
 
 async def visible_org_path(session: AsyncSession, principal: Principal, org_id: int) -> str:

@@ -23,6 +23,7 @@ from ihub.console.shell import load_shell
 from ihub.console.web import redirect, render
 from ihub.projects.service import visible_project
 from ihub.runs import service
+from ihub.runs.inbox import is_key
 from ihub.runs.schemas import parse_cursor, parse_flow, run_out
 from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 
@@ -41,16 +42,24 @@ class Filters:
     flow: str
     since: str
     until: str
+    # A failure group's key (the failure inbox's "Runs" link): its runs only.
+    failure: str = ""
 
     def query(self, **cursor: int | None) -> str:
-        values = {"status": self.status, "flow": self.flow, "since": self.since, "until": self.until}
+        values = {
+            "status": self.status,
+            "flow": self.flow,
+            "since": self.since,
+            "until": self.until,
+            "failure": self.failure,
+        }
         values.update({name: str(value) for name, value in cursor.items() if value is not None})
         kept = {name: value for name, value in values.items() if value}
         return "?" + urlencode(kept) if kept else "?"
 
     @property
     def active(self) -> bool:
-        return bool(self.status or self.flow or self.since or self.until)
+        return bool(self.status or self.flow or self.since or self.until or self.failure)
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,11 @@ def list_query(
     flow: str = "",
     since: str = "",
     until: str = "",
+    failure: str = "",
     before: str | None = None,
     after: str | None = None,
 ) -> ListQuery:
-    return ListQuery(Filters(status, flow.strip(), since, until), before, after)
+    return ListQuery(Filters(status, flow.strip(), since, until, failure.strip()), before, after)
 
 
 Listing = Annotated[ListQuery, Depends(list_query)]
@@ -90,11 +100,16 @@ def parse_time(value: str, name: str) -> datetime | None:
 def service_filter(filters: Filters) -> service.RunFilter:
     if filters.status and filters.status not in {member.value for member in RunStatus}:
         raise ApiError(400, f"status must be one of {', '.join(RunStatus)}", "invalid_request")
+    if filters.failure and not is_key(filters.failure):
+        raise ApiError(
+            400, "failure must be the key of a group of the failure inbox (32 hex digits)", "invalid_request"
+        )
     return service.RunFilter(
         status=filters.status or None,
         flow=parse_flow(filters.flow or None),
         since=parse_time(filters.since, "From"),
         until=parse_time(filters.until, "Until"),
+        failure_key=filters.failure or None,
     )
 
 

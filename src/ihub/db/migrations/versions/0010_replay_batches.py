@@ -1,7 +1,7 @@
 """bulk replay: replay batches and their items
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-26 05:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import ihub.db.base
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
