@@ -15,9 +15,7 @@ from werkzeug import Request, Response
 
 pytestmark = pytest.mark.slow
 
-# Enough that the eight slots (two workers, four each) contend for queued runs the whole time; 200 proved no more
-# and took the 90 s deadline's worth on a loaded machine.
-RUNS = 80
+RUNS = 200
 FLOW = {
     "key": "one-call",
     "trigger": "manual",
