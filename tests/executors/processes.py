@@ -95,7 +95,7 @@ class Api:
         assert response.status_code == 200, response.text
         return response.json()["runs"][0]
 
-    def wait(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    def wait(self, run_id: str, timeout: float = 30, interval: float = 0.1) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             run = self.run(run_id)
@@ -103,7 +103,7 @@ class Api:
                 return run
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} still {run['status']}: {run}")
-            time.sleep(0.1)
+            time.sleep(interval)
 
 
 class Hub:

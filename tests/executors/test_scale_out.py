@@ -63,7 +63,7 @@ def test_two_workers_execute_each_run_exactly_once(tmp_path: Path, empty_postgre
             workers = [spawn(["worker"], hub.env, tmp_path / f"worker-{i}.log") for i in range(2)]
             started = time.monotonic()
             run_ids = [api.trigger(flow_id, {"n": n}) for n in range(RUNS)]
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 180  # generous: only a broken scale-out waits this long
             done: dict[str, dict] = {}
             while len(done) < RUNS and time.monotonic() < deadline:
                 response = api.http.get(

@@ -135,7 +135,9 @@ class Kit:
             run["stepsNextCursor"] = page.get("stepsNextCursor")
         return run
 
-    async def wait(self, run_id: str, timeout: float = 15.0, statuses: tuple[str, ...] = FINAL) -> dict[str, Any]:
+    async def wait(self, run_id: str, timeout: float = 60.0, statuses: tuple[str, ...] = FINAL) -> dict[str, Any]:
+        # Generous: a run that finishes returns at once; only a broken one waits this long, and two xdist workers
+        # beside other jobs on two cores can take 15 s and more for a run that is merely slow.
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             run = await self.run(run_id)

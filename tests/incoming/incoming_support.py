@@ -6,11 +6,13 @@ clients send rather than what ihub's own code would produce.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import httpx
 import jwt
 
 from api_helpers import login_new_user
+from ihub.incoming.access import STATE_TTL_SECONDS
 
 PUBLIC_URL = "http://testserver"
 TOKEN_PATH = "/prod/incoming/token"
@@ -198,3 +201,20 @@ async def get_owner_auth(app: Any, client: httpx.AsyncClient) -> dict[str, str]:
     response = await client.post("/api/v1/token", json={"userId": str(first.user_id), "nonce": nonce, "hash": digest})
     assert response.status_code == 200, response.text
     return {"Authorization": response.json()["tokens"][0]["token"]}
+
+
+async def within_client_cache_ttl(request: Callable[[], Awaitable[httpx.Response]], status: int) -> httpx.Response:
+    """Repeat `request` until it answers `status`, for a change to a client the hub's per-process cache did not
+    see (another process, a direct database write) that was committed before this call.
+
+    Only a request that *started* within STATE_TTL_SECONDS of the change may still get the old answer: the
+    cached entry is stamped before its database read, so it expires by then. Start times, not durations, are
+    compared, so a loaded machine that slows each request down does not make the check fail."""
+    changed = time.monotonic()
+    while True:
+        started = time.monotonic()
+        response = await request()
+        if response.status_code == status:
+            return response
+        assert started - changed < STATE_TTL_SECONDS, f"still {response.status_code} after the TTL: {response.text}"
+        await asyncio.sleep(0.25)

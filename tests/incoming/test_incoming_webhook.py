@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from incoming_support import SEED_TICKET, Incoming, Trigger
+from incoming_support import SEED_TICKET, Incoming, Trigger, within_client_cache_ttl
 from sqlalchemy import func, select, update
 
 from ihub.db.base import utcnow
-from ihub.incoming.access import AccessTokens
+from ihub.incoming.access import STATE_TTL_SECONDS, AccessTokens
 from ihub.incoming.models import IdempotencyRecord, TriggerClient
 from ihub.runs.models import Run
 
@@ -205,10 +205,8 @@ async def test_disabling_elsewhere_takes_effect_within_five_seconds(
     async with app.state.context.sessions() as session:
         await session.execute(update(TriggerClient).values(enabled=False))
         await session.commit()
-    changed = time.monotonic()
-    while (await incoming.webhook(token, SEED_TICKET)).status_code == 202:
-        assert time.monotonic() - changed < 5.0, "a disabled client's token still works after 5 s"
-        await asyncio.sleep(0.25)
+    assert STATE_TTL_SECONDS <= 5
+    await within_client_cache_ttl(lambda: incoming.webhook(token, SEED_TICKET), 401)
     assert_invalid_token(await incoming.webhook(token, SEED_TICKET), "disabled")
 
 
@@ -266,7 +264,9 @@ async def test_sync_flow_answers_with_the_respond_result(idle_app: Any, idle_cli
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "running" and body["timedOut"] is True and body["runId"]
-    assert 1.9 <= time.monotonic() - started < 4
+    # At least the flow's 2 s, and far below the 30 s default (DEFAULT_SYNC_TIMEOUT): the flow's own timeout ended
+    # the wait. The upper bound is generous because a loaded machine (xdist workers, other jobs) delays the answer.
+    assert 1.9 <= time.monotonic() - started < 20
 
 
 async def test_sync_flow_through_the_engine(incoming: Incoming) -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
-from incoming_support import PUBLIC_URL, Incoming, sign
+from incoming_support import PUBLIC_URL, Incoming, sign, within_client_cache_ttl
 
 from ihub.config import Settings
-from ihub.incoming.access import STATE_TTL_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -45,15 +41,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(result.stdout)["triggers"][0]
 
 
-async def within_cache_ttl(request: Callable[[], Awaitable[httpx.Response]], status: int) -> httpx.Response:
-    """The answer once it has `status`, which must happen within the client cache's lifetime."""
-    changed = time.monotonic()
-    while (response := await request()).status_code != status:
-        assert time.monotonic() - changed < STATE_TTL_SECONDS + 1, f"still {response.status_code}: {response.text}"
-        await asyncio.sleep(0.25)
-    return response
-
-
 async def test_create_rotate_revoke_from_the_shell(
     incoming: Incoming, settings: Settings, tmp_path: Path, db_url: str
 ) -> None:
@@ -67,8 +54,6 @@ async def test_create_rotate_revoke_from_the_shell(
     iss, first_kid = created["iss"], created["kid"]
 
     def claims() -> dict[str, Any]:
-        import time
-
         now = int(time.time())
         return {"iss": iss, "sub": flow, "aud": created["aud"], "iat": now, "exp": now + 1200}
 
@@ -81,13 +66,13 @@ async def test_create_rotate_revoke_from_the_shell(
     rotated = ok(await ihub(settings, "rotate", "--client", iss, "--revoke-old", "--json"))
     assert rotated["kid"] != first_kid and rotated["privateKey"].startswith("-----BEGIN PRIVATE KEY-----")
     assert {k["kid"]: k["revoked"] for k in rotated["keys"]} == {first_kid: True, rotated["kid"]: False}
-    response = await within_cache_ttl(lambda: incoming.token(sign(key_file.read_text(), claims())), 400)
+    response = await within_client_cache_ttl(lambda: incoming.token(sign(key_file.read_text(), claims())), 400)
     assert response.json()["error"] == "invalid_grant"
     assert (await incoming.token(sign(rotated["privateKey"], claims()))).status_code == 200
 
     revoked = ok(await ihub(settings, "revoke", "--client", iss, "--json"))
     assert revoked["enabled"] is False
-    response = await within_cache_ttl(lambda: incoming.token(sign(rotated["privateKey"], claims())), 401)
+    response = await within_client_cache_ttl(lambda: incoming.token(sign(rotated["privateKey"], claims())), 401)
     assert response.json()["error"] == "invalid_client"
 
     missing = await ihub(settings, "revoke", "--client", "no-such-client")
