@@ -117,6 +117,12 @@ async def test_template_name_race_keeps_its_code(client, auth, monkeypatch):
     assert metadata["message"] == "a template named 'T' already exists in this organization"
 
 
+class Deadlock(Exception):
+    """What PostgreSQL's driver raises when the server aborted the transaction to break a deadlock."""
+
+    sqlstate = "40P01"
+
+
 @pytest.fixture
 def failing_commit() -> Iterator[list[Exception]]:
     """Every ORM commit raises the exception put in the list (inside the real commit, before COMMIT is sent)."""
@@ -137,10 +143,11 @@ def failing_commit() -> Iterator[list[Exception]]:
     ("error", "status"),
     [
         (OperationalError("COMMIT", {}, Exception("database is locked")), 503),
+        (OperationalError("COMMIT", {}, Deadlock("deadlock detected")), 503),
         (IntegrityError("COMMIT", {}, Exception("deferred constraint")), 409),
         (RuntimeError("disk on fire"), 500),
     ],
-    ids=["lock-timeout", "constraint", "unexpected"],
+    ids=["lock-timeout", "deadlock", "constraint", "unexpected"],
 )
 async def test_failed_commit_is_not_2xx_and_stores_nothing(app, auth, failing_commit, error, status):
     # Starlette answers an unexpected error with the 500 envelope and re-raises it for the server's log; this

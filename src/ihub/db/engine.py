@@ -192,10 +192,18 @@ def create_read_engine(
     return engine
 
 
+# PostgreSQL's SQLSTATEs for "another transaction was in the way; the same work succeeds if tried again":
+# lock_not_available (our lock_timeout ran out), deadlock_detected (PostgreSQL aborted this transaction to break
+# a cycle, e.g. a project's cascade delete of its runs against an engine finishing two of them) and
+# serialization_failure.
+BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+
+
 def is_lock_timeout(error: DBAPIError) -> bool:
-    """A lock waited on past the timeout: SQLite's busy_timeout ran out, or PostgreSQL's lock_timeout."""
+    """A lock waited on past the timeout (SQLite's busy_timeout, PostgreSQL's lock_timeout), or a transaction
+    PostgreSQL aborted to break a deadlock: nothing was stored, and the client should retry after a moment."""
     original = error.orig
-    if getattr(original, "sqlstate", None) == "55P03":  # PostgreSQL lock_not_available
+    if getattr(original, "sqlstate", None) in BUSY_SQLSTATES:
         return True
     text = str(original).lower()
     return "database is locked" in text or "database table is locked" in text
