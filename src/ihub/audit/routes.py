@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ihub.audit import service
@@ -34,16 +34,17 @@ Since = Annotated[datetime | None, Query(description="At or after (ISO 8601 with
 Until = Annotated[datetime | None, Query(description="Before (ISO 8601 with a zone).")]
 
 
-def _filters(
-    actor: str | None,
-    action: str | None,
-    target_type: str | None,
-    target_id: str | None,
-    org: str | None,
-    channel: str | None,
-    since: datetime | None,
-    until: datetime | None,
+def query_filters(
+    actor: Actor = None,
+    action: Action = None,
+    target_type: TargetType = None,
+    target_id: TargetId = None,
+    org: Org = None,
+    channel: ChannelQuery = None,
+    since: Since = None,
+    until: Until = None,
 ) -> AuditFilter:
+    """The filters both GET /audit and its export take, checked once (400 for a bad one)."""
     return audit_filter(
         actor=actor,
         action=action,
@@ -56,24 +57,19 @@ def _filters(
     )
 
 
+Filters = Annotated[AuditFilter, Depends(query_filters)]
+
+
 @router.get("/audit", response_model=AuditList, response_model_by_alias=True)
 async def list_audit(
     caller: Caller,
     session: Session,
-    actor: Actor = None,
-    action: Action = None,
-    target_type: TargetType = None,
-    target_id: TargetId = None,
-    org: Org = None,
-    channel: ChannelQuery = None,
-    since: Since = None,
-    until: Until = None,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> AuditList:
     """Who changed what, newest first, in pages: every change made through `/api/v1`, the console or the CLI
     in the caller's organization subtree. Owners only (403 for Admins and Members)."""
-    filters = _filters(actor, action, target_type, target_id, org, channel, since, until)
     entries, older = await service.list_entries(
         session, caller, filters, limit=limit, before=parse_optional_id(cursor, "cursor")
     )
@@ -89,18 +85,10 @@ async def export_audit(
     request: Request,
     caller: Caller,
     session: Session,
-    actor: Actor = None,
-    action: Action = None,
-    target_type: TargetType = None,
-    target_id: TargetId = None,
-    org: Org = None,
-    channel: ChannelQuery = None,
-    since: Since = None,
-    until: Until = None,
+    filters: Filters,
 ) -> StreamingResponse:
     """The same entries as GET /audit, as JSON lines (`application/x-ndjson`), streamed; at most 100 000 per
     export (narrow it with since/until for more)."""
-    filters = _filters(actor, action, target_type, target_id, org, channel, since, until)
     # Checked before the first byte: a refusal is still a 403/404, not a cut-off stream.
     path = await service.readable_path(session, caller, filters.org_id)
     context = request.app.state.context
