@@ -13,7 +13,7 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -47,13 +47,16 @@ def gate_file(settings: Settings) -> Path:
 
 
 @pytest.fixture
-def other_process_holding_the_gate(gate_file: Path) -> Iterator[subprocess.Popen[str]]:
+async def other_process_holding_the_gate(gate_file: Path) -> AsyncIterator[subprocess.Popen[str]]:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(gate_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert holder.stdout is not None
+    # Waited for in a thread: the app's background work (housekeeping, pollers) may hold the gate for a moment,
+    # and releases it only if the event loop keeps running meanwhile.
+    assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "held"
     yield holder
-    release(holder)
+    await asyncio.to_thread(release, holder)
 
 
 def release(holder: subprocess.Popen[str]) -> None:

@@ -24,6 +24,10 @@ log = logging.getLogger("ihub.executors.local")
 
 SCHEDULE_INTERVAL = 15.0
 RETENTION_INTERVAL = 3600.0
+# The first hourly pass (purges, trigger key notices) comes this long after start, not at once: a process that
+# restarts often still does it, and a start does not begin with a write that holds SQLite's writer gate while
+# the first requests arrive.
+FIRST_HOUSEKEEPING_DELAY = 60.0
 
 
 class LocalExecutor:
@@ -118,15 +122,14 @@ class LocalExecutor:
     async def _housekeeping(self) -> None:
         from ihub.flows.schedule import schedule_tick
 
-        # None: the hourly pass runs at start. (A 0.0 start value meant "at start" only on a machine up for an
-        # hour: the monotonic clock counts from boot.)
-        last_purge: float | None = None
+        # (Counted from now, not from 0.0: the monotonic clock counts from boot.)
+        next_pass = time.monotonic() + FIRST_HOUSEKEEPING_DELAY
         while True:
             try:
                 for run_id in await schedule_tick(self.context.sessions):
                     await self.submit(run_id)
-                if last_purge is None or time.monotonic() - last_purge > RETENTION_INTERVAL:
-                    last_purge = time.monotonic()
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + RETENTION_INTERVAL
                     async with self.context.sessions() as session:
                         purged = await purge_runs(session, older_than_days=self.context.settings.run_retention_days)
                         await session.commit()
