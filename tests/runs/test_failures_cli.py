@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from failure_seed import seed
 from ihub.cli import app as cli_app
 from ihub.config import get_settings
+from ihub.runs import cli as runs_cli
 
 pytestmark = pytest.mark.anyio
 runner = CliRunner()
@@ -28,7 +29,9 @@ def shell_env(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("IHUB_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("IHUB_SECRET_KEY", settings.secret_key)
     monkeypatch.setenv("IHUB_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: table cells unwrapped
+    # A wide terminal, so table cells are not wrapped: the module's console was made at import, before any
+    # environment a test sets, so its width is set on it.
+    monkeypatch.setattr(runs_cli.console, "width", 200)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
