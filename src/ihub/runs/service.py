@@ -21,6 +21,7 @@ from ihub.flows.models import Flow
 from ihub.flows.service import LoadedFlow, load_flow
 from ihub.flows.storage import unstorable
 from ihub.flows.triggers import ManualTrigger, received, replayed
+from ihub.observability import metrics
 from ihub.projects.models import Project
 from ihub.runs import lifecycle
 from ihub.runs.models import Run, StepRecord
@@ -473,7 +474,10 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
     if run.status in TERMINAL_RUN_STATUSES:
         raise conflict(f"run {run.id} is already {run.status}", "run_finished")
     # Finished meanwhile (TOO_LATE): the refreshed run shows how it ended, as if it had been read a moment later.
-    await lifecycle.cancel(session, run.id)
+    if await lifecycle.cancel(session, run.id) is lifecycle.Cancellation.CANCELLED:
+        # No execution ends this run, so no engine counts it: counted here once the cancel is committed.
+        flow_key = (await flow_keys(session, {run.flow_id})).get(run.flow_id, "")
+        after_commit(session, partial(metrics.run_finished, flow_key, RunStatus.CANCELLED.value))
     await session.refresh(run)
     return run
 
