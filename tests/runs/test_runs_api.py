@@ -268,3 +268,35 @@ async def test_run_detail_pages_its_step_records(client, auth, kit) -> None:  # 
     assert len(seen) == len(set(seen)) and len(seen) > STEP_PAGE
     bad = await client.get(f"/api/v1/run/{run_id}", params={"stepsAfter": "²"}, headers=auth)
     assert bad.status_code == 400 and "stepsAfter" in bad.text
+
+
+async def test_an_organizations_runs_cover_its_subtree_only(kit) -> None:
+    parent = await kit.org()
+    child, sibling = await kit.org(parent), await kit.org()
+    definition = jira_definition([ECHO, OTHER], slot_type="http")
+    in_parent, in_child, in_sibling = [await kit.project(definition, org_id=org) for org in (parent, child, sibling)]
+    runs = {}
+    for name, project in (("parent", in_parent), ("child", in_child), ("sibling", in_sibling)):
+        runs[name] = await kit.trigger(kit.flow_id(project, "echo"), {"n": 1})
+    runs["other"] = await kit.trigger(kit.flow_id(in_child, "other"), {})
+    for run_id in runs.values():
+        await kit.wait(run_id)
+
+    async def listed(org: str, headers: dict[str, str] | None = None, **params: str) -> list[str]:
+        response = await kit.client.get(f"/api/v1/org/{org}/runs", params=params, headers=headers or kit.auth)
+        assert response.status_code == 200, response.text
+        return [run["id"] for run in response.json()["runs"]]
+
+    assert await listed(parent) == [runs["other"], runs["child"], runs["parent"]]
+    assert await listed(parent, flow="echo") == [runs["child"], runs["parent"]]
+    assert await listed(parent, status="failed") == []
+    assert await listed(parent, limit="1", cursor=runs["child"]) == [runs["parent"]]
+    assert await listed(child) == [runs["other"], runs["child"]]
+    # A member of the child sees the child's runs; the parent (and a sibling) are another tenant's: 404.
+    member = await kit.login(child, "Member")
+    assert await listed(child, member) == [runs["other"], runs["child"]]
+    for org in (parent, sibling, "999999"):
+        response = await kit.client.get(f"/api/v1/org/{org}/runs", headers=member)
+        assert response.status_code == 404, response.text
+    response = await kit.client.get(f"/api/v1/org/{parent}/runs", params={"status": "done"}, headers=kit.auth)
+    assert response.status_code == 400

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session
@@ -33,40 +34,52 @@ from ihub.runs.status import RunStatus
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 404))
 
 
-@router.get("/project/{project_id}/runs", response_model=RunList, response_model_by_alias=True)
-async def list_runs(
-    project_id: str,
-    caller: Caller,
-    session: Session,
+def run_filters(
     status: Annotated[
         str | None, Query(description="queued | running | waiting_for_connection | succeeded | failed | cancelled")
     ] = None,
     flow: Annotated[str | None, Query(description="A flow id or key.")] = None,
     since: Annotated[datetime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
     until: Annotated[datetime | None, Query(description="Only runs created before (ISO 8601).")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
+) -> service.RunFilter:
+    """The filters every runs list takes, checked once (400 for a bad one)."""
+    if status is not None and status not in {member.value for member in RunStatus}:
+        raise ApiError(400, f"status must be one of {', '.join(RunStatus)}", "invalid_request")
+    return service.RunFilter(status, parse_flow(flow), parse_since(since), parse_since(until, "until"))
+
+
+RunFilters = Annotated[service.RunFilter, Depends(run_filters)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(description="nextCursor of the previous page.")]
+
+
+async def run_list(session: AsyncSession, page: service.RunPage) -> RunList:
+    keys = await service.flow_keys(session, {r.flow_id for r in page.runs})
+    older = page.older
+    return RunList(runs=[run_out(r, keys.get(r.flow_id)) for r in page.runs], next_cursor=str(older) if older else None)
+
+
+@router.get("/project/{project_id}/runs", response_model=RunList, response_model_by_alias=True)
+async def list_runs(
+    project_id: str, caller: Caller, session: Session, filters: RunFilters, limit: Limit = 50, cursor: Cursor = None
 ) -> RunList:
     """A project's runs, newest first, in pages (keyset pagination). Every filter reads an index: a page costs
     about the same however few runs match."""
     pid = path_id(project_id, "project")
     await service.visible_project_path(session, caller, pid)
-    if status is not None and status not in {member.value for member in RunStatus}:
-        raise ApiError(400, f"status must be one of {', '.join(RunStatus)}", "invalid_request")
-    runs, next_cursor = await service.list_runs(
-        session,
-        pid,
-        status=status,
-        flow=parse_flow(flow),
-        since=parse_since(since),
-        until=parse_since(until, "until"),
-        limit=limit,
-        cursor=parse_cursor(cursor),
-    )
-    keys = await service.flow_keys(session, {r.flow_id for r in runs})
-    return RunList(
-        runs=[run_out(r, keys.get(r.flow_id)) for r in runs], next_cursor=str(next_cursor) if next_cursor else None
-    )
+    page = await service.page_runs(session, filters, project_id=pid, limit=limit, before=parse_cursor(cursor))
+    return await run_list(session, page)
+
+
+@router.get("/org/{org_id}/runs", response_model=RunList, response_model_by_alias=True)
+async def list_org_runs(
+    org_id: str, caller: Caller, session: Session, filters: RunFilters, limit: Limit = 50, cursor: Cursor = None
+) -> RunList:
+    """The runs of every project in an organization's subtree (one the caller sees), newest first, in pages,
+    with the same filters as a project's list; a flow key matches that flow in every project of the subtree."""
+    path = await service.visible_org_path(session, caller, path_id(org_id, "organization"))
+    page = await service.page_runs(session, filters, org_path=path, limit=limit, before=parse_cursor(cursor))
+    return await run_list(session, page)
 
 
 @router.get("/run/{run_id}", response_model=RunDetail)
