@@ -46,3 +46,23 @@ async def test_schedule_tick_creates_one_run_per_tick(kit) -> None:
     assert run["result"]["body"]["at"] == base.isoformat()
     assert run["flowKey"] == "every-5"
     assert utcnow() > flow.created_at
+
+
+async def test_schedule_tick_reads_without_the_write_connection(kit) -> None:
+    # The tick runs as the hub starts; on SQLite a write session holds the one write connection and the writer
+    # gate even to read, which made the first requests' writes wait (a 503 under a short lock timeout).
+    project = await kit.project(jira_definition([SCHEDULED], slot_type="http"))
+    context = kit.app.state.context
+    async with context.sessions() as session:
+        flow = await session.scalar(select(Flow).where(Flow.id == int(kit.flow_id(project, "every-5"))))
+    base = flow.created_at.replace(second=0, microsecond=0) + timedelta(minutes=10 - flow.created_at.minute % 5)
+    opened: list[str] = []
+
+    def writer() -> object:
+        opened.append("write session")
+        return context.sessions()
+
+    assert await schedule_tick(writer, base - timedelta(minutes=20), readers=context.readers) == []
+    assert opened == []  # nothing due: the scan alone never took the writer
+    assert len(await schedule_tick(writer, base + timedelta(seconds=30), readers=context.readers)) == 1
+    assert opened == ["write session"]  # a due tick's run is the only write

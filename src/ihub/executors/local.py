@@ -126,7 +126,7 @@ class LocalExecutor:
         next_pass = time.monotonic() + FIRST_HOUSEKEEPING_DELAY
         while True:
             try:
-                for run_id in await schedule_tick(self.context.sessions):
+                for run_id in await schedule_tick(self.context.sessions, readers=self.context.readers):
                     await self.submit(run_id)
                 if time.monotonic() >= next_pass:
                     next_pass = time.monotonic() + RETENTION_INTERVAL

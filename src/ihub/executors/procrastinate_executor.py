@@ -153,7 +153,7 @@ class ProcrastinateExecutor:
     async def _schedule(self, timestamp: int) -> None:
         from ihub.flows.schedule import schedule_tick
 
-        for run_id in await schedule_tick(self.context.sessions):
+        for run_id in await schedule_tick(self.context.sessions, readers=self.context.readers):
             await self.submit(run_id)
 
     async def _purge(self, timestamp: int) -> None:

@@ -24,11 +24,15 @@ from ihub.runs.service import create_run
 MAX_LATENESS = timedelta(minutes=10)
 
 
-async def schedule_tick(sessions: Any, now: datetime | None = None) -> list[int]:
-    """Create the runs that are due now; return their ids (the caller submits them)."""
+async def schedule_tick(sessions: Any, now: datetime | None = None, *, readers: Any = None) -> list[int]:
+    """Create the runs that are due now; return their ids (the caller submits them).
+
+    The scan of active flows goes through `readers` when given: on SQLite a write session takes the one write
+    connection and the writer gate (BEGIN IMMEDIATE) even to read, and this tick runs as the hub starts, beside
+    the first requests' writes. Only a due tick's run is written."""
     now = now or utcnow()
     due: list[tuple[Flow, int, ScheduleTrigger]] = []
-    async with sessions() as session:
+    async with (readers or sessions)() as session:
         rows = (
             await session.execute(
                 select(Flow, Project.template_id, Project.template_version)
