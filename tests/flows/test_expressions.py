@@ -172,6 +172,40 @@ def test_sigalrm_stops_code_the_hooks_do_not_see() -> None:
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+def test_time_spent_waiting_for_the_cpu_does_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget is the evaluating thread's CPU time: a step is not failed because the machine is busy."""
+    import time
+
+    from ihub.flows import expressions
+
+    monkeypatch.setattr(expressions, "TIME_BUDGET_SECONDS", 0.2)
+    monkeypatch.setattr(expressions, "ALARM_GRACE_SECONDS", 0.05)
+    with expressions._budgeted():
+        # Twice the budget of wall-clock time with no CPU used (as if other processes had the cores); the
+        # alarm fires meanwhile, finds the CPU budget unspent and is set again.
+        time.sleep(0.4)
+        expressions._tick()
+        with pytest.raises(expressions.ExpressionTimeout):
+            while True:  # now spend it
+                expressions._tick()
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_starved_evaluation_still_ends_at_its_wall_clock_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from ihub.flows import expressions
+
+    monkeypatch.setattr(expressions, "TIME_BUDGET_SECONDS", 0.05)
+    monkeypatch.setattr(expressions, "WALL_CLOCK_FACTOR", 3.0)
+    monkeypatch.setattr(expressions, "ALARM_GRACE_SECONDS", 5.0)
+    with pytest.raises(expressions.ExpressionTimeout), expressions._budgeted():
+        time.sleep(0.2)  # past 3 x 0.05 s without using CPU
+        expressions._tick()
+
+
 INTERNALS = ("0x", "object at", "<function", "<class", "<built-in", "<generator", "<bound", "Namespace", "ihub.")
 
 
