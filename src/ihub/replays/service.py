@@ -129,6 +129,13 @@ class Selection:
 def check_selection(selection: Selection) -> None:
     """Refuse what selects nothing sensible, with what to send instead."""
     terminal = sorted(TERMINAL_RUN_STATUSES)
+    # Nothing chosen would be every failed run of the subtree (up to IHUB_REPLAY_MAX_RUNS payloads sent again):
+    # what a script sends when its variable came out empty (`{"failureKey": null}`), not what anyone means. The
+    # console previews nothing until something is chosen, for the same reason.
+    if not (selection.failure_key or selection.flow or selection.since or selection.until):
+        raise bad_request(
+            "choose what to replay: a failureKey, a flow, or a time range (since, until)", "selection_empty"
+        )
     if selection.status not in terminal:
         raise bad_request(f"status must be one of {', '.join(terminal)}: only finished runs are replayed in bulk")
     if selection.failure_key is not None and selection.status != RunStatus.FAILED:
