@@ -472,11 +472,20 @@ async def release(session: AsyncSession, owner: str) -> None:
 
 
 async def next_runs(session: AsyncSession, batch: ReplayBatch, limit: int) -> list[Run]:
-    """The next runs of the batch after its cursor, oldest first."""
+    """The next runs of the batch after its cursor, oldest first, locked until the page commits.
+
+    The lock is what makes the skip rule hold between batches: two batches whose selections overlap (Start
+    clicked twice, or a parent's and a child's Admin replaying one group) run at once on different workers.
+    Without it, on PostgreSQL both pages read "no replay yet" for the same runs and both replayed them: every
+    payload sent twice. With it, the second page waits for the first to commit, and its `skip_reasons` (a later
+    statement, a fresh snapshot under READ COMMITTED) sees the first one's replays and skips them. Locked in id
+    order, so overlapping pages never deadlock. SQLite needs no lock: a page's first statement (`renew`) takes
+    the database's one write lock."""
     path = await org_path(session, batch.org_id)
     clauses = selected(Selection.from_json(batch.selection), path, batch.upto_run_id)
     query = select(Run).where(*clauses, Run.id > batch.cursor).order_by(Run.id).limit(limit)
-    return list((await session.scalars(query)).all())
+    # FOR NO KEY UPDATE: enough to exclude another page; it does not block rows referring to the run.
+    return list((await session.scalars(query.with_for_update(key_share=True))).all())
 
 
 async def _rowcount(session: AsyncSession, statement: Update) -> int:
