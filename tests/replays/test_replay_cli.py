@@ -55,5 +55,7 @@ async def test_dry_run_start_show_list_and_cancel(client, auth, app, ihub) -> No
     assert await ihub("cancel", started["id"]) == (1, {"error": f"replay {started['id']} is done"})
 
     assert await ihub("start", "--org", "999", "--flow", "sync") == (1, {"error": "organization 999 not found"})
+    code, refused = await ihub("start", "--org", "1")  # nothing chosen: not every failed run of the hub
+    assert code == 1 and "choose what to replay" in refused["error"]
     code, refused = await ihub("start", "--org", "1", "--flow", "sync", "--rate", "100000")
     assert code == 1 and "rate" in refused["error"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +13,7 @@ from ihub.audit import service
 from ihub.audit.schemas import AuditList, audit_filter, parse_optional_id
 from ihub.audit.service import AuditFilter
 from ihub.common.context import Session
+from ihub.common.fields import IsoTime
 from ihub.common.responses import errors
 from ihub.provisioning.deps import Caller
 
@@ -30,8 +30,8 @@ TargetType = Annotated[
 TargetId = Annotated[str | None, Query(alias="targetId", description="... and this row id.")]
 Org = Annotated[str | None, Query(description="Only this organization's subtree (one the caller sees).")]
 ChannelQuery = Annotated[str | None, Query(description="api | console | cli")]
-Since = Annotated[datetime | None, Query(description="At or after (ISO 8601 with a zone).")]
-Until = Annotated[datetime | None, Query(description="Before (ISO 8601 with a zone).")]
+Since = Annotated[IsoTime | None, Query(description="At or after (ISO 8601 with a zone).")]
+Until = Annotated[IsoTime | None, Query(description="Before (ISO 8601 with a zone).")]
 
 
 def query_filters(

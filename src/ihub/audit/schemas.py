@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ihub.audit.recorder import Channel
 from ihub.audit.service import AuditFilter
+from ihub.common.body import refuse_nul
 from ihub.common.errors import bad_request
 from ihub.common.ids import MAX_ID, parse_id
 
@@ -62,6 +63,10 @@ def audit_filter(
     since: datetime | None,
     until: datetime | None,
 ) -> AuditFilter:
+    # The free-text filters are compared with text columns: PostgreSQL refuses a NUL in a query's text with a
+    # database error, so it is a 400 here (no entry could hold one anyway).
+    for name, text in (("action", action), ("targetType", target_type), ("targetId", target_id)):
+        refuse_nul(text, (name,))
     return AuditFilter(
         actor_user_id=parse_optional_id(actor, "actor"),
         action=action,

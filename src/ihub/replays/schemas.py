@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ihub.common.errors import bad_request
+from ihub.common.fields import IsoTime
 from ihub.common.ids import IdOut
 from ihub.replays.models import ReplayBatch, ReplayItem
 from ihub.replays.service import DEFAULT_RATE, Preview, Selection
@@ -36,8 +37,8 @@ class ReplayStart(BaseModel):
         description="A failure group's key (the failure inbox lists them): its failed runs.",
     )
     flow: str | None = Field(default=None, max_length=100, description="A flow id or key.")
-    since: datetime | None = Field(default=None, description="Runs created at or after (ISO 8601 with a zone).")
-    until: datetime | None = Field(default=None, description="Runs created before (ISO 8601 with a zone).")
+    since: IsoTime | None = Field(default=None, description="Runs created at or after (ISO 8601 with a zone).")
+    until: IsoTime | None = Field(default=None, description="Runs created before (ISO 8601 with a zone).")
     status: Literal["failed", "cancelled", "succeeded"] = Field(
         default="failed", description="The runs' status (default failed)."
     )

@@ -129,6 +129,13 @@ class Selection:
 def check_selection(selection: Selection) -> None:
     """Refuse what selects nothing sensible, with what to send instead."""
     terminal = sorted(TERMINAL_RUN_STATUSES)
+    # Nothing chosen would be every failed run of the subtree (up to IHUB_REPLAY_MAX_RUNS payloads sent again):
+    # what a script sends when its variable came out empty (`{"failureKey": null}`), not what anyone means. The
+    # console previews nothing until something is chosen, for the same reason.
+    if not (selection.failure_key or selection.flow or selection.since or selection.until):
+        raise bad_request(
+            "choose what to replay: a failureKey, a flow, or a time range (since, until)", "selection_empty"
+        )
     if selection.status not in terminal:
         raise bad_request(f"status must be one of {', '.join(terminal)}: only finished runs are replayed in bulk")
     if selection.failure_key is not None and selection.status != RunStatus.FAILED:
@@ -465,11 +472,20 @@ async def release(session: AsyncSession, owner: str) -> None:
 
 
 async def next_runs(session: AsyncSession, batch: ReplayBatch, limit: int) -> list[Run]:
-    """The next runs of the batch after its cursor, oldest first."""
+    """The next runs of the batch after its cursor, oldest first, locked until the page commits.
+
+    The lock is what makes the skip rule hold between batches: two batches whose selections overlap (Start
+    clicked twice, or a parent's and a child's Admin replaying one group) run at once on different workers.
+    Without it, on PostgreSQL both pages read "no replay yet" for the same runs and both replayed them: every
+    payload sent twice. With it, the second page waits for the first to commit, and its `skip_reasons` (a later
+    statement, a fresh snapshot under READ COMMITTED) sees the first one's replays and skips them. Locked in id
+    order, so overlapping pages never deadlock. SQLite needs no lock: a page's first statement (`renew`) takes
+    the database's one write lock."""
     path = await org_path(session, batch.org_id)
     clauses = selected(Selection.from_json(batch.selection), path, batch.upto_run_id)
     query = select(Run).where(*clauses, Run.id > batch.cursor).order_by(Run.id).limit(limit)
-    return list((await session.scalars(query)).all())
+    # FOR NO KEY UPDATE: enough to exclude another page; it does not block rows referring to the run.
+    return list((await session.scalars(query.with_for_update(key_share=True))).all())
 
 
 async def _rowcount(session: AsyncSession, statement: Update) -> int:

@@ -64,7 +64,10 @@ class Cursor:
             return None
         if parsed.tzinfo is None:
             return None
-        return cls(parsed.astimezone(UTC), key)
+        try:
+            return cls(parsed.astimezone(UTC), key)
+        except OverflowError:  # `0001-01-01T00:00:00+23:59`: parses, but is before the calendar's start in UTC
+            return None
 
 
 def is_key(text: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ihub.common.body import json_or_form, read_body, request_body
 from ihub.common.context import Context, Session
 from ihub.common.errors import ApiError
+from ihub.common.fields import IsoTime
 from ihub.common.ids import path_id
 from ihub.common.responses import errors
 from ihub.provisioning.deps import Caller
@@ -39,8 +39,8 @@ def run_filters(
         str | None, Query(description="queued | running | waiting_for_connection | succeeded | failed | cancelled")
     ] = None,
     flow: Annotated[str | None, Query(description="A flow id or key.")] = None,
-    since: Annotated[datetime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Only runs created before (ISO 8601).")] = None,
+    since: Annotated[IsoTime | None, Query(description="Only runs created at or after (ISO 8601).")] = None,
+    until: Annotated[IsoTime | None, Query(description="Only runs created before (ISO 8601).")] = None,
 ) -> service.RunFilter:
     """The filters every runs list takes, checked once (400 for a bad one)."""
     if status is not None and status not in {member.value for member in RunStatus}:
@@ -159,7 +159,7 @@ async def list_failures(
     session: Session,
     flow: Annotated[str | None, Query(description="Only groups of this flow key.")] = None,
     template: Annotated[str | None, Query(description="Only groups of this template id.")] = None,
-    since: Annotated[datetime | None, Query(description="Only groups that failed at or after (ISO 8601).")] = None,
+    since: Annotated[IsoTime | None, Query(description="Only groups that failed at or after (ISO 8601).")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> FailureGroupList:
