@@ -4,13 +4,19 @@ length, the per-organization limit under concurrency, and sub-organization tenan
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from event_receiver import wait_for_async
+from pytest_httpserver import HTTPServer
+from sqlalchemy import func, select, update
 
-from ihub.events.models import EventEndpoint
+from ihub.db.base import utcnow
+from ihub.events import delivery as delivery_module
+from ihub.events.models import EventDelivery, EventEndpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -61,3 +67,150 @@ async def test_urls_refused_in_any_spelling_and_unsendable_urls_are_400s(
     assert response.status_code == 400 and response.json()["metadata"]["code"] == "egress_refused"
     response = await client.get(f"/api/v1/event-endpoint/{endpoint_id}", headers=auth)
     assert response.json()["endpoints"][0]["url"] == "https://b\u00fccher.example/hook"
+
+
+# -- hostile receivers -----------------------------------------------------------------------------------------
+
+
+async def create(client: httpx.AsyncClient, auth: dict[str, str], url: str, org_id: str = "1") -> dict[str, Any]:
+    response = await client.post(f"/api/v1/event-endpoint/org/{org_id}", json={"url": url}, headers=auth)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["endpoints"][0])
+
+
+async def send_test(client: httpx.AsyncClient, auth: dict[str, str], endpoint_id: str) -> str:
+    response = await client.post(f"/api/v1/event-endpoint/{endpoint_id}/test", headers=auth)
+    assert response.status_code == 202, response.text
+    return str(response.json()["deliveries"][0]["id"])
+
+
+async def delivery(client: httpx.AsyncClient, auth: dict[str, str], delivery_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/event-delivery/{delivery_id}", headers=auth)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["deliveries"][0])
+
+
+async def first_attempt(client: httpx.AsyncClient, auth: dict[str, str], delivery_id: str) -> dict[str, Any]:
+    async def attempted() -> dict[str, Any] | None:
+        row = await delivery(client, auth, delivery_id)
+        return row if row["attempts"] >= 1 else None
+
+    return dict(await wait_for_async(attempted))
+
+
+async def test_an_attempt_that_cannot_be_made_is_recorded_as_failed_not_retried_forever(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    """Rows the API would refuse today (a URL stored before it was checked as strictly; a secret sealed under
+    a key the hub no longer has): each attempt fails and counts, so the retry window ends them."""
+    httpserver.expect_request("/hook").respond_with_data("", status=200)
+    bad_url = await create(client, auth, httpserver.url_for("/hook"))
+    bad_secret = await create(client, auth, httpserver.url_for("/hook"))
+    async with app.state.context.sessions() as session:
+        await session.execute(
+            update(EventEndpoint).where(EventEndpoint.id == int(bad_url["id"])).values(url="https://xn--/hook")
+        )
+        await session.execute(
+            update(EventEndpoint).where(EventEndpoint.id == int(bad_secret["id"])).values(secret_sealed="v1:broken")
+        )
+        # Due now, and past their retry window: the first failed attempt is the last.
+        rows = [
+            EventDelivery(
+                message_id=f"msg_poison_{endpoint['id']}",
+                endpoint_id=int(endpoint["id"]),
+                event_type="endpoint.test",
+                body="{}",
+                status="pending",
+                next_attempt_at=utcnow(),
+                give_up_at=utcnow(),
+            )
+            for endpoint in (bad_url, bad_secret)
+        ]
+        session.add_all(rows)
+        await session.flush()
+        ids = [str(row.id) for row in rows]
+        await session.commit()
+
+    for delivery_id in ids:
+        row = await first_attempt(client, auth, delivery_id)
+        assert row["status"] == "failed" and row["attempts"] == 1, row
+        assert row["lastError"].startswith("the hub could not make the attempt"), row
+    assert httpserver.log == []
+
+
+class RawReceiver:
+    """A TCP receiver on 127.0.0.1 that reads a request and then answers as told, and records when the hub
+    closes the connection: `headers_only` sends 200 with a 100 MB Content-Length and a first chunk, then
+    nothing more; `silent` never answers."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.requests = 0
+        self.closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawReceiver:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            if self.mode == "headers_only":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 65536)
+                await writer.drain()
+            # Wait until the hub hangs up: the attempt must not hold the connection (or a slot) past its verdict.
+            while await reader.read(65536):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+
+async def test_a_2xx_is_delivered_whatever_the_body_and_the_body_is_never_read_or_stored(
+    client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    marker = "receiver-page-" + "m" * 40
+    httpserver.expect_request("/big").respond_with_data(marker + "x" * 1_000_000, status=200)
+    httpserver.expect_request("/broken").respond_with_data(marker, status=500)
+    big = await create(client, auth, httpserver.url_for("/big"))
+    broken = await create(client, auth, httpserver.url_for("/broken"))
+    row = await first_attempt(client, auth, await send_test(client, auth, big["id"]))
+    assert (row["status"], row["attempts"], row["lastStatusCode"], row["lastError"]) == ("delivered", 1, 200, None)
+    assert [request.path for request, _ in httpserver.log] == ["/big"]  # once: no re-delivery of a received event
+    row = await first_attempt(client, auth, await send_test(client, auth, broken["id"]))
+    assert row["status"] == "pending" and row["lastStatusCode"] == 500
+    text = json.dumps(row)
+    assert marker not in text and broken["secret"] not in text and big["secret"] not in text
+
+    # A receiver that sends its status and then trickles (or never finishes) an endless body.
+    async with RawReceiver("headers_only") as receiver:
+        endless = await create(client, auth, receiver.url)
+        row = await first_attempt(client, auth, await send_test(client, auth, endless["id"]))
+        assert (row["status"], row["lastStatusCode"]) == ("delivered", 200)
+        await asyncio.wait_for(receiver.closed.wait(), 20)  # the hub hung up without reading the 100 MB
+        assert receiver.requests == 1
+
+
+async def test_a_receiver_that_never_answers_costs_one_deadline_then_the_slot_is_free(
+    client: httpx.AsyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "ATTEMPT_TIMEOUT_SECONDS", 0.3)
+    async with RawReceiver("silent") as receiver:
+        silent = await create(client, auth, receiver.url)
+        row = await first_attempt(client, auth, await send_test(client, auth, silent["id"]))
+        assert row["status"] == "pending" and row["lastStatusCode"] is None
+        assert row["lastError"] == "no answer within 0.3 s"
+        await asyncio.wait_for(receiver.closed.wait(), 20)  # the connection was dropped at the deadline
