@@ -12,11 +12,17 @@ import httpx
 import pytest
 from event_receiver import wait_for_async
 from pytest_httpserver import HTTPServer
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
+from ihub.common.errors import ApiError
 from ihub.db.base import utcnow
+from ihub.egress import policy_from_settings
 from ihub.events import delivery as delivery_module
+from ihub.events import service
 from ihub.events.models import EventDelivery, EventEndpoint
+from ihub.events.schemas import EndpointCreate
+from ihub.tenancy.models import Organization
+from ihub.tenancy.permissions import Principal, Role
 
 pytestmark = pytest.mark.anyio
 
@@ -214,3 +220,51 @@ async def test_a_receiver_that_never_answers_costs_one_deadline_then_the_slot_is
         assert row["status"] == "pending" and row["lastStatusCode"] is None
         assert row["lastError"] == "no answer within 0.3 s"
         await asyncio.wait_for(receiver.closed.wait(), 20)  # the connection was dropped at the deadline
+
+
+# -- the per-organization limit --------------------------------------------------------------------------------
+
+
+async def test_concurrent_creations_cannot_pass_the_endpoint_limit_together(
+    app: Any, db_url: str, auth: dict[str, str]
+) -> None:
+    """Two creations at 19 of 20: the second waits for the first's commit, then counts 20 and is refused."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serializes writing transactions: only PostgreSQL runs two creations at once")
+    context = app.state.context
+    async with context.sessions() as session:
+        root = await session.get(Organization, 1)
+        assert root is not None
+        owner = Principal(user_id=1, org_id=1, org_path=root.path, role=Role.OWNER)
+        for i in range(service.MAX_ENDPOINTS_PER_ORG - 1):
+            session.add(EventEndpoint(org_id=1, url=f"https://r.example/{i}", event_types=[], secret_sealed="x"))
+        await session.commit()
+    policy = policy_from_settings(context.settings)
+    data = EndpointCreate(url="https://receiver.example/hook")
+
+    async def create_in_own_transaction() -> None:
+        async with context.sessions() as session, session.begin():
+            await service.create_endpoint(session, context.box, policy, owner, 1, data)
+
+    async with context.sessions() as first:
+        await first.begin()
+        await service.create_endpoint(first, context.box, policy, owner, 1, data)  # the 20th, not committed yet
+        second = asyncio.create_task(create_in_own_transaction())
+
+        async def second_waits_for_a_lock() -> bool:
+            async with context.sessions() as probe:
+                waiting = await probe.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+            return second.done() or bool(waiting)
+
+        await wait_for_async(second_waits_for_a_lock)
+        assert not second.done(), "the second creation did not wait for the first"
+        await first.commit()
+    with pytest.raises(ApiError) as refused:
+        await second
+    assert refused.value.status == 409
+    assert await endpoint_count(app) == service.MAX_ENDPOINTS_PER_ORG

@@ -142,6 +142,9 @@ async def create_endpoint(
     require_admin(principal, "manage event endpoints")
     url = check_url(data.url, policy)
     types = check_types(data.event_types)
+    # Lock the organization's row so two concurrent creations cannot both pass the limit below (PostgreSQL;
+    # SQLite serializes writing transactions anyway).
+    await session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
     count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
     if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
         raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")
