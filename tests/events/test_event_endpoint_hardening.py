@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from event_receiver import wait_for_async
+from flowkit import Kit
 from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select, text, update
 
@@ -268,3 +269,84 @@ async def test_concurrent_creations_cannot_pass_the_endpoint_limit_together(
         await second
     assert refused.value.status == 409
     assert await endpoint_count(app) == service.MAX_ENDPOINTS_PER_ORG
+
+
+# -- tenancy: sub-organizations and Members ---------------------------------------------------------------------
+
+
+async def endpoint_state(app: Any) -> list[tuple[Any, ...]]:
+    """Every endpoint's row and every delivery's status and due time: what a refused request must not change."""
+    async with app.state.context.sessions() as session:
+        endpoints = await session.execute(
+            select(
+                EventEndpoint.id,
+                EventEndpoint.url,
+                EventEndpoint.event_types,
+                EventEndpoint.enabled,
+                EventEndpoint.secret_sealed,
+                EventEndpoint.previous_secret_sealed,
+            ).order_by(EventEndpoint.id)
+        )
+        deliveries = await session.execute(
+            select(EventDelivery.id, EventDelivery.status, EventDelivery.next_attempt_at).order_by(EventDelivery.id)
+        )
+        return [tuple(row) for row in endpoints] + [tuple(row) for row in deliveries]
+
+
+async def test_a_sub_organization_cannot_reach_its_parents_endpoints_and_members_change_nothing(
+    kit: Kit, app: Any, client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # Nothing is delivered here: deliveries stay pending, unleased and resendable, and change only if a request
+    # changes them.
+    await app.state.event_deliverer.stop()
+    app.state.event_deliverer = None
+    parent = await kit.org()
+    child = await kit.org(parent)
+    child_owner = await kit.login(child, "Owner")
+    parent_member = await kit.login(parent, "Member")
+    parent_admin = await kit.login(parent, "Admin")
+    on_parent = await create(client, auth, "https://parent.example/hook", parent)
+    on_child = await create(client, auth, "https://child.example/hook", child)
+    parent_delivery = await send_test(client, auth, on_parent["id"])
+    child_delivery = await send_test(client, auth, on_child["id"])
+    before = await endpoint_state(app)
+
+    def calls(endpoint_id: str, delivery_id: str, org_id: str) -> list[tuple[str, str]]:
+        return [
+            ("GET", f"/api/v1/event-endpoint/{endpoint_id}"),
+            ("PUT", f"/api/v1/event-endpoint/{endpoint_id}"),
+            ("POST", f"/api/v1/event-endpoint/{endpoint_id}/rotate-secret"),
+            ("POST", f"/api/v1/event-endpoint/{endpoint_id}/test"),
+            ("GET", f"/api/v1/event-endpoint/{endpoint_id}/deliveries"),
+            ("GET", f"/api/v1/event-delivery/{delivery_id}"),
+            ("POST", f"/api/v1/event-delivery/{delivery_id}/resend"),
+            ("GET", f"/api/v1/event-endpoint/org/{org_id}"),
+            ("POST", f"/api/v1/event-endpoint/org/{org_id}"),
+            ("DELETE", f"/api/v1/event-endpoint/{endpoint_id}"),
+        ]
+
+    body = {"url": "https://attacker.example/hook", "eventTypes": ["run.failed"], "enabled": False}
+    # The child's Owner sees nothing above its organization, not even that the parent's endpoint exists.
+    for method, path in calls(on_parent["id"], parent_delivery, parent):
+        response = await client.request(method, path, json=body, headers=child_owner)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["metadata"]["code"] == "not_found"
+    # A Member of the parent reads (its own and the child's) but changes nothing.
+    for endpoint_id, delivery_id, org_id in [
+        (on_parent["id"], parent_delivery, parent),
+        (on_child["id"], child_delivery, child),
+    ]:
+        for method, path in calls(endpoint_id, delivery_id, org_id):
+            response = await client.request(method, path, json=body, headers=parent_member)
+            expected = 200 if method == "GET" else 403
+            assert response.status_code == expected, (method, path, response.text)
+            assert "whsec_" not in response.text
+    assert await endpoint_state(app) == before
+
+    # The parent's Admin manages the child's endpoint: the change is there.
+    response = await client.put(
+        f"/api/v1/event-endpoint/{on_child['id']}", json={"enabled": False}, headers=parent_admin
+    )
+    assert response.status_code == 200, response.text
+    response = await client.get(f"/api/v1/event-endpoint/{on_child['id']}", headers=child_owner)
+    assert response.json()["endpoints"][0]["enabled"] is False
