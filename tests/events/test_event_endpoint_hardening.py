@@ -350,3 +350,22 @@ async def test_a_sub_organization_cannot_reach_its_parents_endpoints_and_members
     assert response.status_code == 200, response.text
     response = await client.get(f"/api/v1/event-endpoint/{on_child['id']}", headers=child_owner)
     assert response.json()["endpoints"][0]["enabled"] is False
+
+
+async def test_a_redirect_is_an_answer_never_followed(
+    client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    """A receiver's 3xx is a failed attempt: neither the metadata address it points at nor another path of
+    the same receiver is requested."""
+    metadata = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    httpserver.expect_request("/to-metadata").respond_with_data("", status=302, headers={"Location": metadata})
+    target = httpserver.url_for("/target")
+    httpserver.expect_request("/to-target").respond_with_data("", status=307, headers={"Location": target})
+    httpserver.expect_request("/target").respond_with_data("", status=200)
+    for path, status in [("/to-metadata", 302), ("/to-target", 307)]:
+        endpoint = await create(client, auth, httpserver.url_for(path))
+        row = await first_attempt(client, auth, await send_test(client, auth, endpoint["id"]))
+        # The answer itself is what is recorded, not a refusal or a connection error from following it.
+        assert (row["status"], row["lastStatusCode"]) == ("pending", status), row
+        assert row["lastError"] == f"the endpoint answered {status}"
+    assert "/target" not in {request.path for request, _ in httpserver.log}
