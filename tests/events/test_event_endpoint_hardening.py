@@ -145,10 +145,13 @@ async def test_an_attempt_that_cannot_be_made_is_recorded_as_failed_not_retried_
     assert httpserver.log == []
 
 
+GARBAGE = b"receiver-said-" + b"g" * 20
+
+
 class RawReceiver:
     """A TCP receiver on 127.0.0.1 that reads a request and then answers as told, and records when the hub
     closes the connection: `headers_only` sends 200 with a 100 MB Content-Length and a first chunk, then
-    nothing more; `silent` never answers."""
+    nothing more; `silent` never answers; `garbage` answers a status line that is not HTTP."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -176,6 +179,10 @@ class RawReceiver:
             if self.mode == "headers_only":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 65536)
                 await writer.drain()
+            elif self.mode == "garbage":
+                writer.write(b"HTTQ/9 " + GARBAGE + b"\r\n\r\n")
+                await writer.drain()
+                return
             # Wait until the hub hangs up: the attempt must not hold the connection (or a slot) past its verdict.
             while await reader.read(65536):
                 pass
@@ -209,6 +216,11 @@ async def test_a_2xx_is_delivered_whatever_the_body_and_the_body_is_never_read_o
         assert (row["status"], row["lastStatusCode"]) == ("delivered", 200)
         await asyncio.wait_for(receiver.closed.wait(), 20)  # the hub hung up without reading the 100 MB
         assert receiver.requests == 1
+    # What a receiver sends is not kept, even when it is not HTTP (the client's error quotes it).
+    async with RawReceiver("garbage") as receiver:
+        garbled = await create(client, auth, receiver.url)
+        row = await first_attempt(client, auth, await send_test(client, auth, garbled["id"]))
+        assert row["lastError"] == "the answer is not valid HTTP (RemoteProtocolError)", row
 
 
 async def test_a_receiver_that_never_answers_costs_one_deadline_then_the_slot_is_free(

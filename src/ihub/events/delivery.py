@@ -243,6 +243,9 @@ class Deliverer:
             return Attempt(False, error=f"refused by the egress policy: {refused} (see IHUB_EGRESS_ALLOW)")
         except (TimeoutError, httpx.TimeoutException):
             return Attempt(False, error=f"no answer within {ATTEMPT_TIMEOUT_SECONDS:g} s")
+        except (httpx.ProtocolError, httpx.DecodingError) as error:
+            # Their text quotes what the receiver sent (`illegal status line: b'...'`): not kept, like its body.
+            return Attempt(False, error=f"the answer is not valid HTTP ({type(error).__name__})")
         except httpx.HTTPError as error:
             # The exception's class names the failure (ConnectError, ...); its text may quote the URL, not secrets.
             return Attempt(False, error=f"{type(error).__name__}: {str(error)[:200]}")
