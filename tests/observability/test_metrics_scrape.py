@@ -234,3 +234,26 @@ def test_flow_labels_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     labels = {metrics.flow_label(f"tenant-flow-{uuid.uuid4().hex}") for _ in range(metrics.MAX_FLOW_LABELS + 50)}
     assert len(labels) <= metrics.MAX_FLOW_LABELS + 1
     assert metrics.FLOW_OVERFLOW in labels
+
+
+async def test_raw_paths_and_invented_methods_add_no_label_values(client: httpx.AsyncClient) -> None:
+    """A stranger's requests (random paths, ids, a tenant's env segment, methods nobody declares) are counted
+    under route templates, `_unmatched` and `other`: the series do not grow with what they send."""
+    marker = uuid.uuid4().hex
+    _, before = await scrape(client)
+    for i in range(30):
+        for method, path in [
+            ("GET", f"/{marker}/{i}"),
+            ("GET", f"/api/v1/event-endpoint/{marker}{i}"),
+            ("POST", f"/{marker}{i}/incoming/webhook/jwt"),
+            (f"X{marker[:8]}{i}", "/api/v1/org/1"),
+        ]:
+            await client.request(method, path)
+    text, found = await scrape(client)
+    assert marker not in text and marker[:8] not in text
+    name = "ihub_http_request_duration_seconds_count"
+    new_series = {labels for key, labels in found if key == name} - {labels for key, labels in before if key == name}
+    assert {dict(labels)["method"] for labels in new_series} <= {"GET", "POST", "other"}
+    # 120 distinct paths and methods: one new series per (template or _unmatched, method, status class) of the
+    # four kinds of request, and the first scrape's own.
+    assert len(new_series) <= 5, new_series

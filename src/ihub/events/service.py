@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,9 +60,17 @@ def check_url(url: str, policy: EgressPolicy) -> str:
     if parts.fragment:
         raise bad_request("url: must not contain a #fragment")
     try:
-        policy.check_host(host)
+        # The deliverer sends with httpx, whose parser differs from urlsplit's: a URL it cannot send (a broken
+        # IDNA label such as `xn--`) is refused now, and the host checked is also the one it would connect to
+        # (`127。0。0。1` is 127.0.0.1 to httpx, a name to urlsplit).
+        sent_host = httpx.Request("POST", url).url.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError):
+        raise bad_request(f"url: {url!r} is not a valid URL") from None
+    try:
+        for checked in dict.fromkeys((host, sent_host)):
+            policy.check_host(checked)
     except EgressRefused as refused:
-        raise bad_request(f"url: the egress policy refuses {refused} (IHUB_EGRESS_ALLOW)", "egress_refused") from None
+        raise bad_request(f"url: {refused}", "egress_refused") from None
     if parts.scheme == "http" and not _operator_allowed(host, policy):
         raise bad_request("url: must use https (plain http only to hosts named in IHUB_EGRESS_ALLOW)", "https_required")
     return url
@@ -133,6 +142,9 @@ async def create_endpoint(
     require_admin(principal, "manage event endpoints")
     url = check_url(data.url, policy)
     types = check_types(data.event_types)
+    # Lock the organization's row so two concurrent creations cannot both pass the limit below (PostgreSQL;
+    # SQLite serializes writing transactions anyway).
+    await session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
     count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
     if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
         raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")
