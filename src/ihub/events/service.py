@@ -30,7 +30,7 @@ from ihub.events.outbox import DEFAULT_TYPES, SUBSCRIBABLE, DeliveryStatus, Even
 from ihub.events.schemas import EndpointCreate, EndpointUpdate
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
-from ihub.tenancy.service import visible_org
+from ihub.tenancy.service import lock_org_for_limit, visible_org
 
 # An organization's endpoints: each event is one row per endpoint, so this bounds the rows one change writes.
 MAX_ENDPOINTS_PER_ORG = 20
@@ -142,9 +142,7 @@ async def create_endpoint(
     require_admin(principal, "manage event endpoints")
     url = check_url(data.url, policy)
     types = check_types(data.event_types)
-    # Lock the organization's row so two concurrent creations cannot both pass the limit below (PostgreSQL;
-    # SQLite serializes writing transactions anyway).
-    await session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+    await lock_org_for_limit(session, org.id)
     count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
     if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
         raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")

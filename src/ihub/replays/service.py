@@ -54,6 +54,7 @@ from ihub.runs.service import REPLAY_VERSIONS
 from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
+from ihub.tenancy.service import lock_org_for_limit
 
 DEFAULT_RATE = 10
 # Runs shown by a dry run: enough to recognize the failure, small enough for one page.
@@ -279,9 +280,7 @@ async def start(
     check_selection(selection)
     check_version(version)
     check_rate(rate, settings)
-    # Lock the organization's row so two concurrent starts cannot both pass the limit below (PostgreSQL; SQLite
-    # serializes writing transactions anyway).
-    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    await lock_org_for_limit(session, org_id)
     active = await session.scalar(
         select(func.count())
         .select_from(ReplayBatch)

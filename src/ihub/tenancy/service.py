@@ -61,6 +61,14 @@ async def get_org(session: AsyncSession, org_id: int) -> Organization | None:
     return await session.get(Organization, org_id)
 
 
+async def lock_org_for_limit(session: AsyncSession, org_id: int) -> None:
+    """Serialize "count, then add if under the limit" per organization: two concurrent creations cannot both
+    pass a per-organization limit (PostgreSQL; SQLite serializes writing transactions anyway). FOR NO KEY UPDATE,
+    not FOR UPDATE: it excludes another such lock but not the foreign-key checks of rows added to the
+    organization meanwhile (a project, a user)."""
+    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
+
+
 async def visible_org(session: AsyncSession, principal: Principal, org_id: int) -> Organization:
     org = await session.get(Organization, org_id)
     if org is None or not principal.sees(org.path):
