@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -233,6 +234,21 @@ async def test_a_receiver_that_never_answers_costs_one_deadline_then_the_slot_is
         assert row["status"] == "pending" and row["lastStatusCode"] is None
         assert row["lastError"] == "no answer within 0.3 s"
         await asyncio.wait_for(receiver.closed.wait(), 20)  # the connection was dropped at the deadline
+
+
+async def test_a_refused_connection_is_recorded_without_the_address_connected_to(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # A port nothing listens on (bound, then closed). The client's error text names the address it resolved and
+    # connected to ("Connect call failed ('127.0.0.1', 4242)"): the egress policy never shows a tenant resolved
+    # addresses, so neither does an attempt's record.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = await create(client, auth, f"http://127.0.0.1:{port}/hook")
+    row = await first_attempt(client, auth, await send_test(client, auth, closed["id"]))
+    assert row["status"] == "pending" and row["lastStatusCode"] is None
+    assert row["lastError"] == "could not connect to the endpoint (ConnectError)", row
 
 
 # -- the per-organization limit --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ transaction, giving up and disabling. The receiver on 127.0.0.1 verifies with ev
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -161,6 +162,9 @@ async def test_a_failing_endpoint_is_disabled_a_late_delivery_gives_up_and_old_o
     [request] = await wait_for(lambda: received(httpserver, "/other"))
     event = verify(other["secret"], request.headers, request.get_data())
     assert event["type"] == "endpoint.disabled" and event["data"]["endpointId"] == failing["id"]
+    # Where it pointed, not its path: a receiver URL may carry its own secret (Slack-style hooks).
+    assert event["data"]["origin"] == httpserver.url_for("/").rstrip("/")
+    assert "/down" not in json.dumps(event)
     # Re-sending to a disabled endpoint is refused until it is enabled again.
     response = await client.post(f"/api/v1/event-delivery/{row['id']}/resend", headers=auth)
     assert response.status_code == 409

@@ -97,6 +97,9 @@ async def test_expiry_is_set_cleared_and_checked_through_the_api(
     for bad in (
         {"expiresAt": iso(datetime.now(UTC) - timedelta(hours=1))},
         {"expiresAt": "soon"},
+        # Unix seconds for 2100-01-01: a number is refused, not read as a time (ISO 8601 only).
+        {"expiresAt": 4102444800},
+        {"expiresAt": "4102444800"},
         {"expiresInDays": 0},
         {},
         {"expiresAt": iso(datetime.now(UTC) + timedelta(days=1)), "expiresInDays": 2},

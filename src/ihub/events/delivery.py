@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import and_, delete, or_, select, update
@@ -246,9 +247,13 @@ class Deliverer:
         except (httpx.ProtocolError, httpx.DecodingError) as error:
             # Their text quotes what the receiver sent (`illegal status line: b'...'`): not kept, like its body.
             return Attempt(False, error=f"the answer is not valid HTTP ({type(error).__name__})")
+        except httpx.ConnectError as error:
+            # Its text names the address resolved and connected to: the class says enough (as egress refusals,
+            # which never show a tenant what a name resolved to).
+            return Attempt(False, error=f"could not connect to the endpoint ({type(error).__name__})")
         except httpx.HTTPError as error:
-            # The exception's class names the failure (ConnectError, ...); its text may quote the URL, not secrets.
-            return Attempt(False, error=f"{type(error).__name__}: {str(error)[:200]}")
+            # The exception's class names the failure; its text may quote the URL or addresses, so it is not kept.
+            return Attempt(False, error=f"the attempt failed ({type(error).__name__})")
         if 200 <= status < 300:
             return Attempt(True, status)
         return Attempt(False, status, f"the endpoint answered {status}")
@@ -348,9 +353,18 @@ async def disable_endpoint(
         log.warning("event endpoint %s (organization %s) disabled: %s", endpoint_id, row.org_id, reason)
         path = await outbox.org_path_of(session, row.org_id)
         if path is not None:
-            data = {"endpointId": str(endpoint_id), "orgId": str(row.org_id), "url": row.url, "reason": reason}
+            # The origin only: a receiver URL often carries its own secret in the path or query (Slack-style
+            # hooks), and this event goes to other receivers, which may belong to third parties.
+            data = {"endpointId": str(endpoint_id), "orgId": str(row.org_id), "origin": url_origin(row.url)}
+            data["reason"] = reason
             await outbox.emit(session, EventType.ENDPOINT_DISABLED, path, data)
     return True
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL: where it points, without what its path or query may hold."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _claimable(now: datetime) -> Any:

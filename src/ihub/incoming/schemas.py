@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from ihub.common.fields import IsoTime
 from ihub.common.ids import IdOut
 
 
@@ -38,7 +39,7 @@ class TriggerCreate(BaseModel):
         max_length=64,
         description="Add the key to this existing client instead of creating a new one.",
     )
-    expires_at: datetime | None = Field(
+    expires_at: IsoTime | None = Field(
         default=None,
         validation_alias=AliasChoices("expiresAt", "expires_at"),
         description="When the key stops obtaining tokens (ISO 8601; without an offset it is UTC). Must be in the "
@@ -76,7 +77,7 @@ class KeyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    expires_at: datetime | None = Field(default=None, validation_alias=AliasChoices("expiresAt", "expires_at"))
+    expires_at: IsoTime | None = Field(default=None, validation_alias=AliasChoices("expiresAt", "expires_at"))
     expires_in_days: int | None = Field(
         default=None, ge=1, le=3650, validation_alias=AliasChoices("expiresInDays", "expires_in_days")
     )
