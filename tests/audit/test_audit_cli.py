@@ -90,19 +90,30 @@ async def test_purge_removes_only_entries_past_the_retention(app, owner, shell) 
     purged = await shell("audit", "purge", "--older-than-days", "30", "--json")
     assert purged.exit_code == 0, purged.output
     assert json.loads(purged.stdout) == {"purged": 1, "olderThanDays": 30}
-    assert [e.action for e in await entries(app)] == ["old 10"]
+    # The purge itself stays on record: who removed how much history, however few days they asked for.
+    kept, purge = await entries(app)
+    assert kept.action == "old 10" and (purge.channel, purge.action) == ("cli", "ihub audit purge")
+    assert purge.changes == [
+        {
+            "entity": "audit_entries",
+            "id": None,
+            "op": "purge",
+            "before": {"entries": 1, "olderThanDays": 30},
+            "after": None,
+        }
+    ]
 
     async with app.state.context.sessions() as session:
         assert await purge_entries(session, older_than_days=5) == 1
         await session.commit()
-    assert await entries(app) == []
+    assert [e.action for e in await entries(app)] == ["ihub audit purge"]  # the hourly pass records nothing
 
     # The hourly housekeeping pass uses IHUB_AUDIT_RETENTION_DAYS.
     async with app.state.context.sessions() as session:
         await session.execute(insert(AuditEntry), [old_entry(app.state.context.settings.audit_retention_days + 1)])
         await session.commit()
     assert await purge_audit_log(app.state.context) == 1
-    assert await entries(app) == []
+    assert [e.action for e in await entries(app)] == ["ihub audit purge"]
 
 
 async def test_entries_cannot_be_updated(app, api) -> None:  # noqa: ANN001

@@ -201,6 +201,10 @@ class Recorder:
         self.skipped = 0
         self.closed = False
 
+    def note(self, change: Change) -> None:
+        """A change the row listeners cannot see (the audit log's own purge: its table is not audited)."""
+        self._add(change)
+
     def _add(self, change: Change) -> None:
         if len(self.changes) >= MAX_ROWS:
             self.skipped += 1

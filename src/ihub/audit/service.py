@@ -12,6 +12,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.audit.models import AuditEntry
+from ihub.audit.recorder import Change, recorder_of
 from ihub.common.errors import not_found
 from ihub.db.base import utcnow
 from ihub.tenancy.models import Organization
@@ -164,9 +165,16 @@ async def purge_entries(session: AsyncSession, *, older_than_days: int) -> int:
             ).all()
         )
         if not ids:
-            return total
+            break
         await session.execute(delete(AuditEntry).where(AuditEntry.id.in_(ids)))
         total += len(ids)
+    # A purge a person runs (`ihub audit purge`, whose days may be fewer than the retention) is itself an entry:
+    # who removed how much history stays on record. The hourly pass has no recorder and leaves none.
+    recorder = recorder_of(session)
+    if recorder is not None and total:
+        summary = {"entries": total, "olderThanDays": older_than_days}
+        recorder.note(Change("audit_entries", None, "purge", summary, None))
+    return total
 
 
 async def purge_audit_log(context: AppContext) -> int:
