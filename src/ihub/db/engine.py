@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -55,13 +59,36 @@ def _sqlite_pragmas(dbapi_connection: Any, lock_timeout: float, *, read_only: bo
     # Let SQLAlchemy, not the driver, decide when a transaction starts (see _on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    pragmas = ["journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(lock_timeout * 1000)}", "foreign_keys=ON"]
+    # The busy timeout first: every pragma after it waits for a lock instead of failing at once. WAL is
+    # already on (ensure_wal, when the engine was made): asking again is a no-op that takes no lock.
+    pragmas = [f"busy_timeout={int(lock_timeout * 1000)}", "journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"]
     if read_only:
         # A read connection that tried to write would take the write lock behind the pool's back: refuse it.
         pragmas.append("query_only=ON")
     for pragma in pragmas:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def ensure_wal(path: Path, lock_timeout: float) -> None:
+    """Switch the database file to WAL once, before any pooled connection opens (the mode is stored in the
+    file). Switching takes an exclusive lock, and when several first connections raced for it (a fresh
+    database: the writer, the readers and a starting hub's background tasks) SQLite answered "database is
+    locked" at once instead of waiting, since waiting could deadlock: seen in CI as an error on a fresh
+    database's first write. Done here, on one connection, and retried until the lock timeout (other processes
+    of a starting `ihub serve` may be doing the same)."""
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.005
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=lock_timeout)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if ("locked" not in str(error) and "busy" not in str(error)) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _tune_sqlite(engine: AsyncEngine, lock_timeout: float, *, read_only: bool = False) -> None:
@@ -148,6 +175,9 @@ def _release(dbapi_connection: Any) -> None:
 def create_engine(url: str, *, pool: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS) -> AsyncEngine:
     """The engine for writes (and for everything, where no read engine is used)."""
     restrict_database_files(url)
+    path = sqlite_path(url)
+    if path is not None:
+        ensure_wal(path, lock_timeout)
     kwargs: dict[str, Any] = {}
     if not pool:
         kwargs["poolclass"] = NullPool
