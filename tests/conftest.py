@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,22 +63,45 @@ def postgres_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+_SEQUENCES: dict[str, list[str]] = {}
+
+
 def truncate_postgres(url: str) -> None:
+    """Empty every table and restart the id sequences (tests rely on the root organization being 1).
+
+    DELETE, children first, not TRUNCATE: a test's tables hold a few rows, and TRUNCATE of all 28 tables (new
+    files for each, and their indexes) took 0.5 s per test against 0.03 s for this: about a sixth of the suite."""
     engine = create_sync_engine(sync_url(url))
     with engine.begin() as conn:
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        if url not in _SEQUENCES:
+            found = (
+                conn.scalar(text("SELECT pg_get_serial_sequence(:table, :column)"), {"table": t.name, "column": c.name})
+                for t in metadata.sorted_tables
+                for c in t.primary_key.columns
+            )
+            _SEQUENCES[url] = [name for name in found if name]
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+        for sequence in _SEQUENCES[url]:
+            conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The schema in a SQLite file, made once per test process: each test copies it (create_all took 0.17 s)."""
+    path = tmp_path_factory.mktemp("schema") / "ihub.db"
+    engine = create_sync_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    engine.dispose()
+    return path
 
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ihub.db'}"
-        engine = create_sync_engine(url)
-        metadata.create_all(engine)
-        engine.dispose()
-        return url
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "ihub.db")
+        return f"sqlite:///{tmp_path / 'ihub.db'}"
     url = request.getfixturevalue("postgres_database")
     truncate_postgres(url)
     # Same URL, new contents: flows this process compiled from the previous test's templates are not these.
