@@ -90,7 +90,8 @@ async def plans_of(app: Any, call: Any) -> list[str]:
             # order, as it chooses with millions of rows.
             for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
                 await session.execute(text(f"SET {setting} = off"))
-        with capture(context.engine) as captured:
+        # This session's statements only: the app's background work runs on the same engine meanwhile.
+        with capture(context.engine, connection=await session.connection()) as captured:
             await call(session)
         return [await explain(session, sql, params) for sql, params in captured.reading("runs")]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 
 @dataclass
@@ -31,11 +31,15 @@ class Captured:
 
 
 @contextmanager
-def capture(engine: AsyncEngine) -> Iterator[Captured]:
+def capture(engine: AsyncEngine, *, connection: AsyncConnection | None = None) -> Iterator[Captured]:
+    """Record the statements `engine` runs meanwhile; only those on `connection` when given (a running hub's
+    background work, such as the queue gauges or the executor's poll, shares the engine)."""
     captured = Captured()
+    only = connection.sync_connection if connection is not None else None
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        captured.statements.append((statement, parameters))
+    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if only is None or conn is only:
+            captured.statements.append((statement, parameters))
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
