@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from observability_support import make_project
-from prometheus_client.parser import text_string_to_metric_families
 
 from ihub.app import create_app
 from ihub.config import Settings
+from metrics_kit import runs_finished
 
 pytestmark = pytest.mark.anyio
 
@@ -27,26 +27,16 @@ async def app(settings: Settings) -> AsyncIterator[Any]:
         yield application
 
 
-async def cancelled_count(client: httpx.AsyncClient, flow_key: str) -> float:
-    response = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "ihub_runs_finished_total" and sample.labels == {"flow": flow_key, "status": "cancelled"}:
-                return sample.value
-    return 0.0
-
-
 async def test_a_queued_run_cancelled_counts_once(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
     flows = await make_project(client, auth, "http://127.0.0.1:9")
-    before = await cancelled_count(client, "pair")
+    before = await runs_finished(client, METRICS_TOKEN, "pair", "cancelled")
     response = await client.post(f"/api/v1/flow/{flows['pair']}/run", json={}, headers=auth)
     assert response.status_code == 202, response.text
     run_id = response.json()["runId"]
 
     response = await client.post(f"/api/v1/run/{run_id}/cancel", headers=auth)
     assert response.status_code == 200 and response.json()["runs"][0]["status"] == "cancelled", response.text
-    assert await cancelled_count(client, "pair") - before == 1
+    assert await runs_finished(client, METRICS_TOKEN, "pair", "cancelled") - before == 1
     # Cancelling it again is refused (409) and counts nothing more.
     assert (await client.post(f"/api/v1/run/{run_id}/cancel", headers=auth)).status_code == 409
-    assert await cancelled_count(client, "pair") - before == 1
+    assert await runs_finished(client, METRICS_TOKEN, "pair", "cancelled") - before == 1

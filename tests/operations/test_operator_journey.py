@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from ihub.config import Settings
+from metrics_kit import runs_finished
 
 pytestmark = pytest.mark.anyio
 
@@ -61,16 +61,6 @@ async def until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def failed_metric(client: httpx.AsyncClient, flow_key: str) -> float:
-    response = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "ihub_runs_finished_total" and sample.labels == {"flow": flow_key, "status": "failed"}:
-                return sample.value
-    return 0.0
-
-
 async def test_a_broken_connection_from_alert_to_replay(
     client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
 ) -> None:
@@ -100,7 +90,7 @@ async def test_a_broken_connection_from_alert_to_replay(
 
     # Someone pastes a wrong token; from then on every run fails at `push` with a 401.
     await call("PUT", f"/api/v1/project/{project['id']}", {"connections": crm(WRONG, base)})
-    metric_before = await failed_metric(client, flow_key)
+    metric_before = await runs_finished(client, METRICS_TOKEN, flow_key, "failed")
     failed = [(await call("POST", f"/api/v1/flow/{flow_id}/run", {"n": n}, 202))["runId"] for n in range(3)]
 
     async def all_failed() -> bool:
@@ -110,7 +100,7 @@ async def test_a_broken_connection_from_alert_to_replay(
     await until(all_failed)
 
     # Prometheus sees them.
-    assert await failed_metric(client, flow_key) - metric_before == 3
+    assert await runs_finished(client, METRICS_TOKEN, flow_key, "failed") - metric_before == 3
     # A signed run.failed event per run reaches the receiver (the signature is checked by tests/events).
     hooks = await until(lambda: len([r for r, _ in httpserver.log if r.path == "/hook"]) >= 3 and httpserver.log)
     events = [r.get_json() for r, _ in hooks if r.path == "/hook"]
