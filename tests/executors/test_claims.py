@@ -116,7 +116,9 @@ async def test_stale_worker_cannot_record_after_takeover(kit, httpserver: HTTPSe
         server.stop()
     async with context.sessions() as session:
         run = await session.get(Run, run_id)
-        records = (await session.scalars(select(StepRecord).where(StepRecord.run_id == run_id))).all()
+        records = (
+            await session.scalars(select(StepRecord).where(StepRecord.run_id == run_id).order_by(StepRecord.id))
+        ).all()
     assert run.status == "succeeded" and run.lease_owner == "fresh"
     assert run.result["body"] == {"n": 2}
     assert [(r.path, r.status) for r in records] == [
