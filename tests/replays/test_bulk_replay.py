@@ -347,3 +347,17 @@ async def test_bad_requests_and_limits(client, auth, app, limits) -> None:  # no
     async with NothingWritten(app):
         response = await client.post("/api/v1/org/1/replays", json={"failureKey": key("c")}, headers=auth)
     assert response.status_code == 409 and response.json()["metadata"]["code"] == "too_many_replays"
+
+
+async def test_a_lowered_rate_ceiling_slows_a_batch_already_started(client, auth, app) -> None:  # noqa: ANN001
+    prj = await project(client, auth)
+    originals = await failed_runs(app, prj, 12, failure_key=key("9"))
+    started = await start(client, auth, failureKey=key("9"), rate=10)
+    # The operator lowers IHUB_REPLAY_MAX_RATE while the batch waits: its pages follow the new ceiling.
+    context = app.state.context
+    context.settings = context.settings.model_copy(update={"replay_max_rate": 4})
+    time = FakeTime()
+    await worker(app, time).run_until_idle()
+    assert await replays_of(app, originals) == dict.fromkeys(originals, 1)
+    assert (await batch(app, started["id"])).rate == 10  # what was asked stays on record
+    assert time.waits == [pytest.approx(1.0)] * 3  # pages of 4, a second each: 4 per second, not 10

@@ -12,7 +12,8 @@ Invariants:
 - The primary key (batch_id, run_id) of `replay_items` is the backstop: should two workers ever write the same
   page (a bug, a lease misjudged), the second commit fails and rolls its page back, replays included.
 - Rate: a page holds at most `rate` runs (and at most PAGE_CAP), and the worker waits until the page's replays
-  took 1/rate second each before the next page. The clock and the sleep are injected (tests move time).
+  took 1/rate second each before the next page. `rate` is the batch's, capped by IHUB_REPLAY_MAX_RATE as it is
+  now: lowering the setting slows batches already under way. The clock and the sleep are injected (tests move time).
 - The executor hears of a page's replays after its commit (`dispatch`), as the single replay does.
 """
 
@@ -91,13 +92,15 @@ class ReplayWorker:
             batch = await session.get(ReplayBatch, batch_id, populate_existing=True)
             if batch is None:
                 return None
-            runs = await service.next_runs(session, batch, min(batch.rate, PAGE_CAP))
+            # The hub's current ceiling binds batches started before it was lowered (a resumed one too).
+            rate = max(1, min(batch.rate, self.context.settings.replay_max_rate))
+            runs = await service.next_runs(session, batch, min(rate, PAGE_CAP))
             if not runs:
                 batch.status = BatchStatus.DONE
                 batch.finished_at = now
                 batch.lease_owner = None
                 batch.lease_expires_at = None
-                return Page(0, batch.rate, done=True)
+                return Page(0, rate, done=True)
             reasons = await service.skip_reasons(session, [run.id for run in runs])
             replayed: list[int] = []
             # Added after the loop: one multi-row INSERT, where adding each as it comes made every replay's
@@ -133,7 +136,7 @@ class ReplayWorker:
                 after_commit(session, partial(dispatch, self.context, replay.id))
             session.add_all(items)
             batch.cursor = runs[-1].id
-            return Page(len(replayed), batch.rate, done=False)
+            return Page(len(replayed), rate, done=False)
 
     async def work_on(self, batch_id: int) -> None:
         """Page after page at the batch's rate, until it is done or no longer ours."""
