@@ -159,7 +159,9 @@ class Engine:
         # Tokens of connections a person authorized are refreshed in the database (ihub.oauth.refresh).
         self.tokens = TokenCache(AuthorizationCodeTokens(context))
         # Group commit (common/group_commit.py): runs claimed, finished or released at the same time share a
-        # transaction, so a burst of short runs costs a few write locks instead of two per run.
+        # transaction, so a burst of short runs costs a few write locks instead of two per run. Each batch locks
+        # its runs in id order, as deleting a project does (projects.service.delete_project): on PostgreSQL two
+        # transactions that lock the same runs in one order wait for each other instead of deadlocking.
         self._claims: GroupCommit[int, bool] = GroupCommit(self._claim_together)
         self._hand_overs: GroupCommit[HandOver, bool] = GroupCommit(self._hand_over_together)
 
@@ -201,29 +203,39 @@ class Engine:
     async def _claim_together(self, run_ids: Sequence[int]) -> list[bool]:
         """Claims that arrive together share one transaction (group commit): one write lock for a batch."""
         now = utcnow()
+        claimed: dict[int, bool] = {}
         async with self.sessions() as session, session.begin():
-            return [await lifecycle.claim(session, run_id, self.lease, now=now) for run_id in run_ids]
+            for run_id in sorted(set(run_ids)):
+                claimed[run_id] = await lifecycle.claim(session, run_id, self.lease, now=now)
+        # The same run twice in one batch (two callers): the claim goes to the first, as in separate transactions.
+        answers = []
+        for run_id in run_ids:
+            answers.append(claimed.pop(run_id, False))
+        return answers
 
-    async def hand_over(self, transition: Callable[[AsyncSession], Awaitable[bool]], closed: list[StepRecord]) -> bool:
+    async def hand_over(
+        self, run_id: int, transition: Callable[[AsyncSession], Awaitable[bool]], closed: list[StepRecord]
+    ) -> bool:
         """Apply `transition` (finish or release) and store `closed` records in the same transaction, shared with
         other runs finishing at the same time. False if the lease was lost (nothing of this run is written)."""
-        return await self._hand_overs.write(HandOver(transition, closed))
+        return await self._hand_overs.write(HandOver(run_id, transition, closed))
 
     async def _hand_over_together(self, batch: Sequence[HandOver]) -> list[bool]:
+        done: dict[int, bool] = {}
         async with self.sessions() as session, session.begin():
-            answers = []
-            for item in batch:
-                done = await item.transition(session)
-                if done:
+            for index in sorted(range(len(batch)), key=lambda i: batch[i].run_id):
+                item = batch[index]
+                done[index] = await item.transition(session)
+                if done[index]:
                     await _store(session, item.closed, [])
-                answers.append(done)
-            return answers
+        return [done[index] for index in range(len(batch))]
 
 
 @dataclass(frozen=True)
 class HandOver:
     """A run's last write of an execution: its status transition and the records not written yet."""
 
+    run_id: int
     transition: Callable[[AsyncSession], Awaitable[bool]]
     closed: list[StepRecord]
 
@@ -363,7 +375,7 @@ class RunExecution:
         """Apply a transition that ends this execution and store the pending records in the same transaction
         (both or neither: the records of a run a stale worker lost are not written)."""
         closed = [self._scrubbed(row) for row in self.pending]
-        if not await self.engine.hand_over(transition, closed):
+        if not await self.engine.hand_over(self.run_id, transition, closed):
             return False
         self.pending = []
         return True

@@ -33,6 +33,7 @@ from ihub.projects.schemas import (
     ProjectUpdate,
     TemplateConnectionOut,
 )
+from ihub.runs.models import Run
 from ihub.templates import connection_types
 from ihub.templates import service as templates
 from ihub.templates.models import Template, TemplateVersion
@@ -431,10 +432,20 @@ async def delete_project(session: AsyncSession, principal: Principal, project_id
     project = await visible_project(session, principal, project_id)
     (view,) = await project_views(session, [project])
     data = _project_event(project, principal)
+    await _lock_runs(session, project.id)
     # The database cascades to connections, flows and their runs.
     await session.execute(delete(Project).where(Project.id == project.id))
     await outbox.emit_for_org(session, EventType.PROJECT_DELETED, project.org_id, data)
     return view
+
+
+async def _lock_runs(session: AsyncSession, project_id: int) -> None:
+    """Lock the project's runs in id order before the cascade deletes them. The engine locks the runs of a
+    batch of claims or finishes in id order too (flows.engine.Engine); the cascade alone locks them in index
+    order, and on PostgreSQL a delete racing a batch that finished two of its runs deadlocked (one side aborted,
+    a 503 to the client). SQLite: a no-op, its one write lock already orders transactions."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(Run.id).where(Run.project_id == project_id).order_by(Run.id).with_for_update())
 
 
 # -- following the template ----------------------------------------------------------------------
