@@ -206,7 +206,10 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="Most runs one bulk replay may select (narrow the selection beyond)."
     )
     replay_max_active_per_org: int = Field(
-        default=3, ge=1, description="Bulk replays an organization may have pending, running or paused at once."
+        default=3,
+        ge=1,
+        description="Bulk replays a tenant (an organization directly under the root, with its sub-organizations) "
+        "may have pending, running or paused at once.",
     )
     replay_lease_seconds: float = Field(
         default=60.0,

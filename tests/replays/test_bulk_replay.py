@@ -349,6 +349,27 @@ async def test_bad_requests_and_limits(client, auth, app, limits) -> None:  # no
     assert response.status_code == 409 and response.json()["metadata"]["code"] == "too_many_replays"
 
 
+async def test_the_active_limit_holds_per_tenant_not_per_sub_organization(client, auth, app, api, limits) -> None:  # noqa: ANN001
+    acme, globex = await api.add_org("acme", "1"), await api.add_org("globex", "1")
+    east, west = await api.add_org("east", acme), await api.add_org("west", acme)
+    for org in (acme, east, west, globex, "1"):
+        await failed_runs(app, await project(client, auth, org), 1, failure_key=key("e"))
+    limits(replay_max_active_per_org=2)
+    await start(client, auth, east, failureKey=key("e"))
+    await start(client, auth, west, failureKey=key("e"))
+    # Acme's sub-organizations used up acme's two: neither a third sub-organization's nor acme's own may start.
+    north = await api.add_org("north", acme)
+    await failed_runs(app, await project(client, auth, north), 1, failure_key=key("e"))
+    for org in (north, acme, east):
+        async with NothingWritten(app):
+            response = await client.post(f"/api/v1/org/{org}/replays", json={"failureKey": key("e")}, headers=auth)
+        assert response.status_code == 409, response.text
+        assert response.json()["metadata"]["code"] == "too_many_replays"
+    # Another tenant, and the root organization's own runs, are not held back by acme.
+    await start(client, auth, globex, failureKey=key("e"))
+    await start(client, auth, "1", failureKey=key("e"))
+
+
 async def test_a_lowered_rate_ceiling_slows_a_batch_already_started(client, auth, app) -> None:  # noqa: ANN001
     prj = await project(client, auth)
     originals = await failed_runs(app, prj, 12, failure_key=key("9"))

@@ -54,7 +54,7 @@ from ihub.runs.service import REPLAY_VERSIONS
 from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
-from ihub.tenancy.service import lock_org_for_limit
+from ihub.tenancy.service import lock_org_for_limit, tenant_prefix
 
 DEFAULT_RATE = 10
 # Runs shown by a dry run: enough to recognize the failure, small enough for one page.
@@ -280,15 +280,13 @@ async def start(
     check_selection(selection)
     check_version(version)
     check_rate(rate, settings)
-    await lock_org_for_limit(session, org_id)
-    active = await session.scalar(
-        select(func.count())
-        .select_from(ReplayBatch)
-        .where(ReplayBatch.org_id == org_id, ReplayBatch.status.in_(ACTIVE))
-    )
-    if (active or 0) >= settings.replay_max_active_per_org:
+    tenant, prefix = tenant_prefix(org_path)
+    await lock_org_for_limit(session, tenant)
+    active = await _active_in_tenant(session, tenant, prefix)
+    if active >= settings.replay_max_active_per_org:
+        where = f"organization {tenant}" if prefix is None else f"organization {tenant} and its sub-organizations"
         raise conflict(
-            f"organization {org_id} already has {active} bulk replays pending, running or paused (at most "
+            f"{where} already have {active} bulk replays pending, running or paused (at most "
             f"{settings.replay_max_active_per_org}): wait for one to finish, or cancel one",
             "too_many_replays",
         )
@@ -320,6 +318,19 @@ async def start(
     session.add(batch)
     await session.flush()
     return batch
+
+
+async def _active_in_tenant(session: AsyncSession, tenant: int, prefix: str | None) -> int:
+    """Active batches of the tenant (tenancy.service.tenant_prefix): a sub-organization does not get a limit of
+    its own, or a tenant could fill every replay worker by adding sub-organizations."""
+    query = select(func.count()).select_from(ReplayBatch).where(ReplayBatch.status.in_(ACTIVE))
+    if prefix is None:
+        query = query.where(ReplayBatch.org_id == tenant)
+    else:
+        query = query.join(Organization, Organization.id == ReplayBatch.org_id).where(
+            Organization.path.startswith(prefix, autoescape=True)
+        )
+    return int(await session.scalar(query) or 0)
 
 
 async def visible_batch(session: AsyncSession, principal: Principal | None, batch_id: int) -> ReplayBatch:

@@ -69,6 +69,16 @@ async def lock_org_for_limit(session: AsyncSession, org_id: int) -> None:
     await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
 
 
+def tenant_prefix(path: str) -> tuple[int, str | None]:
+    """The tenant an organization belongs to, for limits that must hold per tenant: the organization directly
+    under the root that `path` lies in, with its subtree's path prefix (the root alone: its id, None). A tenant's
+    Owner may add sub-organizations at will, so a limit per organization would be one per sub-organization."""
+    ids = path.strip("/").split("/")
+    if len(ids) == 1:
+        return int(ids[0]), None
+    return int(ids[1]), f"/{ids[0]}/{ids[1]}/"
+
+
 async def visible_org(session: AsyncSession, principal: Principal, org_id: int) -> Organization:
     org = await session.get(Organization, org_id)
     if org is None or not principal.sees(org.path):
