@@ -299,6 +299,32 @@ async def test_concurrent_creations_cannot_pass_the_endpoint_limit_together(
     assert await endpoint_count(app) == service.MAX_ENDPOINTS_PER_ORG
 
 
+async def test_sub_organizations_share_their_tenants_endpoint_limit(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], api: Any
+) -> None:
+    acme, globex = await api.add_org("acme", "1"), await api.add_org("globex", "1")
+    subs = [await api.add_org(f"acme-{i}", acme) for i in range(service.MAX_ENDPOINTS_PER_TENANT // 19)]
+    async with app.state.context.sessions() as session:
+        for i in range(service.MAX_ENDPOINTS_PER_TENANT - 1):
+            org = int(subs[i // 19]) if i // 19 < len(subs) else int(acme)
+            session.add(EventEndpoint(org_id=org, url=f"https://r.example/{i}", event_types=[], secret_sealed="x"))
+        await session.commit()
+    fresh = await api.add_org("acme-fresh", acme)
+    body = {"url": "https://receiver.example/hook"}
+    created = await client.post(f"/api/v1/event-endpoint/org/{fresh}", json=body, headers=auth)
+    assert created.status_code == 200, created.text
+    before = await endpoint_count(app)
+    for org in (fresh, await api.add_org("acme-another", acme), acme):
+        refused = await client.post(f"/api/v1/event-endpoint/org/{org}", json=body, headers=auth)
+        assert refused.status_code == 409 and refused.json()["metadata"]["code"] == "limit_reached", refused.text
+        assert "its sub-organizations" in refused.json()["metadata"]["message"]
+    assert await endpoint_count(app) == before
+    # Another tenant is not held back by acme's.
+    other = await client.post(f"/api/v1/event-endpoint/org/{globex}", json=body, headers=auth)
+    assert other.status_code == 200, other.text
+    assert await endpoint_count(app) == before + 1
+
+
 # -- tenancy: sub-organizations and Members ---------------------------------------------------------------------
 
 

@@ -30,10 +30,11 @@ from ihub.events.outbox import DEFAULT_TYPES, SUBSCRIBABLE, DeliveryStatus, Even
 from ihub.events.schemas import EndpointCreate, EndpointUpdate
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
-from ihub.tenancy.service import lock_org_for_limit, visible_org
+from ihub.tenancy.service import lock_org_for_limit, tenant_prefix, visible_org
 
 # An organization's endpoints: each event is one row per endpoint, so this bounds the rows one change writes.
 MAX_ENDPOINTS_PER_ORG = 20
+MAX_ENDPOINTS_PER_TENANT = 100
 # After a rotation the old secret signs too for this long (a second `v1,` signature), so receivers can switch.
 ROTATION_OVERLAP = timedelta(hours=24)
 
@@ -134,6 +135,31 @@ async def list_endpoints(session: AsyncSession, principal: Principal, org_id: in
     return (await session.scalars(query)).all()
 
 
+async def _check_limits(session: AsyncSession, org: Organization) -> None:
+    """At most MAX_ENDPOINTS_PER_ORG in the organization and MAX_ENDPOINTS_PER_TENANT in its tenant
+    (tenancy.service.tenant_prefix): a tenant's Owner adds sub-organizations at will, and every endpoint on an
+    organization's ancestor chain gets a row per event. Counted under the tenant's lock, so two creations at
+    once cannot both pass."""
+    tenant, prefix = tenant_prefix(org.path)
+    await lock_org_for_limit(session, tenant)
+    count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
+    if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
+        raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")
+    if prefix is None:
+        return
+    in_tenant = await session.scalar(
+        select(func.count())
+        .select_from(EventEndpoint)
+        .join(Organization, Organization.id == EventEndpoint.org_id)
+        .where(Organization.path.startswith(prefix, autoescape=True))
+    )
+    if (in_tenant or 0) >= MAX_ENDPOINTS_PER_TENANT:
+        raise conflict(
+            f"organization {tenant} and its sub-organizations already have {MAX_ENDPOINTS_PER_TENANT} event endpoints",
+            "limit_reached",
+        )
+
+
 async def create_endpoint(
     session: AsyncSession, box: SecretBox, policy: EgressPolicy, principal: Principal, org_id: int, data: EndpointCreate
 ) -> tuple[EventEndpoint, str]:
@@ -142,10 +168,7 @@ async def create_endpoint(
     require_admin(principal, "manage event endpoints")
     url = check_url(data.url, policy)
     types = check_types(data.event_types)
-    await lock_org_for_limit(session, org.id)
-    count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
-    if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
-        raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")
+    await _check_limits(session, org)
     secret = signing.new_secret()
     endpoint = EventEndpoint(
         org_id=org.id,
