@@ -69,6 +69,18 @@ async def test_invalid_json_is_400(client, auth):
             assert_envelope(response, 400, "invalid_json")
 
 
+async def test_json_errors_speak_to_the_client_not_of_python(client, auth):
+    huge = b'{"name": ' + b"9" * 5000 + b"}"
+    response = await client.post("/api/v1/org", content=huge, headers={**auth, "Content-Type": "application/json"})
+    metadata = assert_envelope(response, 400, "invalid_json")
+    assert "a number has more than 4300 digits" in metadata["message"]
+    assert "sys." not in response.text
+    # A path id is quoted back cut short, not a 5,000-digit echo.
+    response = await client.get("/api/v1/org/" + "9" * 5000, headers=auth)
+    metadata = assert_envelope(response, 404, "not_found")
+    assert len(metadata["message"]) < 100, metadata["message"]
+
+
 async def test_validation_names_each_field(client, auth):
     response = await client.post("/api/v1/user/org/1", json=[{"name": "", "email": "nope", "role": "x"}], headers=auth)
     metadata = assert_envelope(response, 400, "validation_error")

@@ -249,7 +249,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
 
     install_docs(app)
 
-    @app.get("/healthz", include_in_schema=False)
+    # HEAD too: load balancers and uptime checkers often probe with HEAD.
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

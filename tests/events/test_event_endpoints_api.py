@@ -270,11 +270,20 @@ async def test_hostile_input_gets_clear_400s_and_limits_hold(
         {"url": url, "description": "d" * 600},
         {"url": "not a url"},
         {"url": ["https://a.example"]},
+        {"url": url + "#"},
+        # Misspelt fields are refused, not ignored: `event_types` ignored would subscribe to every type.
+        {"url": url, "event_types": ["run.failed"]},
+        {"url": url, "enabled": False},
     ]:
         response = await client.post("/api/v1/event-endpoint/org/1", json=body, headers=auth)
         assert response.status_code == 400, (body, response.text)
     assert await endpoint_rows(app) == []
     created = [await create_endpoint(client, auth, "1", f"{url}/{i}") for i in range(20)]
+    before = await endpoint_rows(app)
+    for change in ({"enabeld": False}, {"event_types": ["run.failed"]}, {"url": url + "/x#"}):
+        response = await client.put(f"/api/v1/event-endpoint/{created[0]['id']}", json=change, headers=auth)
+        assert response.status_code == 400, (change, response.text)
+    assert await endpoint_rows(app) == before
     response = await client.post("/api/v1/event-endpoint/org/1", json={"url": url}, headers=auth)
     assert response.status_code == 409 and response.json()["metadata"]["code"] == "limit_reached"
     path = f"/api/v1/event-endpoint/{created[0]['id']}/deliveries"

@@ -48,6 +48,10 @@ async def test_ready_when_database_schema_and_executor_are(stamped: Any, client:
         "executor": True,
     }
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+    # Load balancers often probe with HEAD: the same status, no body.
+    for path in ("/healthz", "/readyz"):
+        head = await client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
 
 
 async def test_migrations_behind_make_it_not_ready(stamped: Any, client: httpx.AsyncClient) -> None:
@@ -56,6 +60,7 @@ async def test_migrations_behind_make_it_not_ready(stamped: Any, client: httpx.A
     # Cached: the next probe within the TTL still answers from the last check ...
     assert (await client.get("/readyz")).status_code == 200
     readiness_of(stamped).forget()  # ... and once it is taken again, the old revision shows
+    assert (await client.head("/readyz")).status_code == 503
     response = await client.get("/readyz")
     assert response.status_code == 503
     body = response.json()

@@ -331,6 +331,9 @@ async def test_bad_requests_and_limits(client, auth, app, limits) -> None:  # no
             response = await client.post("/api/v1/org/1/replays", json=body, headers=auth)
             assert response.status_code == 400, (body, response.text)
             assert needle in response.json()["metadata"]["message"], (body, response.text)
+            if isinstance(body, dict):  # a dry run refuses what the start would refuse
+                response = await client.post("/api/v1/org/1/replays", json={**body, "dryRun": True}, headers=auth)
+                assert response.status_code == 400, (body, response.text)
 
     prj = await project(client, auth)
     await failed_runs(app, prj, 6, failure_key=key("b"))

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from pydantic import TypeAdapter, ValidationError
 
 from ihub.common.errors import ApiError
+from ihub.common.json_errors import json_error_text
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ async def parse_body(request: Request) -> Any:
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as error:
-            raise ApiError(400, f"body is not valid JSON: {error}", "invalid_json") from None
+            raise ApiError(400, f"body is not valid JSON: {json_error_text(error)}", "invalid_json") from None
         except RecursionError:
             raise ApiError(400, "body is not valid JSON: nested too deeply", "invalid_json") from None
     raise ApiError(

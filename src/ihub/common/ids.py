@@ -32,7 +32,9 @@ def path_id(value: str, kind: str) -> int:
     try:
         return parse_id(value)
     except ValueError:
-        raise ApiError(404, f"{kind} {value!r} not found", "not_found") from None
+        # Quoted as sent, cut short: a client's 5,000-digit "id" need not come back whole.
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ApiError(404, f"{kind} {shown!r} not found", "not_found") from None
 
 
 IdIn = Annotated[

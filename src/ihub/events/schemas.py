@@ -33,8 +33,10 @@ Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 
 
 class EndpointCreate(BaseModel):
+    # Unknown fields are refused, not ignored: a misspelt `event_types` ignored would subscribe the endpoint to
+    # every event type, a misspelt `enabled` would leave a disabled endpoint off without a word.
     model_config = ConfigDict(
-        extra="ignore",
+        extra="forbid",
         json_schema_extra={
             "examples": [{"url": "https://ops.example.com/ihub-events", "eventTypes": ["run.failed", "run.parked"]}]
         },
@@ -50,7 +52,7 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"enabled": True}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": True}]})
 
     url: Url | None = None
     event_types: EventTypes | None = Field(default=None, alias="eventTypes")

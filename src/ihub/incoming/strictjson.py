@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+from ihub.common.json_errors import json_error_text
+
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
@@ -25,3 +27,5 @@ def strict_json(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except ValueError as error:
+        raise ValueError(json_error_text(error)) from None

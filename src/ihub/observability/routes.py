@@ -57,7 +57,7 @@ def readiness(request: Request) -> Readiness:
     return found
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request, context: Context) -> JSONResponse:
     checks = await readiness(request).checks(context, runs_here=bool(request.app.state.run_worker))
     status, body = report(checks)

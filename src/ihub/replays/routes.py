@@ -54,6 +54,7 @@ async def start_replay(
     oid = path_id(org_id, "organization")
     path = await visible_org_path(session, caller, oid)
     selection = body.selection()
+    service.check_rate(body.rate, context.settings)  # a dry run refuses what the start would refuse
     if body.dry_run:
         response.status_code = 200
         return dry_run_out(await service.preview(session, path, selection))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import refuse_nul
 from ihub.common.errors import ApiError, bad_request, conflict, not_found
+from ihub.common.json_errors import json_error_text
 from ihub.common.jsonbounds import payload_depth_error
 from ihub.db.base import utcnow
 from ihub.db.unit_of_work import after_commit
@@ -494,7 +495,7 @@ def json_text(text: str) -> Any:
     try:
         return refuse_nul(json.loads(text))
     except (ValueError, RecursionError) as error:
-        raise ApiError(400, f"body is not valid JSON: {error}", "invalid_json") from None
+        raise ApiError(400, f"body is not valid JSON: {json_error_text(error)}", "invalid_json") from None
 
 
 async def run_now(
