@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from event_receiver import received, verify, wait_for, wait_for_async
+from event_receiver import InvalidSignature, received, verify, wait_for, wait_for_async
 from flowkit import Kit
 from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select, update
@@ -71,6 +71,19 @@ async def test_the_secret_is_shown_once_and_a_rotation_signs_with_both_secrets(
     # A receiver with either secret accepts the delivery during the overlap.
     assert verify(new_secret, request.headers, request.get_data())["type"] == "endpoint.test"
     assert verify(old_secret, request.headers, request.get_data())["type"] == "endpoint.test"
+
+    # Rotating again within the overlap drops the oldest (a leaked secret can be cut off at once): the two
+    # newest sign.
+    response = await client.post(f"/api/v1/event-endpoint/{created['id']}/rotate-secret", headers=auth)
+    newest = response.json()["endpoints"][0]["secret"]
+    httpserver.clear_log()
+    response = await client.post(f"/api/v1/event-endpoint/{created['id']}/test", headers=auth)
+    [request] = await wait_for(lambda: received(httpserver))
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (newest, new_secret):
+        assert verify(secret, request.headers, request.get_data())["type"] == "endpoint.test"
+    with pytest.raises(InvalidSignature):
+        verify(old_secret, request.headers, request.get_data())
 
 
 async def test_only_owners_and_admins_manage_and_other_tenants_get_404(
