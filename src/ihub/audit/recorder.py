@@ -90,6 +90,12 @@ ORG_LINKS: dict[str, tuple[str, str]] = {
     "api_keys": ("user_id", "users"),
     "user_passwords": ("user_id", "users"),
     "signin_links": ("user_id", "users"),
+    "event_endpoints": ("org_id", "organizations"),
+    "event_deliveries": ("endpoint_id", "event_endpoints"),
+    "replay_batches": ("org_id", "organizations"),
+    "replay_items": ("batch_id", "replay_batches"),
+    "failure_groups": ("org_id", "organizations"),
+    "incoming_idempotency": ("client_pk", "trigger_clients"),
 }
 
 
