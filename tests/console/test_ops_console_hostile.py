@@ -107,3 +107,10 @@ async def test_a_child_organizations_owner_audits_changes_made_to_it_from_above(
         listed = {json.loads(line)["action"] for line in exported.splitlines()}
         for action in actions:
             assert action in page and action in listed
+
+
+async def test_the_audit_export_carries_the_pages_security_headers(owner_browser: Browser) -> None:
+    exported = await owner_browser.page("/console/org/1/audit/export")
+    assert exported.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in exported.headers["content-security-policy"]
+    assert exported.headers["cache-control"] == "no-store"

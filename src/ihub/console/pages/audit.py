@@ -22,7 +22,7 @@ from ihub.common.ids import path_id
 from ihub.console.auth import SignedIn
 from ihub.console.pages.runs import parse_time
 from ihub.console.shell import load_shell
-from ihub.console.web import render
+from ihub.console.web import render, with_security_headers
 
 router = APIRouter()
 
@@ -121,8 +121,11 @@ async def export_audit_log(
             async for entry in service.export_entries(reader, path, chosen):
                 yield (json.dumps(service.entry_json(entry), separators=(",", ":")) + "\n").encode()
 
-    return StreamingResponse(
-        lines(),
-        media_type="application/x-ndjson",
-        headers={"Content-Disposition": 'attachment; filename="ihub-audit.jsonl"', "Cache-Control": "no-store"},
+    # The pages' headers too: the lines hold tenants' text, which no browser may sniff or frame as a page.
+    return with_security_headers(
+        StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="ihub-audit.jsonl"'},
+        )
     )
