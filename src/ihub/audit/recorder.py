@@ -97,6 +97,7 @@ ORG_LINKS: dict[str, tuple[str, str]] = {
     "api_keys": ("user_id", "users"),
     "user_passwords": ("user_id", "users"),
     "signin_links": ("user_id", "users"),
+    "incoming_idempotency": ("client_pk", "trigger_clients"),
 }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -19,11 +18,11 @@ from ihub.audit.recorder import Channel
 from ihub.audit.schemas import audit_filter, parse_optional_id
 from ihub.audit.service import AuditFilter
 from ihub.common.context import Session
-from ihub.common.errors import ApiError
 from ihub.common.ids import path_id
 from ihub.console.auth import SignedIn
+from ihub.console.pages.runs import parse_time
 from ihub.console.shell import load_shell
-from ihub.console.web import render
+from ihub.console.web import render, with_security_headers
 
 router = APIRouter()
 
@@ -67,17 +66,6 @@ def audit_query(
 Listing = Annotated[Filters, Depends(audit_query)]
 
 
-def _time(value: str, name: str) -> datetime | None:
-    """A `datetime-local` field (no zone: UTC, as the page says) or a full ISO 8601 time."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a date and time like 2026-01-31T14:00", "invalid_request") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def service_filter(filters: Filters, org_id: int) -> AuditFilter:
     return audit_filter(
         actor=filters.actor or None,
@@ -86,8 +74,8 @@ def service_filter(filters: Filters, org_id: int) -> AuditFilter:
         target_id=filters.target_id or None,
         org=str(org_id),
         channel=filters.channel or None,
-        since=_time(filters.since, "From"),
-        until=_time(filters.until, "Until"),
+        since=parse_time(filters.since, "From"),
+        until=parse_time(filters.until, "Until"),
     )
 
 
@@ -133,8 +121,11 @@ async def export_audit_log(
             async for entry in service.export_entries(reader, path, chosen):
                 yield (json.dumps(service.entry_json(entry), separators=(",", ":")) + "\n").encode()
 
-    return StreamingResponse(
-        lines(),
-        media_type="application/x-ndjson",
-        headers={"Content-Disposition": 'attachment; filename="ihub-audit.jsonl"', "Cache-Control": "no-store"},
+    # The pages' headers too: the lines hold tenants' text, which no browser may sniff or frame as a page.
+    return with_security_headers(
+        StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="ihub-audit.jsonl"'},
+        )
     )

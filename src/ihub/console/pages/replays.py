@@ -155,7 +155,8 @@ async def start_replay(
 ) -> Response:
     shell = await load_shell(session, viewer, path_id(org_id, "organization"), "replays")
     require_admin(viewer.principal, "start a bulk replay")
-    if not rate.strip().isdigit():
+    # isascii too: str.isdigit() accepts "²", which int() refuses.
+    if not (rate.strip().isascii() and rate.strip().isdigit()):
         raise bad_request("rate must be a whole number of replays per second")
     batch = await service.start(
         session,

@@ -94,7 +94,12 @@ def parse_time(value: str, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ApiError(400, f"{name} must be a date and time like 2026-01-31T14:00", "invalid_request") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 parses, but is past the calendar's end in UTC
+        raise ApiError(400, f"{name} is outside the calendar once converted to UTC", "invalid_request") from None
 
 
 def service_filter(filters: Filters) -> service.RunFilter:
