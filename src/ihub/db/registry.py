@@ -16,3 +16,14 @@ from ihub.templates import models as _templates  # noqa: F401
 from ihub.tenancy import models as _tenancy  # noqa: F401
 
 metadata = Base.metadata
+
+
+def _ids_never_reused() -> None:
+    """AUTOINCREMENT on SQLite for every table with an integer `id` (migration 0012 says why): without it SQLite
+    hands a deleted newest row's id to the next row. PostgreSQL's sequences never reuse one anyway."""
+    for table in metadata.tables.values():
+        if [column.name for column in table.primary_key.columns] == ["id"]:
+            table.dialect_options["sqlite"]["autoincrement"] = True
+
+
+_ids_never_reused()
