@@ -79,9 +79,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per phase (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections (default 16)")
-    parser.add_argument(
-        "--max-rate", type=int, default=2500, help="grants/s to prepare assertions for (default 2500)"
-    )
+    parser.add_argument("--max-rate", type=int, default=2500, help="grants/s to prepare assertions for (default 2500)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_load_options(parser)
     args = parser.parse_args()

@@ -89,9 +89,7 @@ async def _connection(
         writer.close()
 
 
-async def _load(
-    host: str, port: int, requests: Iterator[bytes], seconds: float, connections: int
-) -> dict[str, Any]:
+async def _load(host: str, port: int, requests: Iterator[bytes], seconds: float, connections: int) -> dict[str, Any]:
     """Keep `connections` connections busy for `seconds` with `requests` (shared: each is sent once)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}

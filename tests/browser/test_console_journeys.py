@@ -34,7 +34,7 @@ def test_first_sign_in_from_the_init_link(page: Any, hub: Any) -> None:
 
 
 def test_seed_journey_generate_key_and_copy_user_id_then_log_in_with_them(page: Any, hub: Any) -> None:
-    """"Go to the admin section, click users, select yourself from the left panel, then you will see a button
+    """ "Go to the admin section, click users, select yourself from the left panel, then you will see a button
     to generate key; on the same page copy your user id." Then POST /api/v1/token with exactly those."""
     owner_page(page, hub)
     page.get_by_role("link", name="Admin").click()

@@ -51,6 +51,7 @@ def pages_of(hub: Any) -> list[str]:
         "/console/system",
     ]
 
+
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
   .filter(el => el.type !== 'hidden' && !el.hidden)
   .filter(el => el.labels.length === 0 && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))

@@ -16,7 +16,6 @@ from template_kit import JIRA_DEFINITION_YAML as DEFINITION_YAML
 pytestmark = pytest.mark.anyio
 
 
-
 async def api_templates(api: Any, org_id: str = "1") -> list[dict[str, Any]]:
     response = await api.client.get(f"/api/v1/org/{org_id}/templates", headers=api.auth)
     assert response.status_code == 200, response.text

@@ -74,7 +74,9 @@ async def test_a_name_resolving_to_a_refused_address_is_never_connected_to(addre
     assert resolver.calls == ["innocent-looking.test"]
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.1/", "http://[::ffff:a9fe:a9fe]/", "http://0xa9fea9fe/latest/meta-data"])
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1/", "http://[::ffff:a9fe:a9fe]/", "http://0xa9fea9fe/latest/meta-data"]
+)
 async def test_literal_addresses_are_refused_without_dns_or_connection(url: str) -> None:
     resolver = resolving_to("93.184.216.34")
     async with egress_client(EgressPolicy(), resolver=resolver, inner=NoConnections()) as http:
@@ -184,7 +186,6 @@ async def test_tls_verifies_the_certificate_and_sends_sni_for_the_name(tmp_path:
     finally:
         server.close()
         await server.wait_closed()
-
 
 
 async def test_redirects_are_answers_not_followed(httpserver: HTTPServer) -> None:

@@ -236,4 +236,3 @@ def run_statuses(database_url: str, run_ids: set[str]) -> dict[str, str]:
     with psycopg.connect(libpq(database_url)) as conn:
         rows = conn.execute("SELECT id, status FROM runs WHERE id = ANY(%s)", ([int(r) for r in run_ids],)).fetchall()
     return {str(run_id): status for run_id, status in rows}
-

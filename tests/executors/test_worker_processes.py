@@ -15,9 +15,7 @@ from processes import Api, start_hub, stop
 pytestmark = pytest.mark.slow
 
 # Each evaluation of BURN would take hours (2^40 macro calls): only the expression time budget ends it.
-BURN = (
-    "{% macro burn(n) %}{% if n > 0 %}{{ burn(n - 1) }}{{ burn(n - 1) }}{% endif %}{% endmacro %}{{ burn(40) }}"
-)
+BURN = "{% macro burn(n) %}{% if n > 0 %}{{ burn(n - 1) }}{{ burn(n - 1) }}{% endif %}{% endmacro %}{{ burn(40) }}"
 BUSY_FLOW = {
     "key": "busy",
     "trigger": "manual",

@@ -65,7 +65,8 @@ async def test_repeated_runs_reuse_the_project_and_see_every_change(
 
     # A new secret through the API: the very next run sends it.
     response = await kit.client.put(
-        f"/api/v1/project/{project['id']}", json={"connections": [jira_connection(url, token="second-token")]},
+        f"/api/v1/project/{project['id']}",
+        json={"connections": [jira_connection(url, token="second-token")]},
         headers=kit.auth,
     )
     assert response.status_code == 200, response.text

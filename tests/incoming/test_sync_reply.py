@@ -127,9 +127,7 @@ async def test_webhook_payloads_nested_too_deep_are_refused(incoming: Incoming, 
     for _ in range(300):
         value = {"a": value}
     token = await incoming.access_token(trigger)
-    response = await incoming.webhook(
-        token, content=json.dumps(value), headers={"Content-Type": "application/json"}
-    )
+    response = await incoming.webhook(token, content=json.dumps(value), headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     assert f"nested deeper than {MAX_PAYLOAD_DEPTH}" in response.json()["error_description"]
     runs = await incoming.client.get(f"/api/v1/project/{incoming.project_id}/runs", headers=incoming.auth)

@@ -130,6 +130,7 @@ def test_access_tokens_of_another_key_or_issuer_are_refused() -> None:
 
 # -- jti: single use until the assertion expires -------------------------------------------------
 
+
 @pytest.mark.anyio
 async def test_a_jti_is_usable_again_once_its_assertion_expired(
     incoming: Incoming, trigger: Trigger, clock: Any

@@ -30,7 +30,7 @@ OTHER = {"key": "other", "trigger": "manual", "steps": [{"id": "stop", "type": "
 
 def test_signature_replaces_what_varies_and_keeps_what_tells_failures_apart() -> None:
     first = signature("step each[0].create: record 7731 of 'Acme Corp' rejected by https://x.test/a?id=5: HTTP 422")
-    second = signature("step each[3].create: record 12 of \"Globex\" rejected by https://x.test/a?id=9: HTTP 422")
+    second = signature('step each[3].create: record 12 of "Globex" rejected by https://x.test/a?id=9: HTTP 422')
     assert first == second
     assert "HTTP 422" in first and "7731" not in first and "Acme" not in first
     assert signature("HTTP 401 unauthorized") != signature("HTTP 403 forbidden")
