@@ -4,13 +4,19 @@ requests under test."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from ihub.app import create_app
-from ihub.config import Settings
+from ihub.cli import app as cli_app
+from ihub.config import Settings, get_settings
 
 # The console tests' in-process browser (tests/console/console_kit.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
@@ -21,3 +27,23 @@ async def app(settings: Settings):  # noqa: ANN201
     application = create_app(settings.model_copy(update={"event_delivery": False}), run_worker=False)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture
+def shell(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`await shell("user", "invite", ...)`: an `ihub` command run in process against the test's database, as
+    an operator at the server's shell runs it (the hub's settings from IHUB_* variables)."""
+    for name in [name for name in os.environ if name.startswith("IHUB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("IHUB_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("IHUB_SECRET_KEY", settings.secret_key)
+    monkeypatch.setenv("IHUB_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    async def ihub(*args: str) -> Result:
+        # In a thread: the command runs its own event loop, and the hub's must stay free meanwhile.
+        return await anyio.to_thread.run_sync(lambda: runner.invoke(cli_app, list(args)))
+
+    yield ihub
+    get_settings.cache_clear()

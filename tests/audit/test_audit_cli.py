@@ -4,42 +4,18 @@ the commands run in a thread against the test's database, beside the in-process 
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from typing import Any
 
-import anyio
 import pytest
 from audit_kit import entries
-from click.testing import Result
 from sqlalchemy import insert
-from typer.testing import CliRunner
 
 from ihub.audit.models import AuditEntry
 from ihub.audit.service import purge_audit_log, purge_entries
-from ihub.cli import app as cli_app
-from ihub.config import Settings, get_settings
 from ihub.db.base import utcnow
 
 pytestmark = pytest.mark.anyio
-runner = CliRunner()
-
-
-@pytest.fixture
-def shell(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in [name for name in os.environ if name.startswith("IHUB_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("IHUB_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IHUB_SECRET_KEY", settings.secret_key)
-    monkeypatch.setenv("IHUB_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-
-    async def ihub(*args: str) -> Result:
-        # In a thread: the command runs its own event loop, and the hub's must stay free meanwhile.
-        return await anyio.to_thread.run_sync(lambda: runner.invoke(cli_app, list(args)))
-
-    yield ihub
-    get_settings.cache_clear()
 
 
 async def test_a_change_at_the_shell_is_recorded_as_the_operator(app, owner, shell) -> None:  # noqa: ANN001

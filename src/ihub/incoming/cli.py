@@ -115,24 +115,24 @@ def _expiry(days: int | None) -> dict[str, Any]:
     return {"expiresInDays": days} if days is not None else {}
 
 
-def _add(flow_id: int, body: dict[str, Any]) -> TriggerOut:
+def _add(flow_id: int | None, body: dict[str, Any], *, revoke_old: bool = False) -> TriggerOut:
+    """A new client of flow `flow_id`, or (with `iss` in `body`) a new key of that client, which `revoke_old`
+    makes its only unrevoked one. One unit of work: a rotation is one audit entry, and never half done."""
     settings = get_settings()
 
     async def work(session: Any) -> TriggerOut:
-        loaded = await service.visible_flow(session, None, flow_id, manage=True)
+        flow = flow_id if flow_id is not None else (await service.get_client_by_iss(session, body["iss"])).flow_id
+        loaded = await service.visible_flow(session, None, flow, manage=True)
         data = TriggerCreate.model_validate(body)
         added = await service.add_key(
             session, loaded, data, policy_from_settings(settings), max_age_days=settings.trigger_key_max_age_days
         )
+        if revoke_old:
+            for key in (await service.keys_of(session, [added.client.id]))[added.client.id]:
+                if key.kid != added.kid and key.revoked_at is None:
+                    await service.revoke_key(session, added.client, key.kid)
         keys = await service.keys_of(session, [added.client.id])
         return service.describe(added.client, keys[added.client.id], settings, added=added)
-
-    return _run(work)
-
-
-def _flow_of(iss: str) -> int:
-    async def work(session: Any) -> int:
-        return (await service.get_client_by_iss(session, iss)).flow_id
 
     return _run(work)
 
@@ -175,20 +175,8 @@ def rotate(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a new key (new kid) to a client; old keys keep working until revoked (or until they expire)."""
-    out = _add(_flow_of(client), {**_source(public_key, None), "iss": client, **_expiry(expires_in_days)})
-    if revoke_old:
-        settings = get_settings()
-
-        async def work(session: Any) -> TriggerOut:
-            record = await service.get_client_by_iss(session, client)
-            for key in (await service.keys_of(session, [record.id]))[record.id]:
-                if key.kid != out.kid and key.revoked_at is None:
-                    await service.revoke_key(session, record, key.kid)
-            keys = await service.keys_of(session, [record.id])
-            return service.describe(record, keys[record.id], settings)
-
-        revoked = _run(work)
-        out = revoked.model_copy(update={"kid": out.kid, "private_key": out.private_key})
+    body = {**_source(public_key, None), "iss": client, **_expiry(expires_in_days)}
+    out = _add(None, body, revoke_old=revoke_old)
     _show([_deliver_private_key(out, private_key_out)], as_json)
 
 
