@@ -4,7 +4,6 @@ requests under test."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from ihub.app import create_app
 from ihub.cli import app as cli_app
 from ihub.config import Settings, get_settings
+from shell_env import use_hub_settings
 
 # The console tests' in-process browser (tests/console/console_kit.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "console"))
@@ -33,12 +33,7 @@ async def app(settings: Settings):  # noqa: ANN201
 def shell(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
     """`await shell("user", "invite", ...)`: an `ihub` command run in process against the test's database, as
     an operator at the server's shell runs it (the hub's settings from IHUB_* variables)."""
-    for name in [name for name in os.environ if name.startswith("IHUB_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("IHUB_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IHUB_SECRET_KEY", settings.secret_key)
-    monkeypatch.setenv("IHUB_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
+    use_hub_settings(settings, monkeypatch)
     runner = CliRunner()
 
     async def ihub(*args: str) -> Result:

@@ -4,7 +4,6 @@ so the command's own event loop does not block the test's)."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import anyio
@@ -14,18 +13,14 @@ from typer.testing import CliRunner
 from ihub.cli import app as cli
 from ihub.config import get_settings
 from replay_kit import failed_runs, key, project, replays_of, worker
+from shell_env import use_hub_settings
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def ihub(settings, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
-    for name in [name for name in os.environ if name.startswith("IHUB_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("IHUB_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IHUB_SECRET_KEY", settings.secret_key)
-    monkeypatch.setenv("IHUB_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
+    use_hub_settings(settings, monkeypatch)
 
     async def run(*args: str) -> tuple[int, Any]:
         result = await anyio.to_thread.run_sync(lambda: CliRunner().invoke(cli, ["replay", *args, "--json"]))
