@@ -11,7 +11,8 @@ Invariants:
   session (the webhook's, the engine's, workers') has no listener and pays nothing.
 - What changed is captured generically: ORM inserts, updates and deletes from the flush (attribute history),
   and UPDATE/DELETE/INSERT statements run through the session (`do_orm_execute`): for those the affected rows
-  are read before (and, for an update, after) the statement. Rows removed by a database cascade (ON DELETE
+  are read before (and, for an update or an upsert, after) the statement: an upsert that replaced a row (a changed
+  password) is that row's update, not an insert. Rows removed by a database cascade (ON DELETE
   CASCADE) are implied by their parent's delete and not listed.
 - Secrets never reach an entry: a column whose name ends in `_sealed` or `digest`, is `hash` or `csrf`, or
   carries `info={"secret": True}` shows as "[secret]" (only whether it was set or changed); run payloads,
@@ -278,6 +279,8 @@ class Recorder:
         if table is None or table.name in UNAUDITED_TABLES:
             return None
         if isinstance(statement, Insert):
+            if statement._post_values_clause is not None:  # ON CONFLICT ... (SQLite's and PostgreSQL's upsert)
+                return self._upserted(state, statement, table)
             self._inserted(state, statement, table)
             return None
         where = statement.whereclause
@@ -314,14 +317,43 @@ class Recorder:
                 self._add(Change(table.name, _row_id(table, row), "update", old, new, refs))
         return result
 
-    def _inserted(self, state: ORMExecuteState, statement: Insert, table: Table) -> None:
+    def _given_rows(self, state: ORMExecuteState, statement: Insert, table: Table) -> list[dict[str, Any]]:
         compiled = statement.compile(dialect=state.session.get_bind().dialect)
         given = state.parameters
         many: Sequence[Mapping[str, Any]] = [given] if isinstance(given, Mapping) else list(given or [{}])
         rows = [dict(compiled.params) | dict(params) for params in many]
-        for params in rows:
-            row = {name: value for name, value in params.items() if name in table.c}
+        return [{name: value for name, value in params.items() if name in table.c} for params in rows]
+
+    def _inserted(self, state: ORMExecuteState, statement: Insert, table: Table) -> None:
+        for row in self._given_rows(state, statement, table):
             self._add(Change(table.name, _row_id(table, row), "insert", None, _whole(table, row), [row]))
+
+    def _upserted(self, state: ORMExecuteState, statement: Insert, table: Table) -> Any:
+        """An insert that may update (or keep) a row already there (a changed password): a row that existed is
+        listed as the update the statement made to it, by its primary key, not as an insert without a before."""
+        rows = self._given_rows(state, statement, table)
+        key = table.primary_key.columns
+        ids = [row.get(key[0].name) for row in rows] if len(key) == 1 else []
+        if not ids or any(row_id is None for row_id in ids):
+            # No key to look rows up by: listed as given.
+            for row in rows:
+                self._add(Change(table.name, _row_id(table, row), "insert", None, _whole(table, row), [row]))
+            return None
+        (pk,) = key
+        query = select(table).where(pk.in_(ids))
+        before = {row[pk.name]: dict(row) for row in state.session.execute(query).mappings()}
+        result = state.invoke_statement()
+        after = {row[pk.name]: dict(row) for row in state.session.execute(query).mappings()}
+        for row in rows:
+            old_row, new_row = before.get(row[pk.name]), after.get(row[pk.name])
+            if old_row is None:
+                self._add(Change(table.name, _row_id(table, row), "insert", None, _whole(table, row), [row]))
+            elif new_row is not None:
+                old, new = _diff(table, old_row, new_row)
+                if new:
+                    refs = [_ref_values(table, old_row), _ref_values(table, new_row)]
+                    self._add(Change(table.name, _row_id(table, old_row), "update", old, new, refs))
+        return result
 
     # -- the entry -------------------------------------------------------------------------------------------
 
