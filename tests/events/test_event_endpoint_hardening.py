@@ -379,10 +379,14 @@ async def test_a_sub_organization_cannot_reach_its_parents_endpoints_and_members
             ("DELETE", f"/api/v1/event-endpoint/{endpoint_id}"),
         ]
 
-    body = {"url": "https://attacker.example/hook", "eventTypes": ["run.failed"], "enabled": False}
+    def body_for(path: str) -> dict[str, Any]:
+        """A valid body for each call (a creation has no `enabled`): the refusal, not validation, must answer."""
+        body: dict[str, Any] = {"url": "https://attacker.example/hook", "eventTypes": ["run.failed"]}
+        return body if "/org/" in path else {**body, "enabled": False}
+
     # The child's Owner sees nothing above its organization, not even that the parent's endpoint exists.
     for method, path in calls(on_parent["id"], parent_delivery, parent):
-        response = await client.request(method, path, json=body, headers=child_owner)
+        response = await client.request(method, path, json=body_for(path), headers=child_owner)
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["metadata"]["code"] == "not_found"
     # A Member of the parent reads (its own and the child's) but changes nothing.
@@ -391,7 +395,7 @@ async def test_a_sub_organization_cannot_reach_its_parents_endpoints_and_members
         (on_child["id"], child_delivery, child),
     ]:
         for method, path in calls(endpoint_id, delivery_id, org_id):
-            response = await client.request(method, path, json=body, headers=parent_member)
+            response = await client.request(method, path, json=body_for(path), headers=parent_member)
             expected = 200 if method == "GET" else 403
             assert response.status_code == expected, (method, path, response.text)
             assert "whsec_" not in response.text
