@@ -11,6 +11,10 @@
 - An endpoint whose attempts have all failed since `failing_since` for the retry window is disabled; its
   pending deliveries are failed, and an `endpoint.disabled` event goes to the organization's other endpoints
   (and the console shows why it was disabled).
+- Fair to tenants: a process attempts at most PER_ENDPOINT deliveries of one endpoint and PER_TENANT of one
+  tenant (tenancy.service.tenant_prefix) at a time, and claims no more than it has free slots. Due deliveries
+  are taken oldest first among the others, so a tenant whose receiver answers slowly, with a backlog of
+  thousands, holds a few slots and delays nobody else's `run.failed` by more than a poll.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,11 +40,16 @@ from ihub.egress import EgressRefused, egress_client, policy_from_settings
 from ihub.events import outbox, signing
 from ihub.events.models import EventDelivery, EventEndpoint
 from ihub.events.outbox import DeliveryStatus, EventType
+from ihub.tenancy.models import Organization
+from ihub.tenancy.service import tenant_prefix
 
 if TYPE_CHECKING:
     from ihub.common.context import AppContext
 
 log = logging.getLogger("ihub.events")
+
+# (tenant organization id, its subtree's path prefix; None for the root): tenancy.service.tenant_prefix.
+Tenant = tuple[int, str | None]
 
 # The whole attempt, from resolving the host to the status line and headers of the answer.
 ATTEMPT_TIMEOUT_SECONDS = 10.0
@@ -47,6 +57,9 @@ LEASE_SECONDS = 60.0
 CLAIM_BATCH = 20
 # Deliveries attempted at the same time by one process: a slow receiver holds one slot, not the whole loop.
 CONCURRENCY = 8
+# Of those, at most this many for one endpoint and for one tenant (module docstring: fair to tenants).
+PER_ENDPOINT = 2
+PER_TENANT = 4
 MAX_BACKOFF_SECONDS = 3600.0
 # How often a deliverer deletes old finished deliveries (every process does; the DELETE is idempotent).
 PURGE_EVERY_SECONDS = 3600.0
@@ -86,6 +99,8 @@ class Deliverer:
         self.slots = asyncio.Semaphore(CONCURRENCY)
         self.task: asyncio.Task[None] | None = None
         self.inflight: set[asyncio.Task[None]] = set()
+        # delivery id -> (endpoint id, tenant) of the attempts this process is making.
+        self.busy: dict[int, tuple[int, Tenant]] = {}
 
     async def start(self) -> None:
         outbox.add_waker(self.signal)
@@ -140,25 +155,44 @@ class Deliverer:
                 await asyncio.wait_for(self.signal.wait(), timeout=self.poll_interval)
 
     async def deliver_due(self) -> int:
-        """Claim up to CLAIM_BATCH due deliveries and start an attempt for each; returns how many."""
+        """Claim due deliveries, as many as there are free slots and fair shares (module docstring), and start
+        an attempt for each; returns how many."""
+        free = CONCURRENCY - len(self.busy)
+        if free <= 0:
+            return 0
         now = utcnow()
+        by_endpoint = Counter(endpoint for endpoint, _ in self.busy.values())
+        by_tenant = Counter(tenant for _, tenant in self.busy.values())
+        query = (
+            select(EventDelivery.id, EventDelivery.endpoint_id, EventEndpoint.org_id, Organization.path)
+            .join(EventEndpoint, EventEndpoint.id == EventDelivery.endpoint_id)
+            .join(Organization, Organization.id == EventEndpoint.org_id)
+            .where(_claimable(now))
+        )
+        # Endpoints and tenants at their share are left out in the query, so their backlog cannot fill the page.
+        full_endpoints = [endpoint for endpoint, count in by_endpoint.items() if count >= PER_ENDPOINT]
+        if full_endpoints:
+            query = query.where(EventDelivery.endpoint_id.not_in(full_endpoints))
+        for tenant, count in by_tenant.items():
+            if count >= PER_TENANT:
+                query = query.where(~_in_tenant(tenant))
         async with self.context.readers() as session:
-            candidates = list(
-                (
-                    await session.scalars(
-                        select(EventDelivery.id)
-                        .where(_claimable(now))
-                        .order_by(EventDelivery.next_attempt_at)
-                        .limit(CLAIM_BATCH)
-                    )
-                ).all()
-            )
-        if not candidates:
+            rows = (await session.execute(query.order_by(EventDelivery.next_attempt_at).limit(CLAIM_BATCH))).all()
+        chosen: list[tuple[int, int, Tenant]] = []
+        for delivery_id, endpoint_id, org_id, path in rows:
+            tenant = tenant_prefix(path) if path else (org_id, None)
+            if len(chosen) >= free or by_endpoint[endpoint_id] >= PER_ENDPOINT or by_tenant[tenant] >= PER_TENANT:
+                continue
+            by_endpoint[endpoint_id] += 1
+            by_tenant[tenant] += 1
+            chosen.append((delivery_id, endpoint_id, tenant))
+        if not chosen:
             return 0
         async with self.context.sessions() as session, session.begin():
-            claimed = [delivery_id for delivery_id in candidates if await self._claim(session, delivery_id, now)]
-        for delivery_id in claimed:
+            claimed = [item for item in chosen if await self._claim(session, item[0], now)]
+        for delivery_id, endpoint_id, tenant in claimed:
             await self.slots.acquire()
+            self.busy[delivery_id] = (endpoint_id, tenant)
             task = asyncio.create_task(self._attempt_and_release(delivery_id))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
@@ -194,7 +228,9 @@ class Deliverer:
         except Exception:  # noqa: BLE001 - the lease expires and another pass tries again
             log.warning("event delivery %s: attempt failed unexpectedly", delivery_id, exc_info=True)
         finally:
+            self.busy.pop(delivery_id, None)
             self.slots.release()
+            self.signal.set()  # a slot is free: deliveries held back for want of one may be due
 
     async def attempt(self, delivery_id: int) -> None:
         """Send one claimed delivery and record the outcome (only while the lease is still ours)."""
@@ -365,6 +401,14 @@ def url_origin(url: str) -> str:
     """`scheme://host[:port]` of a URL: where it points, without what its path or query may hold."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _in_tenant(tenant: Tenant) -> Any:
+    """Deliveries whose endpoint belongs to `tenant` (the query joins the endpoint and its organization)."""
+    tenant_id, prefix = tenant
+    if prefix is None:
+        return EventEndpoint.org_id == tenant_id
+    return Organization.path.startswith(prefix, autoescape=True)
 
 
 def _claimable(now: datetime) -> Any:
