@@ -257,3 +257,23 @@ async def test_raw_paths_and_invented_methods_add_no_label_values(client: httpx.
     # 120 distinct paths and methods: one new series per (template or _unmatched, method, status class) of the
     # four kinds of request, and the first scrape's own.
     assert len(new_series) <= 5, new_series
+
+
+async def test_console_routes_are_labelled_with_their_full_template(client: httpx.AsyncClient) -> None:
+    """Console pages are routers included under `/console`: their label carries that prefix (a route's own path
+    alone would put the console's run page under `/run/{run_id}`), and still no id."""
+    _, before = await scrape(client)
+    assert (await client.get("/console/signin")).status_code == 200
+    page = await client.get("/console/run/424242")  # not signed in: sent to the sign-in page
+    assert 300 <= page.status_code < 400
+    text, after = await scrape(client)
+
+    def delta(route: str, status: str) -> float:
+        labels = {"route": route, "method": "GET", "status": status}
+        return value(after, "ihub_http_request_duration_seconds_count", **labels) - value(
+            before, "ihub_http_request_duration_seconds_count", **labels
+        )
+
+    assert delta("/console/signin", "2xx") == 1
+    assert delta("/console/run/{run_id}", "3xx") == 1
+    assert 'route="/run/{run_id}"' not in text and 'route="/signin"' not in text and "424242" not in text

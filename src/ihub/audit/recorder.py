@@ -39,6 +39,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from ihub.audit.models import AuditEntry
+from ihub.common import routes
 from ihub.common.proxies import forwarded_client
 from ihub.db.unit_of_work import before_commit
 from ihub.tenancy.permissions import Principal
@@ -529,21 +530,12 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def route_template(request: Request) -> str:
-    """The matched route as declared with every prefix, e.g. `/console/org/{org_id}/rename`. A route of a
-    router included in another router knows only its own part (`/org/{org_id}/rename`): the prefixes are what
-    the request's path has in front of that part with its parameters filled in."""
-    route = request.scope.get("route")
-    declared = getattr(route, "path", None)
-    # Without the root path a proxy mounts the hub under: an action names the route, not the deployment.
-    path = str(request.scope.get("path", request.url.path)).removeprefix(str(request.scope.get("root_path", "")))
-    if not isinstance(declared, str):
-        return path
-    filled = declared
-    for name, value in request.path_params.items():
-        filled = filled.replace("{" + name + "}", str(value))
-    if path.endswith(filled):
-        return path[: len(path) - len(filled)] + declared
-    return declared
+    """The matched route as declared with every prefix, e.g. `/console/org/{org_id}/rename` (the request's path
+    when no route matched)."""
+    template = routes.route_template(request.scope)
+    if template is not None:
+        return template
+    return str(request.scope.get("path", request.url.path)).removeprefix(str(request.scope.get("root_path", "")))
 
 
 def begin_request(request: Request, session: AsyncSession, principal: Principal, channel: Channel) -> None:

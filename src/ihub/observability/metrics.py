@@ -15,7 +15,8 @@ Every metric is named `ihub_*` and listed in docs/operations.md ("Metrics, healt
   a child binds its storage when made.
 - `IHUB_METRICS_ENABLED=false` makes every recording function return at once (bench/: overhead with and without).
 
-This module imports nothing of ihub: the engine, the incoming endpoints and the OAuth refresher all record here.
+This module imports nothing of ihub but the leaf `ihub.common.routes`: the engine, the incoming endpoints and the
+OAuth refresher all record here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from ihub.common.routes import route_template
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Distinct flow keys with their own series, per process (each key costs a few series per status).
@@ -222,7 +225,9 @@ class HttpMetrics:
     """ASGI middleware: each HTTP request's latency under the template of the route that handled it.
 
     Starlette's router stores the matched route in `scope["route"]` (the same dict this middleware holds), so the
-    template is read after the app ran; a request no route matched is `UNMATCHED_ROUTE`, never its raw path."""
+    template is read after the app ran, with the prefixes of the routers it was included through (`/console`):
+    a route's own path alone would label console pages `/run/{run_id}`. A request no route matched is
+    `UNMATCHED_ROUTE`, never its raw path."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -243,7 +248,7 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            route = route_template(scope) or UNMATCHED_ROUTE
             http_request(route, scope["method"], status, time.perf_counter() - started)
 
 
