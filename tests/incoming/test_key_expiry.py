@@ -226,11 +226,14 @@ async def test_the_cli_sets_and_prints_a_key_expiry(
     if not db_url.startswith("sqlite"):
         pytest.skip("the CLI calls the service layer tested on both backends above; one backend keeps this fast")
     trigger = await incoming.trigger(body={"publicKey": client_key[1]})
+    unset = await ihub(settings, "show", "--flow", trigger.sub)
+    assert unset.returncode == 0 and "never" in unset.stdout  # as the console shows a key without expiry
     result = await ihub(settings, "expire", "--client", trigger.iss, "--kid", trigger.kid, "--in-days", "5", "--json")
     [key] = ok(result)["keys"]
     assert timedelta(days=4, hours=23) < parsed(key["expiresAt"]) - datetime.now(UTC) <= timedelta(days=5)
     printed = await ihub(settings, "show", "--flow", trigger.sub)
     assert printed.returncode == 0 and "expires" in printed.stdout and key["expiresAt"][:10] in printed.stdout
+    assert "never" not in printed.stdout
 
 
 @pytest.mark.parametrize("settings_overrides", [{"event_delivery": False}])

@@ -80,7 +80,9 @@ def _show(triggers: list[TriggerOut], as_json: bool) -> None:
         table = Table("kid", "alg", "source", "created", "expires", "revoked")
         for k in t.keys:
             created = k.created_at.isoformat(timespec="seconds") if k.created_at else ""
-            expires = k.expires_at.isoformat(timespec="seconds") if k.expires_at else ""
+            # "never", as the console says: an empty cell reads as "unknown", and keys added before
+            # IHUB_TRIGGER_KEY_MAX_AGE_DAYS was set are the ones an operator looks for here.
+            expires = k.expires_at.isoformat(timespec="seconds") if k.expires_at else "never"
             if k.expired:
                 expires = f"[red]{expires} (expired)[/]"
             table.add_row(k.kid, k.alg, k.source, created, expires, "yes" if k.revoked else "")
