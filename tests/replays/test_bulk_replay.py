@@ -350,6 +350,7 @@ async def test_bad_requests_and_limits(client, auth, app, limits) -> None:  # no
     async with NothingWritten(app):
         response = await client.post("/api/v1/org/1/replays", json={"failureKey": key("c")}, headers=auth)
     assert response.status_code == 409 and response.json()["metadata"]["code"] == "too_many_replays"
+    assert response.json()["metadata"]["message"].startswith("organization 1 has 2 bulk replays pending")
 
 
 async def test_the_active_limit_holds_per_tenant_not_per_sub_organization(client, auth, app, api, limits) -> None:  # noqa: ANN001
@@ -368,6 +369,7 @@ async def test_the_active_limit_holds_per_tenant_not_per_sub_organization(client
             response = await client.post(f"/api/v1/org/{org}/replays", json={"failureKey": key("e")}, headers=auth)
         assert response.status_code == 409, response.text
         assert response.json()["metadata"]["code"] == "too_many_replays"
+        assert f"organization {acme} and its sub-organizations have 2 bulk replays" in response.text
     # Another tenant, and the root organization's own runs, are not held back by acme.
     await start(client, auth, globex, failureKey=key("e"))
     await start(client, auth, "1", failureKey=key("e"))

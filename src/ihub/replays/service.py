@@ -284,9 +284,11 @@ async def start(
     await lock_org_for_limit(session, tenant)
     active = await _active_in_tenant(session, tenant, prefix)
     if active >= settings.replay_max_active_per_org:
-        where = f"organization {tenant}" if prefix is None else f"organization {tenant} and its sub-organizations"
+        where = (
+            f"organization {tenant} has" if prefix is None else f"organization {tenant} and its sub-organizations have"
+        )
         raise conflict(
-            f"{where} already have {active} bulk replays pending, running or paused (at most "
+            f"{where} {active} bulk replays pending, running or paused (at most "
             f"{settings.replay_max_active_per_org}): wait for one to finish, or cancel one",
             "too_many_replays",
         )
