@@ -129,3 +129,16 @@ async def test_members_look_but_do_not_start_and_other_tenants_see_nothing(
         async with NothingWritten(app):
             response = await outsider.submit(f"/console/org/{globex}/replays", f"/console/org/{acme}/replays", form)
             assert response.status_code == 404
+
+
+async def test_a_selection_past_the_limit_is_refused_beside_the_form(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], owner_browser: Browser
+) -> None:
+    """The dry run stops counting past IHUB_REPLAY_MAX_RUNS and says so on the page (no Start button)."""
+    prj = await project(client, auth)
+    await failed_runs(app, prj, 4, failure_key=key("f"))
+    context = app.state.context
+    context.settings = context.settings.model_copy(update={"replay_max_runs": 3})
+    page = (await owner_browser.page(f"/console/org/1/replays/new?failureKey={key('f')}")).text
+    assert 'id="dry-refused"' in page and "more than the 3 runs" in page
+    assert 'id="start-form"' not in page and 'id="dry-selected"' not in page

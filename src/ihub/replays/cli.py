@@ -97,7 +97,9 @@ def start(
         path = await service.org_path(session, org_id)
         selection = request.selection()
         if request.dry_run:
-            return dry_run_out(await service.preview(session, path, selection)).model_dump(mode="json", by_alias=True)
+            return dry_run_out(
+                await service.preview(session, path, selection, max_runs=get_settings().replay_max_runs)
+            ).model_dump(mode="json", by_alias=True)
         batch = await service.start(
             session,
             get_settings(),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, delete, func, select, true, union_all
+from sqlalchemy import ColumnElement, Row, Select, Text, and_, cast, delete, func, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ihub.common.body import refuse_nul
@@ -182,6 +182,12 @@ async def list_runs(
 # arms keep it near 20 ms (docs/operations.md, "Runs at volume").
 UNION_LIMIT = 40
 
+# A page's runs carry their trigger payloads (each up to IHUB_MAX_BODY_BYTES) and results. 200 runs of a 1 MB
+# payload made one 184 MB answer, built on the event loop (every other request waited 4 to 6 s) and 3 GB of
+# memory for four at once. A page therefore ends early once its runs' payloads (trigger, result and error, as
+# characters of JSON) pass this, with a cursor to the next page as usual; it always holds at least one run.
+PAGE_PAYLOAD_CHARS = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class IdRange:
@@ -318,20 +324,41 @@ async def page_runs(
     if after is not None:
         # The previous page: the `limit` runs just newer than `after`, read oldest first, shown newest first.
         query = _page_query(filters, ids, partitions, scope, newest_first=False, bound=Run.id > after, limit=limit + 1)
-        rows = list((await session.scalars(query)).all())
+        rows, cut = await _fetch(session, query, newest_first=False)
         rows.sort(key=lambda run: run.id)
-        more = len(rows) > limit
+        more = cut or len(rows) > limit
         rows = rows[:limit]
         rows.reverse()
         return RunPage(rows, rows[-1].id if rows else None, rows[0].id if more and rows else None)
     bound = Run.id < before if before is not None else None
     query = _page_query(filters, ids, partitions, scope, newest_first=True, bound=bound, limit=limit + 1)
-    rows = list((await session.scalars(query)).all())
+    rows, cut = await _fetch(session, query, newest_first=True)
     rows.sort(key=lambda run: run.id, reverse=True)
-    more = len(rows) > limit
+    more = cut or len(rows) > limit
     rows = rows[:limit]
     newer = rows[0].id if before is not None and rows else None
     return RunPage(rows, rows[-1].id if more and rows else None, newer)
+
+
+async def _fetch(session: AsyncSession, query: Select[Run], *, newest_first: bool) -> tuple[list[Run], bool]:
+    """The runs `query` selects, in page order, up to PAGE_PAYLOAD_CHARS of payloads (at least one); and whether
+    some were left out for that. Their sizes are read first, so a left-out payload is never loaded."""
+    size = (
+        func.coalesce(func.length(cast(Run.trigger, Text)), 0)
+        + func.coalesce(func.length(cast(Run.result, Text)), 0)
+        + func.coalesce(func.length(Run.error), 0)
+    )
+    sized = sorted((await session.execute(query.with_only_columns(Run.id, size))).tuples().all(), reverse=newest_first)
+    kept: list[int] = []
+    total = 0
+    for run_id, chars in sized:
+        if kept and total + chars > PAGE_PAYLOAD_CHARS:
+            break
+        kept.append(run_id)
+        total += chars
+    if not kept:
+        return [], False
+    return list((await session.scalars(select(Run).where(Run.id.in_(kept)))).all()), len(kept) < len(sized)
 
 
 def _fallback_scope(filters: RunFilter, project_id: int | None, org_path: str | None) -> ColumnElement[bool]:

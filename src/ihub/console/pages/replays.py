@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ihub.common.context import Context, Session
-from ihub.common.errors import bad_request
+from ihub.common.errors import ApiError, bad_request
 from ihub.common.ids import path_id
 from ihub.console.auth import Acting, SignedIn
 from ihub.console.pages.runs import REFRESH_SECONDS, parse_time
@@ -126,13 +126,23 @@ async def new_replay(
     chosen: Annotated[Chosen, Depends(chosen_query)],
 ) -> HTMLResponse:
     shell = await load_shell(session, viewer, path_id(org_id, "organization"), "replays")
-    preview = await service.preview(session, shell.org.path, chosen.selection()) if chosen.given else None
+    preview, refusal = None, None
+    if chosen.given:
+        try:
+            preview = await service.preview(
+                session, shell.org.path, chosen.selection(), max_runs=context.settings.replay_max_runs
+            )
+        except ApiError as error:
+            if error.code != "selection_too_large":
+                raise
+            refusal = error.message  # shown beside the form, which the person narrows
     return render(
         request,
         "replay_new.html",
         **shell.context(),
         chosen=chosen,
         preview=preview,
+        refusal=refusal,
         flows=await flows_in(session, org_path=shell.org.path),
         statuses=STATUSES,
         versions=REPLAY_VERSIONS,
