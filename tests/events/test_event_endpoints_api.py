@@ -16,6 +16,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select, update
 
 from ihub.db.base import utcnow
+from ihub.events import service
 from ihub.events.models import EventDelivery, EventEndpoint
 
 pytestmark = pytest.mark.anyio
@@ -324,3 +325,24 @@ async def test_hostile_input_gets_clear_400s_and_limits_hold(
 
 def path_of(endpoint: dict[str, Any]) -> str:
     return f"/api/v1/event-endpoint/{endpoint['id']}/deliveries"
+
+
+async def test_test_events_waiting_for_delivery_are_capped(
+    app: Any, client: httpx.AsyncClient, auth: dict[str, str], httpserver: HTTPServer
+) -> None:
+    # A receiver that keeps failing: test events stay pending (retried), as they would against a dead host.
+    httpserver.expect_request("/down").respond_with_data("", status=503)
+    created = await create_endpoint(client, auth, "1", httpserver.url_for("/down"))
+    path = f"/api/v1/event-endpoint/{created['id']}/test"
+    for _ in range(service.MAX_PENDING_TESTS):
+        assert (await client.post(path, headers=auth)).status_code == 202
+    response = await client.post(path, headers=auth)
+    assert response.status_code == 409, response.text
+    assert response.json()["metadata"]["code"] == "tests_pending"
+    assert await delivery_count(app) == service.MAX_PENDING_TESTS
+    # Once they are no longer waiting (delivered, failed or purged), a test may be sent again.
+    async with app.state.context.sessions() as session:
+        await session.execute(update(EventDelivery).values(status="failed"))
+        await session.commit()
+    assert (await client.post(path, headers=auth)).status_code == 202
+    assert await delivery_count(app) == service.MAX_PENDING_TESTS + 1

@@ -118,7 +118,8 @@ async def rotate_secret(endpoint_id: str, caller: Caller, session: Session, cont
     responses=errors(409),
 )
 async def send_test(endpoint_id: str, caller: Caller, session: Session) -> DeliveryList:
-    """Queue an `endpoint.test` event for this endpoint (whatever types it subscribes to)."""
+    """Queue an `endpoint.test` event for this endpoint (whatever types it subscribes to). At most 3 test events
+    of an endpoint wait for delivery at a time (409 `tests_pending`)."""
     delivery = await service.send_test(session, caller, path_id(endpoint_id, "event endpoint"))
     return DeliveryList(deliveries=[delivery_out(delivery)])
 

@@ -35,6 +35,7 @@ from ihub.tenancy.service import lock_org_for_limit, tenant_prefix, visible_org
 # An organization's endpoints: each event is one row per endpoint, so this bounds the rows one change writes.
 MAX_ENDPOINTS_PER_ORG = 20
 MAX_ENDPOINTS_PER_TENANT = 100
+MAX_PENDING_TESTS = 3
 # After a rotation the old secret signs too for this long (a second `v1,` signature), so receivers can switch.
 ROTATION_OVERLAP = timedelta(hours=24)
 
@@ -236,11 +237,37 @@ async def rotate_secret(
     return endpoint, secret
 
 
+async def _check_pending_tests(session: AsyncSession, endpoint_id: int) -> None:
+    """At most MAX_PENDING_TESTS test events of an endpoint wait for delivery: a test is for seeing one arrive,
+    and a loop of them (40 a second measured) would queue thousands of deliveries, each retried for 24 h against
+    a receiver that does not answer. Counted under the endpoint's row lock (PostgreSQL), so two at once cannot
+    both pass."""
+    await session.execute(
+        select(EventEndpoint.id).where(EventEndpoint.id == endpoint_id).with_for_update(key_share=True)
+    )
+    waiting = await session.scalar(
+        select(func.count())
+        .select_from(EventDelivery)
+        .where(
+            EventDelivery.endpoint_id == endpoint_id,
+            EventDelivery.event_type == EventType.ENDPOINT_TEST.value,
+            EventDelivery.status == DeliveryStatus.PENDING.value,
+        )
+    )
+    if (waiting or 0) >= MAX_PENDING_TESTS:
+        raise conflict(
+            f"event endpoint {endpoint_id} already has {MAX_PENDING_TESTS} test events waiting to be delivered: "
+            "see its deliveries (a receiver that does not answer 2xx keeps them waiting)",
+            "tests_pending",
+        )
+
+
 async def send_test(session: AsyncSession, principal: Principal, endpoint_id: int) -> EventDelivery:
     endpoint = await visible_endpoint(session, principal, endpoint_id)
     require_admin(principal, "manage event endpoints")
     if not endpoint.enabled:
         raise conflict(f"event endpoint {endpoint.id} is disabled; enable it first", "endpoint_disabled")
+    await _check_pending_tests(session, endpoint.id)
     path = await outbox.org_path_of(session, endpoint.org_id) or ""
     data = {"endpointId": str(endpoint.id), "orgId": str(endpoint.org_id), "message": "a test event from ihub"}
     (delivery,) = await outbox.emit(session, EventType.ENDPOINT_TEST, path, data, only=[endpoint.id])
