@@ -39,8 +39,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from ihub.audit.models import AuditEntry
-from ihub.common import routes
 from ihub.common.proxies import forwarded_client
+from ihub.common.route_template import route_template as scope_route_template
 from ihub.db.unit_of_work import before_commit
 from ihub.tenancy.permissions import Principal
 
@@ -532,7 +532,7 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def route_template(request: Request) -> str:
     """The matched route as declared with every prefix, e.g. `/console/org/{org_id}/rename` (the request's path
     when no route matched)."""
-    template = routes.route_template(request.scope)
+    template = scope_route_template(request.scope)
     if template is not None:
         return template
     return str(request.scope.get("path", request.url.path)).removeprefix(str(request.scope.get("root_path", "")))

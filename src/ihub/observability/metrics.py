@@ -15,8 +15,8 @@ Every metric is named `ihub_*` and listed in docs/operations.md ("Metrics, healt
   a child binds its storage when made.
 - `IHUB_METRICS_ENABLED=false` makes every recording function return at once (bench/: overhead with and without).
 
-This module imports nothing of ihub but the leaf `ihub.common.routes`: the engine, the incoming endpoints and the
-OAuth refresher all record here.
+This module imports nothing of ihub but the leaf `ihub.common.route_template`: the engine, the incoming
+endpoints and the OAuth refresher all record here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ihub.common.routes import route_template
+from ihub.common.route_template import route_template
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Distinct flow keys with their own series, per process (each key costs a few series per status).
