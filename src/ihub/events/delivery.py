@@ -41,7 +41,7 @@ from ihub.events import outbox, signing
 from ihub.events.models import EventDelivery, EventEndpoint
 from ihub.events.outbox import DeliveryStatus, EventType
 from ihub.tenancy.models import Organization
-from ihub.tenancy.service import in_tenant, tenant_prefix
+from ihub.tenancy.service import tenant_prefix
 
 if TYPE_CHECKING:
     from ihub.common.context import AppContext
@@ -96,6 +96,7 @@ class Deliverer:
         self.retention_days = float(getattr(settings, "run_retention_days", 30))
         self.http = egress_client(policy_from_settings(settings), timeout=ATTEMPT_TIMEOUT_SECONDS)
         self.signal = asyncio.Event()
+        self.slots = asyncio.Semaphore(CONCURRENCY)
         self.task: asyncio.Task[None] | None = None
         self.inflight: set[asyncio.Task[None]] = set()
         # delivery id -> (endpoint id, tenant) of the attempts this process is making.
@@ -163,7 +164,7 @@ class Deliverer:
         by_endpoint = Counter(endpoint for endpoint, _ in self.busy.values())
         by_tenant = Counter(tenant for _, tenant in self.busy.values())
         query = (
-            select(EventDelivery.id, EventDelivery.endpoint_id, Organization.path)
+            select(EventDelivery.id, EventDelivery.endpoint_id, EventEndpoint.org_id, Organization.path)
             .join(EventEndpoint, EventEndpoint.id == EventDelivery.endpoint_id)
             .join(Organization, Organization.id == EventEndpoint.org_id)
             .where(_claimable(now))
@@ -174,12 +175,12 @@ class Deliverer:
             query = query.where(EventDelivery.endpoint_id.not_in(full_endpoints))
         for tenant, count in by_tenant.items():
             if count >= PER_TENANT:
-                query = query.where(~in_tenant(EventEndpoint.org_id, *tenant))
+                query = query.where(~_in_tenant(tenant))
         async with self.context.readers() as session:
             rows = (await session.execute(query.order_by(EventDelivery.next_attempt_at).limit(CLAIM_BATCH))).all()
         chosen: list[tuple[int, int, Tenant]] = []
-        for delivery_id, endpoint_id, path in rows:
-            tenant = tenant_prefix(path)
+        for delivery_id, endpoint_id, org_id, path in rows:
+            tenant = tenant_prefix(path) if path else (org_id, None)
             if len(chosen) >= free or by_endpoint[endpoint_id] >= PER_ENDPOINT or by_tenant[tenant] >= PER_TENANT:
                 continue
             by_endpoint[endpoint_id] += 1
@@ -190,6 +191,7 @@ class Deliverer:
         async with self.context.sessions() as session, session.begin():
             claimed = [item for item in chosen if await self._claim(session, item[0], now)]
         for delivery_id, endpoint_id, tenant in claimed:
+            await self.slots.acquire()
             self.busy[delivery_id] = (endpoint_id, tenant)
             task = asyncio.create_task(self._attempt_and_release(delivery_id))
             self.inflight.add(task)
@@ -227,6 +229,7 @@ class Deliverer:
             log.warning("event delivery %s: attempt failed unexpectedly", delivery_id, exc_info=True)
         finally:
             self.busy.pop(delivery_id, None)
+            self.slots.release()
             self.signal.set()  # a slot is free: deliveries held back for want of one may be due
 
     async def attempt(self, delivery_id: int) -> None:
@@ -398,6 +401,14 @@ def url_origin(url: str) -> str:
     """`scheme://host[:port]` of a URL: where it points, without what its path or query may hold."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _in_tenant(tenant: Tenant) -> Any:
+    """Deliveries whose endpoint belongs to `tenant` (the query joins the endpoint and its organization)."""
+    tenant_id, prefix = tenant
+    if prefix is None:
+        return EventEndpoint.org_id == tenant_id
+    return Organization.path.startswith(prefix, autoescape=True)
 
 
 def _claimable(now: datetime) -> Any:

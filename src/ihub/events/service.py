@@ -30,7 +30,7 @@ from ihub.events.outbox import DEFAULT_TYPES, SUBSCRIBABLE, DeliveryStatus, Even
 from ihub.events.schemas import EndpointCreate, EndpointUpdate
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal, require_admin
-from ihub.tenancy.service import in_tenant, lock_org_for_limit, tenant_prefix, visible_org
+from ihub.tenancy.service import lock_org_for_limit, tenant_prefix, visible_org
 
 # An organization's endpoints: each event is one row per endpoint, so this bounds the rows one change writes.
 MAX_ENDPOINTS_PER_ORG = 20
@@ -146,10 +146,15 @@ async def _check_limits(session: AsyncSession, org: Organization) -> None:
     count = await session.scalar(select(func.count()).select_from(EventEndpoint).where(EventEndpoint.org_id == org.id))
     if (count or 0) >= MAX_ENDPOINTS_PER_ORG:
         raise conflict(f"organization {org.id} already has {MAX_ENDPOINTS_PER_ORG} event endpoints", "limit_reached")
-    in_the_tenant = await session.scalar(
-        select(func.count()).select_from(EventEndpoint).where(in_tenant(EventEndpoint.org_id, tenant, prefix))
+    if prefix is None:
+        return
+    in_tenant = await session.scalar(
+        select(func.count())
+        .select_from(EventEndpoint)
+        .join(Organization, Organization.id == EventEndpoint.org_id)
+        .where(Organization.path.startswith(prefix, autoescape=True))
     )
-    if (in_the_tenant or 0) >= MAX_ENDPOINTS_PER_TENANT:
+    if (in_tenant or 0) >= MAX_ENDPOINTS_PER_TENANT:
         raise conflict(
             f"organization {tenant} and its sub-organizations already have {MAX_ENDPOINTS_PER_TENANT} event endpoints",
             "limit_reached",

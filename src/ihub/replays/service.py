@@ -54,7 +54,7 @@ from ihub.runs.service import REPLAY_VERSIONS
 from ihub.runs.status import TERMINAL_RUN_STATUSES, RunStatus
 from ihub.tenancy.models import Organization
 from ihub.tenancy.permissions import Principal
-from ihub.tenancy.service import in_tenant, lock_org_for_limit, tenant_prefix
+from ihub.tenancy.service import lock_org_for_limit, tenant_prefix
 
 DEFAULT_RATE = 10
 # Runs shown by a dry run: enough to recognize the failure, small enough for one page.
@@ -343,11 +343,13 @@ async def start(
 async def _active_in_tenant(session: AsyncSession, tenant: int, prefix: str | None) -> int:
     """Active batches of the tenant (tenancy.service.tenant_prefix): a sub-organization does not get a limit of
     its own, or a tenant could fill every replay worker by adding sub-organizations."""
-    query = (
-        select(func.count())
-        .select_from(ReplayBatch)
-        .where(ReplayBatch.status.in_(ACTIVE), in_tenant(ReplayBatch.org_id, tenant, prefix))
-    )
+    query = select(func.count()).select_from(ReplayBatch).where(ReplayBatch.status.in_(ACTIVE))
+    if prefix is None:
+        query = query.where(ReplayBatch.org_id == tenant)
+    else:
+        query = query.join(Organization, Organization.id == ReplayBatch.org_id).where(
+            Organization.path.startswith(prefix, autoescape=True)
+        )
     return int(await session.scalar(query) or 0)
 
 

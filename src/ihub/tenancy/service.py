@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
 
 from ihub.common.errors import ApiError, bad_request, conflict, forbidden, not_found
 from ihub.db.unique import name_taken, on_conflict
@@ -78,13 +77,6 @@ def tenant_prefix(path: str) -> tuple[int, str | None]:
     if len(ids) == 1:
         return int(ids[0]), None
     return int(ids[1]), f"/{ids[0]}/{ids[1]}/"
-
-
-def in_tenant(org_id: QueryableAttribute[int], tenant: int, prefix: str | None) -> ColumnElement[bool]:
-    """Rows whose organization (`org_id`) lies in the tenant `tenant_prefix` named."""
-    if prefix is None:
-        return org_id == tenant
-    return org_id.in_(select(Organization.id).where(Organization.path.startswith(prefix, autoescape=True)))
 
 
 async def visible_org(session: AsyncSession, principal: Principal, org_id: int) -> Organization:
